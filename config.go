@@ -1,0 +1,255 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"github.com/joho/godotenv"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gabriel-vasile/mimetype"
+)
+
+// envVar describes one environment variable: the loader, .env.example and the
+// README all follow this table.
+type envVar struct {
+	name   string
+	def    string
+	help   string
+	secret bool
+}
+
+// envVars is the one table of the server's variables.
+func envVars() []envVar {
+	return []envVar{
+		{name: "CLOUDINARY_URL", help: "Cloudinary credentials as cloudinary://API_KEY:API_SECRET@CLOUD_NAME, with optional query parameters such as upload_prefix (what the SDK and Heroku's Cloudinary add-on use)", secret: true},
+		{name: "CLOUD_NAME", help: "Cloudinary cloud name, when CLOUDINARY_URL is not set"},
+		{name: "API_KEY", help: "Cloudinary API key, when CLOUDINARY_URL is not set"},
+		{name: "API_SECRET", help: "Cloudinary API secret, when CLOUDINARY_URL is not set; never logged", secret: true},
+		{name: "CLOUDINARY_UPLOAD_PREFIX", help: "Upload API base URL with CLOUD_NAME/API_KEY/API_SECRET (default https://api.cloudinary.com)"},
+		{name: "ENV_FILE", def: ".env", help: "File of KEY=value lines read at start-up; a missing file is fine, the real environment wins"},
+		{name: "PORT", def: "8080", help: "TCP port to listen on (Heroku sets it)"},
+		{name: "ALLOWED_ORIGINS", def: "*", help: "Comma-separated origins allowed by CORS, or * for any"},
+		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB, Cloudinary's single-request limit)"},
+		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything; SVG must be named"},
+		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into"},
+		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
+		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
+		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
+		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
+		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
+	}
+}
+
+// secret is a string that never prints itself.
+type secret string
+
+func (secret) String() string                 { return "<redacted>" }
+func (secret) LogValue() slog.Value           { return slog.StringValue("<redacted>") }
+func (s secret) GoString() string             { return s.String() }
+func (s secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// credentials are what the SDK needs to sign requests.
+type credentials struct {
+	cloudName string
+	apiKey    string
+	apiSecret secret
+	params    url.Values // CLOUDINARY_URL's query parameters, e.g. upload_prefix, read by the SDK
+}
+
+// config is read once at start-up; a bad value stops the server.
+type config struct {
+	port            string
+	cloudinary      *credentials // nil when no credentials are set
+	allowedOrigins  []string
+	maxUploadBytes  int64
+	allowedTypes    []string
+	uploadFolder    string
+	uploadPreset    string
+	uploadTimeout   time.Duration
+	shutdownTimeout time.Duration
+	logFormat       string
+	logLevel        slog.Level
+}
+
+// loadConfig reads every variable of envVars through getenv and reports all bad values at once.
+func loadConfig(getenv func(string) string) (config, error) {
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		for _, v := range envVars() {
+			if v.name == name {
+				return v.def
+			}
+		}
+		return ""
+	}
+	var cfg config
+	var problems []error
+	bad := func(name, want string) {
+		problems = append(problems, fmt.Errorf("%s=%q: want %s", name, get(name), want))
+	}
+
+	cfg.port = get("PORT")
+	if n, err := strconv.Atoi(cfg.port); err != nil || n < 0 || n > math.MaxUint16 {
+		bad("PORT", "a TCP port number")
+	}
+
+	creds, err := loadCredentials(get)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	cfg.cloudinary = creds
+
+	cfg.allowedOrigins = splitList(get("ALLOWED_ORIGINS"))
+	for _, o := range cfg.allowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			problems = append(problems, fmt.Errorf("ALLOWED_ORIGINS: %q is not an origin like https://example.com", o))
+		}
+	}
+
+	if n, err := strconv.ParseInt(get("MAX_UPLOAD_BYTES"), 10, 64); err == nil && n > 0 {
+		cfg.maxUploadBytes = n
+	} else {
+		bad("MAX_UPLOAD_BYTES", "a positive number of bytes")
+	}
+
+	cfg.allowedTypes = splitList(strings.ToLower(get("ALLOWED_TYPES")))
+	for _, t := range cfg.allowedTypes {
+		if !validTypePattern(t) {
+			problems = append(problems, fmt.Errorf("ALLOWED_TYPES: %q is not a MIME type, type/* or *", t))
+		}
+	}
+	if len(cfg.allowedTypes) == 0 {
+		bad("ALLOWED_TYPES", "at least one MIME type")
+	}
+
+	cfg.uploadFolder = get("UPLOAD_FOLDER")
+	if err := validatePublicID(cfg.uploadFolder); cfg.uploadFolder != "" && err != nil {
+		bad("UPLOAD_FOLDER", "a folder path of letters, digits, '-', '_', '.' and '/'")
+	}
+	cfg.uploadPreset = get("UPLOAD_PRESET")
+
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}} {
+		if v, err := time.ParseDuration(get(d.name)); err == nil && v > 0 {
+			*d.dst = v
+		} else {
+			bad(d.name, "a positive duration such as 30s or 2m")
+		}
+	}
+
+	cfg.logFormat = get("LOG_FORMAT")
+	if cfg.logFormat != "json" && cfg.logFormat != "text" {
+		bad("LOG_FORMAT", "json or text")
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
+		bad("LOG_LEVEL", "debug, info, warn or error")
+	}
+	return cfg, errors.Join(problems...)
+}
+
+// loadCredentials reads CLOUDINARY_URL or the three separate variables; nil, nil means none are set.
+// Errors name the variable only: url.Parse and the SDK quote their input, secret included.
+func loadCredentials(get func(string) string) (*credentials, error) {
+	if raw := get("CLOUDINARY_URL"); raw != "" {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "cloudinary" || u.User == nil {
+			return nil, errors.New("CLOUDINARY_URL: want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+		}
+		pass, _ := u.User.Password()
+		c := &credentials{cloudName: u.Host, apiKey: u.User.Username(), apiSecret: secret(pass), params: u.Query()}
+		if c.cloudName == "" || c.apiKey == "" || pass == "" {
+			return nil, errors.New("CLOUDINARY_URL: want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+		}
+		if err := validateUploadPrefix(c.params.Get("upload_prefix")); err != nil {
+			return nil, fmt.Errorf("CLOUDINARY_URL: upload_prefix %w", err)
+		}
+		return c, nil
+	}
+	cloud, key, sec := get("CLOUD_NAME"), get("API_KEY"), get("API_SECRET")
+	if cloud == "" && key == "" && sec == "" {
+		return nil, nil
+	}
+	var missing []string
+	for name, v := range map[string]string{"CLOUD_NAME": cloud, "API_KEY": key, "API_SECRET": sec} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, fmt.Errorf("%s: missing; set CLOUD_NAME, API_KEY and API_SECRET together, or CLOUDINARY_URL", strings.Join(missing, ", "))
+	}
+	c := &credentials{cloudName: cloud, apiKey: key, apiSecret: secret(sec), params: url.Values{}}
+	if p := get("CLOUDINARY_UPLOAD_PREFIX"); p != "" {
+		if err := validateUploadPrefix(p); err != nil {
+			return nil, fmt.Errorf("CLOUDINARY_UPLOAD_PREFIX %w", err)
+		}
+		c.params.Set("upload_prefix", p)
+	}
+	return c, nil
+}
+
+func validateUploadPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	u, err := url.Parse(p)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("is not an http(s) URL")
+	}
+	return nil
+}
+
+// validTypePattern accepts "*", "type/*" and the MIME types that mimetype knows.
+func validTypePattern(t string) bool {
+	if t == "*" {
+		return true
+	}
+	major, minor, ok := strings.Cut(t, "/")
+	if !ok || major == "" || minor == "" || strings.ContainsAny(t, " ;,") {
+		return false
+	}
+	return minor == "*" || mimetype.Lookup(t) != nil
+}
+
+// splitList splits a comma-separated value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// withDotEnv returns a getenv that falls back to the values in the file at path.
+func withDotEnv(getenv func(string) string, path string) (func(string) string, error) {
+	fromFile, err := godotenv.Read(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return getenv, nil
+	}
+	if err != nil { // not wrapped: godotenv's message quotes the file, secrets included
+		return nil, fmt.Errorf("ENV_FILE %s is malformed: check quoting and variable names", path)
+	}
+	return func(key string) string {
+		if v := getenv(key); v != "" {
+			return v // the real environment wins
+		}
+		return fromFile[key]
+	}, nil
+}

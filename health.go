@@ -1,0 +1,30 @@
+package main
+
+import (
+	"net/http"
+	"sync/atomic"
+)
+
+// healthState tells load balancers whether this process still takes work.
+type healthState struct {
+	draining atomic.Bool
+}
+
+func newHealthState() *healthState { return &healthState{} }
+
+// drain makes /healthz answer 503 from now on, so routers stop sending new requests.
+func (h *healthState) drain() { h.draining.Store(true) }
+
+// handleHealthz serves GET /healthz.
+func handleHealthz(h *healthState) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status, body := http.StatusOK, map[string]string{"status": "ok"}
+		if h.draining.Load() {
+			status, body = http.StatusServiceUnavailable, map[string]string{"status": "shutting down"}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		if err := encode(w, status, body); err != nil {
+			loggerFrom(r.Context()).WarnContext(r.Context(), "write health response", "err", err)
+		}
+	})
+}

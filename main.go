@@ -1,0 +1,96 @@
+// Command cloudinary-upload-api is an HTTP server that streams browser and
+// script uploads into Cloudinary without ever showing them the API secret.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cloudinary-upload-api:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; main only hands it the process's outside world.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	envFile := getenv("ENV_FILE")
+	if envFile == "" {
+		envFile = ".env"
+	}
+	getenv, err := withDotEnv(getenv, envFile)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	logger := newLogger(stdout, cfg.logFormat, cfg.logLevel)
+
+	if cfg.cloudinary == nil {
+		return errors.New("no Cloudinary credentials: set CLOUDINARY_URL, or CLOUD_NAME, API_KEY and API_SECRET")
+	}
+	up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset)
+	if err != nil {
+		return err
+	}
+	logger.Info("uploading to Cloudinary", "cloud_name", cfg.cloudinary.cloudName, "folder", cfg.uploadFolder)
+
+	health := newHealthState()
+	srv := &http.Server{
+		Handler:           newServer(logger, cfg, up, health),
+		ReadHeaderTimeout: 10 * time.Second,
+		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router
+		// keeps idle connections for up to 90 s, so ours must outlive that.
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", ":"+cfg.port)
+	if err != nil {
+		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
+	}
+	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// In-flight uploads get SHUTDOWN_TIMEOUT to finish; their contexts are not cancelled.
+	health.drain()
+	logger.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", errors.Join(err, srv.Close()))
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// newLogger writes structured lines to w.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

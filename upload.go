@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gabriel-vasile/mimetype"
+)
+
+// uploadLimits are the server-side rules of POST /upload, never chosen by the client.
+type uploadLimits struct {
+	maxFileBytes  int64
+	allowedTypes  []string
+	uploadTimeout time.Duration
+}
+
+const (
+	formOverhead   = 64 << 10 // boundaries, part headers and text fields allowed on top of the file
+	maxFieldBytes  = 2048     // one text field
+	maxPublicIDLen = 255      // Cloudinary's limit
+	maxTags        = 50
+	maxTagLen      = 255
+	sniffLen       = 3072 // what mimetype reads by default
+)
+
+// errClientGone is logged when the client disconnected; nobody reads the answer.
+var errClientGone = apiError{499, "client closed the request"}
+
+// handleUpload serves POST /upload: it streams the form's file part to the uploader.
+func handleUpload(up uploader, lim uploadLimits) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		result, err := serveUpload(w, r, up, lim)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := writeJSON(w, http.StatusOK, result); err != nil {
+			loggerFrom(r.Context()).WarnContext(r.Context(), "write upload result", "err", err)
+		}
+	})
+}
+
+func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits) ([]byte, error) {
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
+		return nil, errNotMultipart
+	}
+	maxBody := lim.maxFileBytes + formOverhead
+	if r.ContentLength > maxBody {
+		return nil, errTooLarge(lim.maxFileBytes) // answered before reading a byte
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	form := multipart.NewReader(r.Body, params["boundary"])
+
+	p, file, err := readFieldsUntilFile(form, lim)
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, sniffLen)
+	n, err := io.ReadFull(file, head)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, bodyError(err, lim)
+	}
+	if n == 0 {
+		return nil, errEmptyFile
+	}
+	head = head[:n]
+	if got := sniffType(head); !typeAllowed(got, lim.allowedTypes) {
+		base, _, _ := strings.Cut(got.String(), ";")
+		return nil, errTypeNotAllowed(base, lim.allowedTypes)
+	}
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	// The timer runs while the uploader holds the file and is not reading it:
+	// before the first read, between reads, and after the last one until the answer.
+	watchdog := time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })
+	defer watchdog.Stop()
+	body := &uploadBody{
+		src:      io.MultiReader(bytes.NewReader(head), file),
+		limit:    lim.maxFileBytes,
+		watchdog: watchdog,
+		timeout:  lim.uploadTimeout,
+	}
+	result, upErr := up.upload(ctx, body, p)
+	bodyErr := body.stop(http.NewResponseController(w))
+	switch {
+	case bodyErr != nil:
+		return nil, bodyError(bodyErr, lim)
+	case upErr == nil:
+		return result, nil
+	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
+		return nil, fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
+	case r.Context().Err() != nil:
+		return nil, fmt.Errorf("%w: %w", errClientGone, upErr)
+	}
+	return nil, upErr
+}
+
+// readFieldsUntilFile reads the text fields that precede the file part and returns at the file part.
+// Fields after the file part are never read, as with S3's browser POST.
+func readFieldsUntilFile(form *multipart.Reader, lim uploadLimits) (uploadParams, *multipart.Part, error) {
+	var p uploadParams
+	seen := map[string]bool{}
+	for {
+		part, err := form.NextPart()
+		if errors.Is(err, io.EOF) {
+			return p, nil, errNoFilePart
+		}
+		if err != nil {
+			return p, nil, bodyError(err, lim)
+		}
+		name := part.FormName()
+		if name == "file" {
+			p.filename = cleanFilename(part.FileName())
+			return p, part, nil
+		}
+		if name == "" {
+			return p, nil, errBadField("form part without a name")
+		}
+		if name != "public_id" && name != "tags" {
+			return p, nil, errBadField("unknown form field %q (accepted: public_id, tags, file)", truncate(name, 64))
+		}
+		if seen[name] {
+			return p, nil, errBadField("form field %q appears twice", name)
+		}
+		seen[name] = true
+		value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+		if err != nil {
+			return p, nil, bodyError(err, lim)
+		}
+		if len(value) > maxFieldBytes {
+			return p, nil, errBadField("form field %q is longer than %d bytes", name, maxFieldBytes)
+		}
+		switch name {
+		case "public_id":
+			p.publicID = strings.TrimSpace(string(value))
+			if err := validatePublicID(p.publicID); err != nil {
+				return p, nil, err
+			}
+		case "tags":
+			if p.tags, err = parseTags(string(value)); err != nil {
+				return p, nil, err
+			}
+		}
+	}
+}
+
+// bodyError explains a failure to read the request body.
+func bodyError(err error, lim uploadLimits) error {
+	var maxBytes *http.MaxBytesError
+	var api apiError
+	switch {
+	case errors.As(err, &api):
+		return err
+	case errors.As(err, &maxBytes):
+		return fmt.Errorf("%w: %w", errTooLarge(lim.maxFileBytes), err)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: %w", errBodyIncomplete, err)
+	}
+	var netErr interface{ Timeout() bool }
+	if errors.As(err, &netErr) || strings.Contains(err.Error(), "connection reset") {
+		return fmt.Errorf("%w: %w", errBodyIncomplete, err)
+	}
+	return fmt.Errorf("%w: %w", errMalformedBody, err)
+}
+
+// validatePublicID accepts names Cloudinary takes as they are: letters, digits, '-', '_', '.', and '/' between parts.
+func validatePublicID(id string) error {
+	bad := errBadField("public_id must be 1-%d characters of letters, digits, '-', '_', '.' and '/' between names", maxPublicIDLen)
+	if id == "" || len(id) > maxPublicIDLen {
+		return bad
+	}
+	for _, seg := range strings.Split(id, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return bad
+		}
+		for _, c := range seg {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				return bad
+			}
+		}
+	}
+	return nil
+}
+
+// parseTags splits a comma-separated list of tags.
+func parseTags(s string) ([]string, error) {
+	tags := splitList(s)
+	if len(tags) > maxTags {
+		return nil, errBadField("at most %d tags", maxTags)
+	}
+	for _, t := range tags {
+		if len(t) > maxTagLen || !utf8.ValidString(t) || strings.IndexFunc(t, unicode.IsControl) >= 0 {
+			return nil, errBadField("each tag must be printable text of at most %d bytes", maxTagLen)
+		}
+	}
+	return tags, nil
+}
+
+// cleanFilename keeps a printable base name of at most 255 bytes, or nothing.
+func cleanFilename(name string) string {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, name)
+	name = strings.TrimSpace(name)
+	if name == "." || name == ".." {
+		return ""
+	}
+	return truncate(name, 255)
+}
+
+// truncate cuts s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// sniffType looks at the file's first bytes, never at what the client says it is.
+func sniffType(head []byte) *mimetype.MIME {
+	return mimetype.Detect(head)
+}
+
+// typeAllowed matches a sniffed type against ALLOWED_TYPES. SVG can carry script,
+// so "image/*" does not include it: it must be named.
+func typeAllowed(m *mimetype.MIME, allowed []string) bool {
+	base, _, _ := strings.Cut(m.String(), ";")
+	for _, a := range allowed {
+		switch {
+		case a == "*":
+			return true
+		case m.Is(a):
+			return true
+		case strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")) && base != "image/svg+xml":
+			return true
+		}
+	}
+	return false
+}
+
+// uploadBody is the file as the uploader reads it: capped, timed, and stoppable.
+type uploadBody struct {
+	mu       sync.Mutex // held during each Read, so stop can wait for the reading goroutine to leave
+	src      io.Reader
+	n        int64
+	limit    int64
+	err      error // the first failure other than EOF
+	stopped  bool
+	stopping atomic.Bool // set before stop wakes a blocked Read: that read's error is ours, not the client's
+	watchdog *time.Timer
+	timeout  time.Duration
+}
+
+var errUploadStopped = errors.New("upload body read after the upload ended")
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return 0, errUploadStopped
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.watchdog.Stop() // a slow client is not a slow upstream
+	defer b.watchdog.Reset(b.timeout)
+	if room := b.limit + 1 - b.n; int64(len(p)) > room {
+		p = p[:room] // one byte past the limit is enough to know
+	}
+	n, err := b.src.Read(p)
+	b.n += int64(n)
+	if b.n > b.limit {
+		b.err = errTooLarge(b.limit)
+		return n - int(b.n-b.limit), b.err
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !b.stopping.Load() {
+		b.err = err
+	}
+	return n, err
+}
+
+// stop ends the upload's use of the request body and returns the body's failure, if any.
+// The SDK reads the body in its own goroutine, which may still be waiting on a slow
+// client after the upload failed: a past read deadline wakes it.
+func (b *uploadBody) stop(rc *http.ResponseController) error {
+	b.stopping.Store(true)
+	if !b.mu.TryLock() {
+		_ = rc.SetReadDeadline(time.Now()) // error only when unsupported (tests' recorders): then Lock just waits
+		b.mu.Lock()
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	defer b.mu.Unlock()
+	b.stopped = true
+	b.watchdog.Stop()
+	return b.err
+}
