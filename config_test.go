@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.port, "8080"; got != want {
+		t.Errorf("port = %q, want %q", got, want)
+	}
+	if got, want := cfg.maxUploadBytes, int64(100<<20); got != want {
+		t.Errorf("maxUploadBytes = %d, want %d", got, want)
+	}
+	if got, want := strings.Join(cfg.allowedTypes, ","), "image/*"; got != want {
+		t.Errorf("allowedTypes = %q, want %q", got, want)
+	}
+	if got, want := cfg.shutdownTimeout, 25*time.Second; got != want {
+		t.Errorf("shutdownTimeout = %v, want %v", got, want)
+	}
+	if cfg.cloudinary == nil || cfg.cloudinary.cloudName != "cloud" || cfg.cloudinary.apiKey != "key" || cfg.cloudinary.apiSecret != "sec" {
+		t.Errorf("credentials not read from CLOUDINARY_URL: %+v", cfg.cloudinary)
+	}
+}
+
+func TestLoadConfigSeparateCredentials(t *testing.T) {
+	cfg, err := loadConfig(mapGetenv(map[string]string{
+		"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s", "CLOUDINARY_UPLOAD_PREFIX": "http://127.0.0.1:9",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.cloudinary.params.Get("upload_prefix"); got != "http://127.0.0.1:9" {
+		t.Errorf("upload_prefix = %q", got)
+	}
+}
+
+func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
+	const secretValue = "sup3r-s3cret"
+	_, err := loadConfig(mapGetenv(map[string]string{
+		"CLOUDINARY_URL":   "cloudinary://key:" + secretValue + "@cloud?upload_prefix=ftp://x",
+		"PORT":             "eighty",
+		"MAX_UPLOAD_BYTES": "-1",
+		"ALLOWED_TYPES":    "image/*,not a type",
+		"ALLOWED_ORIGINS":  "example.com",
+		"UPLOAD_TIMEOUT":   "soon",
+		"SHUTDOWN_TIMEOUT": "0s",
+		"LOG_FORMAT":       "xml",
+		"LOG_LEVEL":        "loud",
+		"UPLOAD_FOLDER":    "../up",
+	}))
+	if err == nil {
+		t.Fatal("no error for bad configuration")
+	}
+	for _, name := range []string{"CLOUDINARY_URL", "PORT", "MAX_UPLOAD_BYTES", "ALLOWED_TYPES", "ALLOWED_ORIGINS", "UPLOAD_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_FORMAT", "LOG_LEVEL", "UPLOAD_FOLDER"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+	if strings.Contains(err.Error(), secretValue) {
+		t.Errorf("error quotes the secret:\n%v", err)
+	}
+}
+
+func TestLoadConfigPartialCredentials(t *testing.T) {
+	_, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_SECRET": "s"}))
+	if err == nil || !strings.Contains(err.Error(), "API_KEY") {
+		t.Fatalf("err = %v, want it to name API_KEY", err)
+	}
+}
+
+func TestBadCloudinaryURLDoesNotLeakSecret(t *testing.T) {
+	const secretValue = "leaky-secret-42"
+	for _, raw := range []string{
+		"cloudinary://key:" + secretValue + "@cloud?timeout=notanumber",
+		"cloudinary://key:" + secretValue + "@cloud%zz",
+		"https://key:" + secretValue + "@cloud",
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), nil, mapGetenv(map[string]string{
+			"CLOUDINARY_URL": raw, "PORT": "0", "ENV_FILE": filepath.Join(t.TempDir(), "none"),
+		}), &out, &out)
+		if err == nil {
+			t.Fatalf("run accepted CLOUDINARY_URL %q", raw)
+		}
+		if !strings.Contains(err.Error(), "CLOUDINARY_URL") {
+			t.Errorf("error does not name CLOUDINARY_URL: %v", err)
+		}
+		if strings.Contains(err.Error()+out.String(), secretValue) {
+			t.Errorf("the secret leaked: %v\n%s", err, out.String())
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := secret("hunter2")
+	var buf bytes.Buffer
+	logger := newLogger(&buf, "json", 0)
+	logger.Info("x", "secret", s, "creds", credentials{apiSecret: s})
+	for _, out := range []string{buf.String(), s.String()} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+}
+
+func TestDotEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	if err := os.WriteFile(path, []byte("PORT=9999\nLOG_FORMAT=text\n# comment\nAPI_SECRET=from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	getenv, err := withDotEnv(mapGetenv(map[string]string{"PORT": "7000"}), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := getenv("PORT"); got != "7000" {
+		t.Errorf("PORT = %q: the real environment must win over .env", got)
+	}
+	if got := getenv("LOG_FORMAT"); got != "text" {
+		t.Errorf("LOG_FORMAT = %q, want the .env value", got)
+	}
+
+	if _, err := withDotEnv(mapGetenv(nil), filepath.Join(dir, "missing.env")); err != nil {
+		t.Errorf("a missing .env is fine, got %v", err)
+	}
+
+	bad := filepath.Join(dir, "bad.env")
+	if err := os.WriteFile(bad, []byte("API_SECRET='unterminated-secret-value\nPORT=1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = withDotEnv(mapGetenv(nil), bad)
+	if err == nil {
+		t.Fatal("a malformed .env must stop the server")
+	}
+	if strings.Contains(err.Error(), "unterminated-secret-value") {
+		t.Errorf("the error quotes the file: %v", err)
+	}
+}
+
+func TestRunWithoutCredentialsFails(t *testing.T) {
+	err := run(context.Background(), nil, mapGetenv(map[string]string{"PORT": "0", "ENV_FILE": filepath.Join(t.TempDir(), "none")}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "CLOUDINARY_URL") {
+		t.Fatalf("err = %v, want a start-up error naming CLOUDINARY_URL", err)
+	}
+}
+
+func TestEnvExampleListsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile(".env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range envVars() {
+		if !strings.Contains(string(b), v.name+"=") {
+			t.Errorf(".env.example lacks %s", v.name)
+		}
+		if !strings.Contains(string(b), v.help) {
+			t.Errorf(".env.example's comment for %s differs from the config table: %q", v.name, v.help)
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testServer is a real server started by run, as main starts it.
+type testServer struct {
+	url    string
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// logBuffer collects the server's log lines for assertions.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (b *logBuffer) add(line string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, line)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.lines, "\n")
+}
+
+// entries decodes every JSON log line.
+func (b *logBuffer) entries(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range b.lines {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// baseEnv is the environment every test server starts from: no .env, a real fake upstream.
+func baseEnv(t *testing.T, fake *fakeCloudinary) map[string]string {
+	return map[string]string{
+		"PORT":           "0",
+		"ENV_FILE":       filepath.Join(t.TempDir(), "absent.env"),
+		"CLOUDINARY_URL": fake.cloudinaryURL(),
+		"LOG_LEVEL":      "debug",
+	}
+}
+
+func mapGetenv(env map[string]string) func(string) string {
+	return func(k string) string { return env[k] }
+}
+
+// startServer runs the server in-process and waits for its "listening" line.
+// Tests that call it do not run in parallel: the SDK's config parser has package-level state.
+func startServer(t *testing.T, env map[string]string) *testServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logR, logW := io.Pipe()
+	s := &testServer{logs: &logBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := run(ctx, []string{"cloudinary-upload-api"}, mapGetenv(env), logW, io.Discard)
+		logW.Close() // an early failure gives the reader EOF instead of a hang
+		s.done <- err
+	}()
+	addr := make(chan string, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		sc := bufio.NewScanner(logR)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			s.logs.add(line)
+			var e struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &e) == nil && e.Msg == "listening" {
+				addr <- e.Addr
+			}
+		}
+		close(addr)
+	}()
+	t.Cleanup(func() {
+		s.stop(t)
+		<-readerDone
+	})
+	a, ok := <-addr
+	if !ok {
+		t.Fatalf("server did not start: %v\nlogs:\n%s", <-s.done, s.logs)
+	}
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		t.Fatalf("listening addr %q: %v", a, err)
+	}
+	s.url = "http://127.0.0.1:" + port
+	return s
+}
+
+// stop cancels run and checks it returned cleanly; safe to call twice.
+func (s *testServer) stop(t *testing.T) {
+	t.Helper()
+	s.cancel()
+	if err, ok := <-s.done; ok {
+		close(s.done)
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}
+}
+
+// newClient is an HTTP client whose idle connections are closed at cleanup, for goleak.
+func newClient(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// apiErrorBody is Cloudinary's error shape, which we answer in too.
+type apiErrorBody struct {
+	Error struct {
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// decodeBody reads a JSON answer into v, failing the test on anything else.
+func decodeBody(t *testing.T, resp *http.Response, v any) {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("Content-Type = %q, want JSON; body %q", ct, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("body is not JSON: %v: %q", err, b)
+	}
+}
+
+// multipartBody builds a form: text fields in order, then the file part.
+func multipartBody(t testing.TB, fields [][2]string, filename string, file []byte) (contentType string, body []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	for _, f := range fields {
+		if err := w.WriteField(f[0], f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if file != nil {
+		part, err := w.CreateFormFile("file", filename)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := part.Write(file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return w.FormDataContentType(), buf.Bytes()
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// testConfig is the default configuration, as loadConfig gives it with credentials set.
+func testConfig() config {
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}))
+	if err != nil {
+		panic(err)
+	}
+	return cfg
+}

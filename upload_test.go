@@ -1,0 +1,554 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// testPNG makes a real PNG of the given size.
+func testPNG(t testing.TB, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for x := 0; x < w; x++ {
+		for y := 0; y < h; y++ {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), 200, 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// testJPEG makes a real JPEG of the given size.
+func testJPEG(t testing.TB, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for x := 0; x < w; x++ {
+		img.Set(x, x%h, color.RGBA{255, uint8(x), 0, 255})
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// postForm sends a ready-made multipart body to /upload.
+func postForm(t *testing.T, c *http.Client, baseURL, contentType string, body io.Reader) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, baseURL+"/upload", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST /upload: %v", err)
+	}
+	return resp
+}
+
+func TestUploadRoundTrip(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["UPLOAD_FOLDER"] = "site/uploads"
+	env["UPLOAD_PRESET"] = "signed_thumbs"
+	srv := startServer(t, env)
+	client := newClient(t)
+
+	for _, tc := range []struct {
+		name     string
+		file     []byte
+		filename string
+		fields   [][2]string
+		format   string
+	}{
+		{"png_with_public_id_and_tags", testPNG(t, 64, 48), "cat.png", [][2]string{{"public_id", "cats/tom"}, {"tags", "cats, pets"}}, "png"},
+		{"jpeg_without_fields", testJPEG(t, 120, 80), "dog.jpg", nil, "jpg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(fake.uploads())
+			ct, body := multipartBody(t, tc.fields, tc.filename, tc.file)
+			resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			var got map[string]any
+			decodeBody(t, resp, &got)
+
+			ups := fake.uploads()
+			if len(ups) != before+1 {
+				t.Fatalf("fake recorded %d uploads, want %d", len(ups), before+1)
+			}
+			up := ups[len(ups)-1]
+			if got, want := up.sha256, sha256Hex(tc.file); got != want {
+				t.Errorf("fake received sha256 %s, want %s", got, want)
+			}
+			if got, want := up.params.Get("folder"), "site/uploads"; got != want {
+				t.Errorf("folder = %q, want %q", got, want)
+			}
+			if got, want := up.params.Get("upload_preset"), "signed_thumbs"; got != want {
+				t.Errorf("upload_preset = %q, want %q", got, want)
+			}
+			if got, want := up.params.Get("filename_override"), tc.filename; got != want {
+				t.Errorf("filename_override = %q, want %q", got, want)
+			}
+			// Cloudinary's answer is passed on as it was sent: its own field names, none added.
+			for _, k := range []string{"asset_id", "public_id", "version", "signature", "format", "resource_type", "created_at", "bytes", "etag", "secure_url"} {
+				if _, ok := got[k]; !ok {
+					t.Errorf("answer lacks Cloudinary's %q: %v", k, got)
+				}
+			}
+			if got, want := got["bytes"], float64(len(tc.file)); got != want {
+				t.Errorf("bytes = %v, want %v", got, want)
+			}
+			if _, ok := got["Response"]; ok {
+				t.Errorf("answer has the SDK's Go struct fields: %v", got)
+			}
+			if tc.fields == nil {
+				if up.params.Has("public_id") || up.params.Has("overwrite") {
+					t.Errorf("public_id/overwrite sent without a client public_id: %v", up.params)
+				}
+				return
+			}
+			if got, want := up.params.Get("public_id"), "cats/tom"; got != want {
+				t.Errorf("public_id = %q, want %q", got, want)
+			}
+			if got, want := strings.Join(up.tags(), ","), "cats,pets"; got != want {
+				t.Errorf("tags = %q, want %q", got, want)
+			}
+			if got, want := up.params.Get("overwrite"), "false"; got != want {
+				t.Errorf("overwrite = %q, want %q", got, want)
+			}
+			if got, want := got["public_id"], "site/uploads/cats/tom"; got != want {
+				t.Errorf("public_id in answer = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestUploadFieldsAfterFileAreIgnored(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	part, err := w.CreateFormFile("file", "a.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := part.Write(testPNG(t, 4, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteField("public_id", "late"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
+	var got map[string]any
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %v", resp.StatusCode, got)
+	}
+	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Has("public_id") {
+		t.Fatalf("a field after the file reached Cloudinary: %+v", ups)
+	}
+}
+
+// errorCase is one row of the README's error table.
+type errorCase struct {
+	name        string
+	env         map[string]string // on top of baseEnv
+	behaviour   *fakeBehaviour
+	method      string
+	path        string
+	contentType string
+	body        func(t *testing.T) []byte
+	wantStatus  int
+	wantMessage string // a substring of the JSON error message
+	wantHeader  [2]string
+	upstream    bool // whether the request may reach Cloudinary at all
+}
+
+func TestUploadErrors(t *testing.T) {
+	png1 := func(t *testing.T) []byte { return testPNG(t, 8, 8) }
+	form := func(fields [][2]string, name string, file func(t *testing.T) []byte) func(t *testing.T) []byte {
+		return func(t *testing.T) []byte {
+			var f []byte
+			if file != nil {
+				f = file(t)
+			}
+			_, b := multipartBody(t, fields, name, f)
+			return b
+		}
+	}
+	const boundary = "XyZ-test-boundary"
+	mp := "multipart/form-data; boundary=" + boundary
+	raw := func(s string) func(t *testing.T) []byte { return func(*testing.T) []byte { return []byte(s) } }
+	wrongSecret := func(fake *fakeCloudinary) string {
+		return strings.Replace(fake.cloudinaryURL(), ":"+fakeAPISecret+"@", ":wrong-secret@", 1)
+	}
+
+	cases := []errorCase{
+		{name: "get_is_405", method: http.MethodGet, path: "/upload", wantStatus: 405, wantMessage: "method not allowed", wantHeader: [2]string{"Allow", "POST"}},
+		{name: "unknown_path_is_404", method: http.MethodGet, path: "/nope", wantStatus: 404, wantMessage: "not found"},
+		{name: "json_body_is_415", contentType: "application/json", body: raw(`{"file":"x"}`), wantStatus: 415, wantMessage: "multipart/form-data"},
+		{name: "multipart_without_boundary_is_415", contentType: "multipart/form-data", body: raw("x"), wantStatus: 415, wantMessage: "boundary"},
+		{name: "text_file_refused_under_image_star", body: form(nil, "notes.png", func(*testing.T) []byte { return []byte("just some text, not an image") }), wantStatus: 415, wantMessage: "text/plain is not allowed"},
+		{name: "svg_refused_under_image_star", body: form(nil, "x.svg", func(*testing.T) []byte {
+			return []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`)
+		}), wantStatus: 415, wantMessage: "image/svg+xml is not allowed"},
+		{name: "svg_allowed_when_named", env: map[string]string{"ALLOWED_TYPES": "image/*,image/svg+xml"}, body: form(nil, "x.svg", func(*testing.T) []byte {
+			return []byte(`<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"></svg>`)
+		}), wantStatus: 200, upstream: true},
+		{name: "malformed_body_is_400", contentType: mp, body: raw("--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"\r\nno blank line"), wantStatus: 400, wantMessage: ""},
+		{name: "no_file_part_is_400", body: form([][2]string{{"tags", "a"}}, "", nil), wantStatus: 400, wantMessage: `no "file" part`},
+		{name: "empty_file_is_400", body: form(nil, "empty.png", func(*testing.T) []byte { return []byte{} }), wantStatus: 400, wantMessage: "file is empty"},
+		{name: "bad_public_id_is_400", body: form([][2]string{{"public_id", "../etc/passwd"}}, "a.png", png1), wantStatus: 400, wantMessage: "public_id must be"},
+		{name: "unknown_field_is_400", body: form([][2]string{{"folder", "elsewhere"}}, "a.png", png1), wantStatus: 400, wantMessage: `unknown form field "folder"`},
+		{name: "duplicate_field_is_400", body: form([][2]string{{"tags", "a"}, {"tags", "b"}}, "a.png", png1), wantStatus: 400, wantMessage: "appears twice"},
+		{name: "long_field_is_400", body: form([][2]string{{"tags", strings.Repeat("t", 5000)}}, "a.png", png1), wantStatus: 400, wantMessage: "longer than"},
+		{name: "too_large_by_content_length_is_413", env: map[string]string{"MAX_UPLOAD_BYTES": "1000"}, body: form(nil, "big.png", func(t *testing.T) []byte {
+			return append(testPNG(t, 8, 8), make([]byte, 100_000)...)
+		}), wantStatus: 413, wantMessage: "larger than the limit of 1000 bytes"},
+		{name: "cloudinary_401_is_502", env: map[string]string{"CLOUDINARY_URL": ""}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "rejected the server's credentials", upstream: true},
+		{name: "cloudinary_500_is_502", behaviour: &fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
+		{name: "cloudinary_html_502_is_502", behaviour: &fakeBehaviour{status: 502, contentType: "text/html", body: "<html><body>Bad Gateway</body></html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
+		{name: "cloudinary_not_json_is_502", behaviour: &fakeBehaviour{status: 200, contentType: "text/html", body: "<html>maintenance</html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "not JSON", upstream: true},
+		{name: "cloudinary_reset_is_502", behaviour: &fakeBehaviour{reset: true}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "could not reach Cloudinary", upstream: true},
+		{name: "cloudinary_rate_limit_is_503", behaviour: &fakeBehaviour{status: 420, body: `{"error":{"message":"Rate Limit Exceeded"}}`}, body: form(nil, "a.png", png1), wantStatus: 503, wantMessage: "limiting", upstream: true},
+		{name: "cloudinary_silent_is_504", env: map[string]string{"UPLOAD_TIMEOUT": "300ms"}, behaviour: &fakeBehaviour{hang: true}, body: form(nil, "a.png", png1), wantStatus: 504, wantMessage: "did not answer in time", upstream: true},
+		{name: "cloudinary_invalid_image_is_400", behaviour: &fakeBehaviour{status: 400, body: `{"error":{"message":"Invalid image file"}}`}, body: form(nil, "a.png", png1), wantStatus: 400, wantMessage: "Invalid image file", upstream: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := newFakeCloudinary(t)
+			env := baseEnv(t, fake)
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			if v, ok := tc.env["CLOUDINARY_URL"]; ok && v == "" {
+				env["CLOUDINARY_URL"] = wrongSecret(fake)
+			}
+			if tc.behaviour != nil {
+				fake.setBehaviour(*tc.behaviour)
+			}
+			srv := startServer(t, env)
+			resp := doCase(t, newClient(t), srv.url, tc)
+			var got apiErrorBody
+			var ok map[string]any
+			if tc.wantStatus == http.StatusOK {
+				decodeBody(t, resp, &ok)
+			} else {
+				decodeBody(t, resp, &got)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d (%q), want %d", resp.StatusCode, got.Error.Message, tc.wantStatus)
+			}
+			if tc.wantStatus != http.StatusOK && (got.Error.Message == "" || !strings.Contains(got.Error.Message, tc.wantMessage)) {
+				t.Errorf("message %q, want it to contain %q", got.Error.Message, tc.wantMessage)
+			}
+			if tc.wantHeader[0] != "" {
+				if got := resp.Header.Get(tc.wantHeader[0]); got != tc.wantHeader[1] {
+					t.Errorf("%s = %q, want %q", tc.wantHeader[0], got, tc.wantHeader[1])
+				}
+			}
+			if !tc.upstream && fake.requestCount() != 0 {
+				t.Errorf("a refused request reached Cloudinary %d times", fake.requestCount())
+			}
+			if strings.Contains(srv.logs.String(), fakeAPISecret) {
+				t.Errorf("the API secret is in the logs")
+			}
+		})
+	}
+}
+
+func doCase(t *testing.T, c *http.Client, baseURL string, tc errorCase) *http.Response {
+	t.Helper()
+	method, path := tc.method, tc.path
+	if method == "" {
+		method = http.MethodPost
+	}
+	if path == "" {
+		path = "/upload"
+	}
+	var body io.Reader
+	var contentType string
+	if tc.body != nil {
+		b := tc.body(t)
+		body = bytes.NewReader(b)
+		contentType = tc.contentType
+		if contentType == "" {
+			// multipartBody's writer picks a random boundary: recover it from the body.
+			first, _, _ := strings.Cut(string(b), "\r\n")
+			contentType = "multipart/form-data; boundary=" + strings.TrimPrefix(first, "--")
+		}
+	}
+	req, err := http.NewRequest(method, baseURL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
+// streamedPNG is a PNG header followed by n zero bytes in total, generated as it is read.
+func streamedPNG(t testing.TB, n int64) io.Reader {
+	head := testPNG(t, 2, 2)
+	return io.MultiReader(bytes.NewReader(head), io.LimitReader(zeroReader{}, n-int64(len(head))))
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// streamForm sends a multipart form whose file part is read from file, with no Content-Length.
+func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL string, file io.Reader) (*http.Response, error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		part, err := mw.CreateFormFile("file", "big.png")
+		if err == nil {
+			_, err = io.Copy(part, file)
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/upload", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := c.Do(req)
+	pr.Close() // stops the writer goroutine whatever happened
+	return resp, err
+}
+
+func TestUploadOverLimitMidStream(t *testing.T) {
+	const limit = 100 << 20 // the default MAX_UPLOAD_BYTES
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+
+	resp, err := streamForm(context.Background(), t, newClient(t), srv.url, streamedPNG(t, limit+1))
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d (%q), want 413", resp.StatusCode, got.Error.Message)
+	}
+	if want := "larger than the limit of 100 MiB"; !strings.Contains(got.Error.Message, want) {
+		t.Errorf("message %q, want %q", got.Error.Message, want)
+	}
+	if err := <-fake.aborted; err == nil {
+		t.Errorf("the fake saw the upstream request end without an error")
+	}
+	if n := fake.maxFileBytesSeen(); n > limit {
+		t.Errorf("Cloudinary received %d file bytes, more than the %d limit", n, limit)
+	}
+	if len(fake.uploads()) != 0 {
+		t.Errorf("an oversized file was stored")
+	}
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	file, fileW := io.Pipe()
+	result := make(chan error, 1)
+	go func() {
+		resp, err := streamForm(ctx, t, newClient(t), srv.url, file)
+		if err == nil {
+			resp.Body.Close()
+		}
+		result <- err
+	}()
+	if _, err := fileW.Write(testPNG(t, 16, 16)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fileW.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	<-fake.firstBytes // the upload is under way upstream
+	cancel()          // the client goes away
+	fileW.Close()     // lets the client's body writer finish
+	if err := <-fake.aborted; err == nil {
+		t.Errorf("upstream request ended without error")
+	}
+	if err := <-result; !errors.Is(err, context.Canceled) {
+		t.Errorf("client error %v, want context.Canceled", err)
+	}
+	if len(fake.uploads()) != 0 {
+		t.Errorf("a cancelled upload was stored")
+	}
+}
+
+func TestSIGTERMLetsUploadFinish(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+	img := append(testPNG(t, 2, 2), make([]byte, 4*sniffLen)...) // two halves, each more than the sniffed head
+	half := len(img) / 2
+
+	file, fileW := io.Pipe()
+	type answer struct {
+		status int
+		err    error
+	}
+	result := make(chan answer, 1)
+	go func() {
+		resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file)
+		if err != nil {
+			result <- answer{err: err}
+			return
+		}
+		resp.Body.Close()
+		result <- answer{status: resp.StatusCode}
+	}()
+	if _, err := fileW.Write(img[:half]); err != nil {
+		t.Fatal(err)
+	}
+	<-fake.firstBytes
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fileW.Write(img[half:]); err != nil {
+		t.Fatal(err)
+	}
+	fileW.Close()
+	if a := <-result; a.err != nil || a.status != http.StatusOK {
+		t.Fatalf("upload during shutdown: status %d, err %v", a.status, a.err)
+	}
+	if err := <-srv.done; err != nil {
+		t.Fatalf("run after SIGTERM: %v", err)
+	}
+	close(srv.done)
+	if got := fake.uploads(); len(got) != 1 || got[0].sha256 != sha256Hex(img) {
+		t.Fatalf("the upload did not arrive whole: %+v", got)
+	}
+	if !strings.Contains(srv.logs.String(), `"msg":"shutting down"`) {
+		t.Errorf("no shutdown line in the logs")
+	}
+}
+
+func TestCurlUpload(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("curl is not installed")
+		}
+		t.Skip("curl is not installed")
+	}
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["MAX_UPLOAD_BYTES"] = "1048576"
+	srv := startServer(t, env)
+	dir := t.TempDir()
+	small := filepath.Join(dir, "photo.png")
+	big := filepath.Join(dir, "big.png")
+	img := testPNG(t, 20, 20)
+	if err := os.WriteFile(small, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, append(testPNG(t, 2, 2), make([]byte, 3<<20)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		file, status string
+	}{{small, "200"}, {big, "413"}} {
+		out, err := exec.Command(curl, "-sS", "-o", filepath.Join(dir, "out.json"), "-w", "%{http_code}",
+			"-F", "tags=curl", "-F", "file=@"+tc.file, srv.url+"/upload").CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s: %v: %s", tc.file, err, out)
+		}
+		if string(out) != tc.status {
+			t.Errorf("curl %s: status %s, want %s", filepath.Base(tc.file), out, tc.status)
+		}
+		answer, err := os.ReadFile(filepath.Join(dir, "out.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(answer, []byte("{")) {
+			t.Errorf("curl got a non-JSON answer: %q", answer)
+		}
+	}
+	if ups := fake.uploads(); len(ups) != 1 || ups[0].sha256 != sha256Hex(img) || strings.Join(ups[0].tags(), ",") != "curl" {
+		t.Errorf("curl upload did not arrive as sent: %+v", ups)
+	}
+}
+
+func FuzzUpload(f *testing.F) {
+	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\n\r\n--x--\r\n"))
+	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\na,b\r\n--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nGIF89a\r\n--x--"))
+	f.Add("multipart/form-data; boundary=\"\"", []byte("--\r\n"))
+	f.Add("text/plain", []byte("hello"))
+	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		req, err := http.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("status %d for Content-Type %q: %s", rec.Code, contentType, rec.Body)
+		}
+		if !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+			t.Fatalf("non-JSON answer %d", rec.Code)
+		}
+	})
+}
+
+// acceptAllUploader stores nothing and answers like Cloudinary would.
+type acceptAllUploader struct{}
+
+func (acceptAllUploader) upload(_ context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+	n, err := io.Copy(io.Discard, file)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.publicID, n)), nil
+}
