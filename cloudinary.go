@@ -22,6 +22,7 @@ type uploadParams struct {
 	publicID string   // empty: the store picks one
 	tags     []string // may be empty
 	filename string   // the client's file name, base name only; may be empty
+	baseURL  string   // this server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 }
 
 // uploader stores one file and answers with the upload result as JSON,

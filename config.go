@@ -42,6 +42,10 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
+		{name: "STORAGE", def: "auto", help: "Where uploads go: cloudinary, local (files under UPLOAD_DIR, served at /files/), or auto: Cloudinary when credentials are set, else local"},
+		{name: "UPLOAD_DIR", def: "uploads", help: "Directory of the local store (STORAGE=local or auto without credentials); created if missing"},
+		{name: "PUBLIC_URL", help: "Base URL of this server for the local store's url/secure_url, e.g. https://uploads.example.com; empty: taken from each request's Host (and X-Forwarded-Proto)"},
+		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
 	}
@@ -76,6 +80,10 @@ type config struct {
 	shutdownTimeout time.Duration
 	logFormat       string
 	logLevel        slog.Level
+	storage         string // "cloudinary" or "local", resolved from STORAGE at load time
+	uploadDir       string
+	publicURL       string // without a trailing slash; empty: from each request
+	demoPage        bool
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -102,9 +110,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("PORT", "a TCP port number")
 	}
 
-	creds, err := loadCredentials(get)
-	if err != nil {
-		problems = append(problems, err)
+	creds, credErr := loadCredentials(get)
+	if credErr != nil {
+		problems = append(problems, credErr)
 	}
 	cfg.cloudinary = creds
 
@@ -149,6 +157,33 @@ func loadConfig(getenv func(string) string) (config, error) {
 		} else {
 			bad(d.name, "a positive duration such as 30s or 2m")
 		}
+	}
+
+	switch v := get("STORAGE"); v {
+	case "auto":
+		cfg.storage = "local"
+		if creds != nil {
+			cfg.storage = "cloudinary"
+		}
+	case "local", "cloudinary":
+		cfg.storage = v
+	default:
+		bad("STORAGE", "auto, cloudinary or local")
+	}
+	if cfg.storage == "cloudinary" && creds == nil && credErr == nil {
+		problems = append(problems, errors.New("STORAGE=cloudinary: no Cloudinary credentials: set CLOUDINARY_URL, or CLOUD_NAME, API_KEY and API_SECRET"))
+	}
+	cfg.uploadDir = get("UPLOAD_DIR")
+	cfg.publicURL = strings.TrimSuffix(get("PUBLIC_URL"), "/")
+	if cfg.publicURL != "" {
+		if u, err := url.Parse(cfg.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			bad("PUBLIC_URL", "an http(s) URL such as https://uploads.example.com")
+		}
+	}
+	if b, err := strconv.ParseBool(get("DEMO_PAGE")); err == nil {
+		cfg.demoPage = b
+	} else {
+		bad("DEMO_PAGE", "true or false")
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")

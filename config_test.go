@@ -149,9 +149,11 @@ func TestDotEnv(t *testing.T) {
 }
 
 func TestRunWithoutCredentialsFails(t *testing.T) {
-	err := run(context.Background(), nil, mapGetenv(map[string]string{"PORT": "0", "ENV_FILE": filepath.Join(t.TempDir(), "none")}), io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "CLOUDINARY_URL") {
-		t.Fatalf("err = %v, want a start-up error naming CLOUDINARY_URL", err)
+	err := run(context.Background(), nil, mapGetenv(map[string]string{
+		"STORAGE": "cloudinary", "PORT": "0", "ENV_FILE": filepath.Join(t.TempDir(), "none"),
+	}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "STORAGE=cloudinary") || !strings.Contains(err.Error(), "CLOUDINARY_URL") {
+		t.Fatalf("err = %v, want a start-up error naming STORAGE=cloudinary and CLOUDINARY_URL", err)
 	}
 }
 

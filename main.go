@@ -42,14 +42,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger := newLogger(stdout, cfg.logFormat, cfg.logLevel)
 
-	if cfg.cloudinary == nil {
-		return errors.New("no Cloudinary credentials: set CLOUDINARY_URL, or CLOUD_NAME, API_KEY and API_SECRET")
-	}
-	up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset)
+	up, closeStore, err := openStore(cfg, logger)
 	if err != nil {
 		return err
 	}
-	logger.Info("uploading to Cloudinary", "cloud_name", cfg.cloudinary.cloudName, "folder", cfg.uploadFolder)
+	defer func() {
+		if err := closeStore(); err != nil {
+			logger.Warn("close store", "err", err)
+		}
+	}()
 
 	health := newHealthState()
 	srv := &http.Server{

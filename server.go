@@ -26,6 +26,13 @@ func addRoutes(mux *http.ServeMux, cfg config, up uploader, health *healthState)
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
+	if cfg.demoPage {
+		mux.Handle("GET /{$}", handlePage(uploadPage))
+	}
+	if local, ok := up.(*localStore); ok {
+		mux.Handle("GET /files/{name}", handleFiles(local))
+		mux.Handle("/files/{name}", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
+	}
 	mux.Handle("/", handleNotFound())
 }
 

@@ -33,6 +33,11 @@ const (
 	maxTags        = 50
 	maxTagLen      = 255
 	sniffLen       = 3072 // what mimetype reads by default
+	// An error answered before the body has been read is only seen by a browser that is still
+	// sending if the server reads on: a close with unread data resets the connection, and the
+	// browser drops the answer. So the rest of the body is read and dropped, up to these bounds.
+	maxDrainBytes = 32 << 20
+	drainTimeout  = 15 * time.Second
 )
 
 // errClientGone is logged when the client disconnected; nobody reads the answer.
@@ -41,9 +46,11 @@ var errClientGone = apiError{499, "client closed the request"}
 // handleUpload serves POST /upload: it streams the form's file part to the uploader.
 func handleUpload(up uploader, lim uploadLimits) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
 		result, err := serveUpload(w, r, up, lim)
 		if err != nil {
-			writeError(w, r, err)
+			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
+			drainBody(w, r, body)
 			return
 		}
 		if err := writeJSON(w, http.StatusOK, result); err != nil {
@@ -68,6 +75,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	if err != nil {
 		return nil, err
 	}
+	p.baseURL = requestBaseURL(r)
 	head := make([]byte, sniffLen)
 	n, err := io.ReadFull(file, head)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -107,6 +115,22 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		return nil, fmt.Errorf("%w: %w", errClientGone, upErr)
 	}
 	return nil, upErr
+}
+
+// drainBody reads and drops what is left of a request body whose answer is an error, so that
+// the answer reaches a client that is still sending. A body that cannot end within
+// maxDrainBytes is not read at all: the connection is closed, as it would be anyway.
+func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
+	if r.ContentLength > maxDrainBytes+formOverhead || errors.Is(r.Context().Err(), context.Canceled) {
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(drainTimeout)) // unsupported only in tests' recorders
+	n, err := io.Copy(io.Discard, io.LimitReader(body, maxDrainBytes))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil || n > 0 {
+		loggerFrom(r.Context()).DebugContext(r.Context(), "drained request body after an error", "bytes", n, "err", err)
+	}
 }
 
 // readFieldsUntilFile reads the text fields that precede the file part and returns at the file part.
