@@ -4,6 +4,7 @@ module cloudinary-upload-api
 go 1.26
 
 require (
+	github.com/chromedp/chromedp v0.23.0
 	github.com/cloudinary/cloudinary-go/v2 v2.16.1
 	github.com/gabriel-vasile/mimetype v1.4.16
 	github.com/joho/godotenv v1.5.1
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
-	github.com/chromedp/chromedp v0.23.0 // indirect
 	github.com/creasty/defaults v1.7.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/google/uuid v1.5.0 // indirect

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// newLocalServer is the handler with a local store in a fresh directory.
+func newLocalServer(t *testing.T, env map[string]string) (http.Handler, string) {
+	t.Helper()
+	if env == nil {
+		env = map[string]string{}
+	}
+	cfg, err := loadConfig(mapGetenv(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s, err := newLocalStore(dir, cfg.uploadFolder, cfg.publicURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return newServer(discardLogger(), cfg, s, newHealthState()), dir
+}
+
+func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func uploadReq(t *testing.T, fields [][2]string, filename string, file []byte) *http.Request {
+	ct, body := multipartBody(t, fields, filename, file)
+	req := httptest.NewRequest(http.MethodPost, "http://uploads.test/upload", bytes.NewReader(body))
+	req.Header.Set("Content-Type", ct)
+	return req
+}
+
+// listFiles is every regular file under dir, relative.
+func listFiles(t *testing.T, dir string) []string {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestLocalStoreRoundTrip(t *testing.T) {
+	t.Parallel()
+	h, _ := newLocalServer(t, map[string]string{"UPLOAD_FOLDER": "site"})
+	img := testPNG(t, 40, 30)
+	rec := serve(h, uploadReq(t, [][2]string{{"public_id", "cats/tom"}, {"tags", "a,b"}}, "tom.png", img))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{
+		"public_id": "site/cats/tom", "format": "png", "resource_type": "image", "bytes": float64(len(img)),
+		"width": float64(40), "height": float64(30), "original_filename": "tom", "type": "upload",
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
+	for _, k := range []string{"version", "created_at", "etag", "url", "secure_url", "tags"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("answer lacks Cloudinary's %q", k)
+		}
+	}
+	for _, k := range []string{"file", "content_type", "existing"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("answer has internal field %q", k)
+		}
+	}
+	secureURL, _ := got["secure_url"].(string)
+	if !regexp.MustCompile(`^http://uploads\.test/files/[0-9a-f]{32}\.png$`).MatchString(secureURL) {
+		t.Fatalf("secure_url = %q, want an absolute URL of this server", secureURL)
+	}
+
+	// Served back as stored, with the headers that keep a stored file harmless.
+	get := serve(h, httptest.NewRequest(http.MethodGet, secureURL, nil))
+	if get.Code != http.StatusOK || !bytes.Equal(get.Body.Bytes(), img) {
+		t.Fatalf("GET %s: %d, %d bytes", secureURL, get.Code, get.Body.Len())
+	}
+	for k, want := range map[string]string{
+		"Content-Type":            "image/png",
+		"X-Content-Type-Options":  "nosniff",
+		"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+		"Cache-Control":           "public, max-age=31536000, immutable",
+		"ETag":                    `"` + got["etag"].(string) + `"`,
+		"Content-Disposition":     `inline; filename=tom.png`,
+	} {
+		if v := get.Header().Get(k); v != want {
+			t.Errorf("%s = %q, want %q", k, v, want)
+		}
+	}
+	// Revalidation and ranges come from http.ServeContent.
+	req := httptest.NewRequest(http.MethodGet, secureURL, nil)
+	req.Header.Set("If-None-Match", get.Header().Get("ETag"))
+	if r := serve(h, req); r.Code != http.StatusNotModified {
+		t.Errorf("If-None-Match: %d, want 304", r.Code)
+	}
+	req = httptest.NewRequest(http.MethodGet, secureURL, nil)
+	req.Header.Set("Range", "bytes=0-7")
+	if r := serve(h, req); r.Code != http.StatusPartialContent || r.Body.String() != "\x89PNG\r\n\x1a\n" {
+		t.Errorf("Range: %d %q, want 206 with the PNG signature", r.Code, r.Body)
+	}
+
+	// The same public_id again is never overwritten: the existing file is answered.
+	again := serve(h, uploadReq(t, [][2]string{{"public_id", "cats/tom"}}, "other.png", testPNG(t, 5, 5)))
+	var second map[string]any
+	if err := json.Unmarshal(again.Body.Bytes(), &second); err != nil {
+		t.Fatal(err)
+	}
+	if second["existing"] != true || second["secure_url"] != secureURL || second["width"] != float64(40) {
+		t.Errorf("second upload with the same public_id: %v", second)
+	}
+}
+
+func TestLocalStoreBaseURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, publicURL, proto, want string
+	}{
+		{"from_host", "", "", "http://uploads.test/files/"},
+		{"forwarded_https", "", "https", "https://uploads.test/files/"},
+		{"forwarded_garbage_ignored", "", "javascript", "http://uploads.test/files/"},
+		{"public_url_wins", "https://cdn.example.com/", "http", "https://cdn.example.com/files/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h, _ := newLocalServer(t, map[string]string{"PUBLIC_URL": tc.publicURL})
+			req := uploadReq(t, nil, "a.png", testPNG(t, 2, 2))
+			if tc.proto != "" {
+				req.Header.Set("X-Forwarded-Proto", tc.proto)
+			}
+			var got struct {
+				URL       string `json:"url"`
+				SecureURL string `json:"secure_url"`
+			}
+			rec := serve(h, req)
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			if !strings.HasPrefix(got.SecureURL, tc.want) || got.URL != got.SecureURL {
+				t.Errorf("url %q secure_url %q, want under %q", got.URL, got.SecureURL, tc.want)
+			}
+		})
+	}
+}
+
+func TestLocalStoreServesOnlyItsOwnFiles(t *testing.T) {
+	t.Parallel()
+	h, dir := newLocalServer(t, map[string]string{"ALLOWED_TYPES": "*"})
+	rec := serve(h, uploadReq(t, nil, "notes.txt", []byte("plain text, served as an attachment\n")))
+	var got struct {
+		SecureURL string `json:"secure_url"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	txt := serve(h, httptest.NewRequest(http.MethodGet, got.SecureURL, nil))
+	if cd := txt.Header().Get("Content-Disposition"); txt.Code != 200 || !strings.HasPrefix(cd, "attachment") {
+		t.Errorf("text file: %d, Content-Disposition %q, want an attachment", txt.Code, cd)
+	}
+	name := got.SecureURL[strings.LastIndex(got.SecureURL, "/")+1:]
+	key := strings.TrimSuffix(name, ".txt")
+
+	// Plant what the store did not write: a file without a record, a symlink to a secret outside,
+	// a half-written temp file.
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	planted := strings.Repeat("a", 32) + ".png"
+	if err := os.WriteFile(filepath.Join(dir, "files", planted), testPNG(t, 2, 2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A symlink replacing a real stored file (its record stays).
+	if err := os.Rename(filepath.Join(dir, "files", name), filepath.Join(dir, "files", name+".moved")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secretFile, filepath.Join(dir, "files", name)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		"/files/" + planted,
+		"/files/" + name, // now a symlink
+		"/files/" + key + ".json",
+		"/files/../meta/" + key + ".json",
+		"/files/%2e%2e%2fmeta%2f" + key + ".json",
+		"/files/..%2f..%2fetc%2fpasswd",
+		"/files/" + name + ".moved",
+		"/files/" + strings.ToUpper(name),
+		"/files/",
+	} {
+		r := serve(h, httptest.NewRequest(http.MethodGet, "http://uploads.test"+p, nil))
+		if r.Code == http.StatusOK || strings.Contains(r.Body.String(), "secret") {
+			t.Errorf("GET %s: %d %q, want it refused", p, r.Code, r.Body)
+		}
+	}
+	if r := serve(h, httptest.NewRequest(http.MethodDelete, got.SecureURL, nil)); r.Code != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE /files/...: %d, want 405", r.Code)
+	}
+}
+
+func TestLocalStoreLeavesNothingOnFailure(t *testing.T) {
+	t.Parallel()
+	h, dir := newLocalServer(t, map[string]string{"MAX_UPLOAD_BYTES": "5000"})
+	// Over the limit mid-stream (no Content-Length): written partly, then refused.
+	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 4, 4), make([]byte, 20000)...))
+	req := httptest.NewRequest(http.MethodPost, "/upload", io.MultiReader(bytes.NewReader(body)))
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", ct)
+	if r := serve(h, req); r.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", r.Code)
+	}
+	// The body ends before the file does.
+	ct, body = multipartBody(t, nil, "cut.png", append(testPNG(t, 4, 4), make([]byte, 4000)...))
+	req = httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body[:len(body)-1500]))
+	req.Header.Set("Content-Type", ct)
+	if r := serve(h, req); r.Code != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", r.Code)
+	}
+	if files := listFiles(t, dir); len(files) != 0 {
+		t.Errorf("failed uploads left files behind: %v", files)
+	}
+}
+
+func TestLocalStoreRemovesStaleTemps(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tmp", ".upload-crashed"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newLocalStore(dir, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if files := listFiles(t, dir); len(files) != 0 {
+		t.Errorf("left from a crash: %v", files)
+	}
+}
+
+func TestStorageChoice(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	for _, tc := range []struct {
+		name      string
+		env       map[string]string
+		wantStore string
+	}{
+		{"auto_without_credentials_is_local", map[string]string{}, "local"},
+		{"auto_with_credentials_is_cloudinary", map[string]string{"CLOUDINARY_URL": fake.cloudinaryURL()}, "cloudinary"},
+		{"local_even_with_credentials", map[string]string{"STORAGE": "local", "CLOUDINARY_URL": fake.cloudinaryURL()}, "local"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := localEnv(t)
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			srv := startServer(t, env)
+			var lines []map[string]any
+			for _, e := range srv.logs.entries(t) {
+				if _, ok := e["store"]; ok {
+					lines = append(lines, e)
+				}
+			}
+			if len(lines) != 1 || lines[0]["store"] != tc.wantStore {
+				t.Fatalf("start-up store lines %v, want one naming %s", lines, tc.wantStore)
+			}
+			if tc.wantStore == "local" && lines[0]["dir"] != env["UPLOAD_DIR"] {
+				t.Errorf("dir = %v, want %s", lines[0]["dir"], env["UPLOAD_DIR"])
+			}
+		})
+	}
+	_, err := loadConfig(mapGetenv(map[string]string{"STORAGE": "s3"}))
+	if err == nil || !strings.Contains(err.Error(), "STORAGE") {
+		t.Errorf("STORAGE=s3: %v, want an error naming STORAGE", err)
+	}
+}
+
+func TestUploadPage(t *testing.T) {
+	t.Parallel()
+	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	rec := serve(h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	page := rec.Body.String()
+	csp := rec.Header().Get("Content-Security-Policy")
+	for _, tag := range []string{"script", "style"} {
+		m := regexp.MustCompile(`(?s)<` + tag + `>(.*?)</` + tag + `>`).FindAllStringSubmatch(page, -1)
+		if len(m) != 1 {
+			t.Fatalf("page has %d <%s> elements, want 1", len(m), tag)
+		}
+		if want := tag + "-src '" + cspHash([]byte(m[0][1])) + "'"; !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	for _, want := range []string{"default-src 'none'", "connect-src 'self'", "img-src 'self' https://res.cloudinary.com data: blob:", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if regexp.MustCompile(`(?i)\son[a-z]+=|<script[^>]*src=|https?://`).MatchString(strings.ReplaceAll(page, "http://www.w3.org/2000/svg", "")) {
+		t.Errorf("page has an inline handler or an external resource")
+	}
+	if r := serve(h, httptest.NewRequest(http.MethodGet, "/index.html", nil)); r.Code != http.StatusNotFound {
+		t.Errorf("GET /index.html: %d, want 404", r.Code)
+	}
+
+	cfg := testConfig()
+	cfg.demoPage = false
+	off := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	if r := serve(off, httptest.NewRequest(http.MethodGet, "/", nil)); r.Code != http.StatusNotFound {
+		t.Errorf("DEMO_PAGE=false: GET / is %d, want 404", r.Code)
+	}
+}
+
+// TestEarlyErrorReachesClientStillSending sends a large body without reading the answer until
+// it is all sent, as a browser does. Without the drain, the server closes with unread data and
+// the client's write fails with a reset.
+func TestEarlyErrorReachesClientStillSending(t *testing.T) {
+	env := localEnv(t)
+	env["MAX_UPLOAD_BYTES"] = "65536"
+	srv := startServer(t, env)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 2, 2), make([]byte, 24<<20)...))
+	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		t.Fatalf("sending the body: %v (the server closed before reading it)", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.Error.Message, "64 KiB") {
+		t.Errorf("answer %d %q, want the 413", resp.StatusCode, got.Error.Message)
+	}
+}
