@@ -315,7 +315,7 @@ func TestUploadPage(t *testing.T) {
 	page := rec.Body.String()
 	csp := rec.Header().Get("Content-Security-Policy")
 	for _, tag := range []string{"script", "style"} {
-		m := regexp.MustCompile(`(?s)<` + tag + `>(.*?)</` + tag + `>`).FindAllStringSubmatch(page, -1)
+		m := regexp.MustCompile(`(?s)<`+tag+`>(.*?)</`+tag+`>`).FindAllStringSubmatch(page, -1)
 		if len(m) != 1 {
 			t.Fatalf("page has %d <%s> elements, want 1", len(m), tag)
 		}
