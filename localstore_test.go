@@ -370,3 +370,20 @@ func TestEarlyErrorReachesClientStillSending(t *testing.T) {
 		t.Errorf("answer %d %q, want the 413", resp.StatusCode, got.Error.Message)
 	}
 }
+
+func TestLocalStoreFailureIs500(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	s, err := newLocalStore(t.TempDir(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // every write now fails, as on a broken disk
+		t.Fatal(err)
+	}
+	h := newServer(discardLogger(), cfg, s, newHealthState())
+	rec := serve(h, uploadReq(t, nil, "a.png", testPNG(t, 2, 2)))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"internal error"`) {
+		t.Errorf("upload to a broken store: %d %s, want 500 internal error", rec.Code, rec.Body)
+	}
+}
