@@ -341,6 +341,14 @@ func TestUploadPage(t *testing.T) {
 	if r := serve(off, httptest.NewRequest(http.MethodGet, "/", nil)); r.Code != http.StatusNotFound {
 		t.Errorf("DEMO_PAGE=false: GET / is %d, want 404", r.Code)
 	}
+
+	cfg = testConfig()
+	cfg.publicURL = "https://uploads.example.com/base"
+	withPublic := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	csp = serve(withPublic, httptest.NewRequest(http.MethodGet, "/", nil)).Header().Get("Content-Security-Policy")
+	if want := "img-src 'self' https://uploads.example.com https://res.cloudinary.com"; !strings.Contains(csp, want) {
+		t.Errorf("with PUBLIC_URL, CSP %q lacks %q", csp, want)
+	}
 }
 
 // TestEarlyErrorReachesClientStillSending sends a large body without reading the answer until

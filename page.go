@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -18,7 +19,8 @@ var uploadPage []byte
 
 // pageCSP is the page's Content-Security-Policy: its own style and script by hash, nothing
 // inline besides them, and images from this server (local store) or Cloudinary.
-func pageCSP(page []byte) (string, error) {
+// extraImgSrc is PUBLIC_URL's origin, if any: the local store's previews come from there.
+func pageCSP(page []byte, extraImgSrc string) (string, error) {
 	style, err := elementText(page, "style")
 	if err != nil {
 		return "", err
@@ -28,9 +30,9 @@ func pageCSP(page []byte) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("default-src 'none'; script-src '%s'; style-src '%s'; "+
-		"img-src 'self' https://res.cloudinary.com data: blob:; connect-src 'self'; "+
+		"img-src 'self'%s https://res.cloudinary.com data: blob:; connect-src 'self'; "+
 		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-		cspHash(script), cspHash(style)), nil
+		cspHash(script), cspHash(style), extraImgSrc), nil
 }
 
 // elementText returns the text of the page's only <tag> element, as the browser hashes it.
@@ -53,8 +55,13 @@ func cspHash(b []byte) string {
 }
 
 // handlePage serves GET /: the upload page, with its CSP computed once, here.
-func handlePage(page []byte) http.Handler {
-	csp, cspErr := pageCSP(page)
+// publicURL is PUBLIC_URL, whose origin may serve the local store's files under another name.
+func handlePage(page []byte, publicURL string) http.Handler {
+	var extra string
+	if u, err := url.Parse(publicURL); publicURL != "" && err == nil {
+		extra = " " + u.Scheme + "://" + u.Host
+	}
+	csp, cspErr := pageCSP(page, extra)
 	sum := sha256.Sum256(page)
 	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -27,7 +27,7 @@ func addRoutes(mux *http.ServeMux, cfg config, up uploader, health *healthState)
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	if cfg.demoPage {
-		mux.Handle("GET /{$}", handlePage(uploadPage))
+		mux.Handle("GET /{$}", handlePage(uploadPage, cfg.publicURL))
 	}
 	if local, ok := up.(*localStore); ok {
 		mux.Handle("GET /files/{name}", handleFiles(local))
