@@ -395,3 +395,42 @@ func TestLocalStoreFailureIs500(t *testing.T) {
 		t.Errorf("upload to a broken store: %d %s, want 500 internal error", rec.Code, rec.Body)
 	}
 }
+
+func TestLocalStoreSamePublicIDRace(t *testing.T) {
+	t.Parallel()
+	h, dir := newLocalServer(t, nil)
+	const n = 8
+	type answer struct {
+		SecureURL string `json:"secure_url"`
+		Existing  bool   `json:"existing"`
+	}
+	answers := make(chan answer, n)
+	for i := range n {
+		req := uploadReq(t, [][2]string{{"public_id", "race/winner"}}, "a.png", testPNG(t, 3+i, 3)) // t.Fatal only here, not in the goroutine
+		go func() {
+			var a answer
+			_ = json.Unmarshal(serve(h, req).Body.Bytes(), &a) // an empty answer fails the checks below
+			answers <- a
+		}()
+	}
+	created, urls := 0, map[string]bool{}
+	for range n {
+		a := <-answers
+		if !a.Existing {
+			created++
+		}
+		urls[a.SecureURL] = true
+	}
+	if created != 1 || len(urls) != 1 {
+		t.Errorf("%d uploads created the public id, %d distinct URLs; want exactly one of each", created, len(urls))
+	}
+	var stored []string
+	for _, f := range listFiles(t, dir) {
+		if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
+			stored = append(stored, f)
+		}
+	}
+	if len(stored) != 1 {
+		t.Errorf("files stored: %v, want one", stored)
+	}
+}
