@@ -48,6 +48,8 @@ func envVars() []envVar {
 		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
+		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
+		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true); empty: /metrics is open to anyone who can reach it", secret: true},
 	}
 }
 
@@ -84,6 +86,8 @@ type config struct {
 	uploadDir       string
 	publicURL       string // without a trailing slash; empty: from each request
 	demoPage        bool
+	metrics         bool   // serve GET /metrics
+	metricsToken    secret // empty: no token needed
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -192,6 +196,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "debug, info, warn or error")
+	}
+
+	if b, err := strconv.ParseBool(get("METRICS")); err == nil {
+		cfg.metrics = b
+	} else {
+		bad("METRICS", "true or false")
+	}
+	cfg.metricsToken = secret(get("METRICS_TOKEN"))
+	if cfg.metricsToken != "" && !cfg.metrics {
+		problems = append(problems, errors.New("METRICS_TOKEN is set but METRICS is not true: set METRICS=true to serve /metrics"))
 	}
 	return cfg, errors.Join(problems...)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 )
@@ -25,6 +26,9 @@ func main() {
 
 // run is the whole program; main only hands it the process's outside world.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if exit, err := parseArgs(args, stdout); exit || err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -68,7 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()))
+	if cfg.metrics && cfg.metricsToken == "" {
+		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
+	}
 
 	select {
 	case err := <-serveErr:

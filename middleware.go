@@ -88,10 +88,11 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// logRequests writes one line per request: method, path, status, bytes received, duration.
-func logRequests(next http.Handler) http.Handler {
+// logRequests writes one line per request: method, path, route, status, bytes received, duration.
+func logRequests(routeOf func(*http.Request) string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		route := routeOf(r)
 		rec := &statusRecorder{ResponseWriter: w}
 		body := &countingBody{ReadCloser: r.Body}
 		r.Body = body
@@ -103,6 +104,7 @@ func logRequests(next http.Handler) http.Handler {
 			loggerFrom(r.Context()).InfoContext(r.Context(), "request",
 				"method", r.Method,
 				"path", r.URL.Path,
+				"route", route,
 				"status", status,
 				"bytes_in", body.n.Load(),
 				"duration_ms", float64(time.Since(start).Microseconds())/1000,

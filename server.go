@@ -11,18 +11,25 @@ import (
 // newServer builds the whole HTTP surface: routes, then middleware, outermost last.
 func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, cfg, up, health)
+	m := newMetrics(storeName(up))
+	addRoutes(mux, cfg, up, health, m)
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
 	h = cors.New(corsOptions(cfg)).Handler(h) // preflights never reach the mux
-	h = logRequests(h)                        // … which is logged here, with its status
+	h = logRequests(routeOf(mux), h)          // … which is logged here, with its status and route
 	h = withRequestID(logger, h)              // outermost: everything inside can log the ID
 	return h
 }
 
-// addRoutes is the whole API surface.
-func addRoutes(mux *http.ServeMux, cfg config, up uploader, health *healthState) {
-	mux.Handle("POST /upload", handleUpload(up, cfg.uploadLimits()))
+// routeMux is where addRoutes registers: an *http.ServeMux, or a list in tests.
+type routeMux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
+// addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
+// A pattern without a method answers the other methods of its path with a JSON 405.
+func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *metrics) {
+	mux.Handle("POST /upload", m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits())))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
@@ -33,7 +40,22 @@ func addRoutes(mux *http.ServeMux, cfg config, up uploader, health *healthState)
 		mux.Handle("GET /files/{name}", handleFiles(local))
 		mux.Handle("/files/{name}", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	}
+	mux.Handle("GET /openapi.yaml", handleOpenAPI())
+	mux.Handle("/openapi.yaml", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
+	if cfg.metrics {
+		mux.Handle("GET /metrics", handleMetrics(m, cfg.metricsToken))
+		mux.Handle("/metrics", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
+	}
 	mux.Handle("/", handleNotFound())
+}
+
+// routeOf returns the mux pattern that a request matches, for logs: "POST /upload", "/" for no route.
+// It is asked before the request reaches the mux, so answers given by middleware have a route too.
+func routeOf(mux *http.ServeMux) func(*http.Request) string {
+	return func(r *http.Request) string {
+		_, pattern := mux.Handler(r)
+		return pattern
+	}
 }
 
 func (cfg config) uploadLimits() uploadLimits {

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus metrics, in a registry of their own (never the
+// client library's global one), built once per server.
+type metrics struct {
+	registry       *prometheus.Registry
+	store          string
+	uploads        *prometheus.CounterVec // outcome, store
+	uploadBytes    prometheus.Counter
+	uploadDuration *prometheus.HistogramVec // outcome
+	inFlight       prometheus.Gauge
+	upstreamErrors *prometheus.CounterVec // kind
+}
+
+// The label values, listed so that every series exists (at 0) from the start.
+var (
+	uploadOutcomes      = []string{"ok", "rejected", "failed", "aborted"}
+	upstreamErrorKinds  = []string{"credentials", "rejected", "server_error", "unreachable", "bad_answer", "rate_limited", "timeout", "other"}
+	uploadDurationTimes = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+)
+
+// newMetrics builds the registry: the upload metrics plus the Go runtime and process collectors.
+func newMetrics(store string) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		store:    store,
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uploads_total",
+			Help: "POST /upload requests answered, by outcome (ok, rejected: 4xx, failed: 5xx, aborted: the client went away) and store.",
+		}, []string{"outcome", "store"}),
+		uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "upload_bytes_total",
+			Help: "File bytes of the uploads that the store accepted.",
+		}),
+		uploadDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "upload_duration_seconds",
+			Help:    "Time from the start of a POST /upload request to its answer, by outcome.",
+			Buckets: uploadDurationTimes,
+		}, []string{"outcome"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "uploads_in_flight",
+			Help: "POST /upload requests being served now.",
+		}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "upstream_errors_total",
+			Help: "Uploads that failed because of the store (Cloudinary), by kind.",
+		}, []string{"kind"}),
+	}
+	// A fresh registry and distinct names: registration cannot collide.
+	m.registry.MustRegister(
+		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, o := range uploadOutcomes {
+		m.uploads.WithLabelValues(o, store)
+		m.uploadDuration.WithLabelValues(o)
+	}
+	for _, k := range upstreamErrorKinds {
+		m.upstreamErrors.WithLabelValues(k)
+	}
+	return m
+}
+
+// storeName names the store an uploader writes to, for the store label.
+func storeName(up uploader) string {
+	if s, ok := up.(interface{ storeName() string }); ok {
+		return s.storeName()
+	}
+	return "other"
+}
+
+func (c *cloudinaryUploader) storeName() string { return "cloudinary" }
+
+// outcome sorts an answer's status into the outcome label.
+func outcome(status int) string {
+	switch {
+	case status == errClientGone.status:
+		return "aborted"
+	case status >= 500:
+		return "failed"
+	case status >= 400:
+		return "rejected"
+	}
+	return "ok"
+}
+
+// countUploads measures the POST /upload handler: answers by outcome, duration, requests in flight.
+func (m *metrics) countUploads(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			o := outcome(status)
+			m.uploads.WithLabelValues(o, m.store).Inc()
+			m.uploadDuration.WithLabelValues(o).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// measuredUploader counts the bytes the store accepted and the store's failures.
+type measuredUploader struct {
+	next uploader
+	m    *metrics
+}
+
+func (u measuredUploader) storeName() string { return storeName(u.next) }
+
+func (u measuredUploader) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+	body := &countingReader{r: file}
+	result, err := u.next.upload(ctx, body, p)
+	if err == nil {
+		u.m.uploadBytes.Add(float64(body.n.Load()))
+		return result, nil
+	}
+	if kind := upstreamErrorKind(ctx, err, body.failed.Load()); kind != "" {
+		u.m.upstreamErrors.WithLabelValues(kind).Inc()
+	}
+	return result, err
+}
+
+// upstreamErrorKind says which way the store failed, or "" when the failure was not the store's:
+// the client's body broke off or was too large, or the client went away.
+func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
+	var api apiError
+	switch {
+	case bodyFailed:
+		return ""
+	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
+		return "timeout"
+	case ctx.Err() != nil:
+		return ""
+	case errors.Is(err, errUpstreamCredentials):
+		return "credentials"
+	case errors.Is(err, errUpstreamFailed):
+		return "server_error"
+	case errors.Is(err, errUpstreamUnreachable):
+		return "unreachable"
+	case errors.Is(err, errUpstreamNotJSON):
+		return "bad_answer"
+	case errors.Is(err, errUpstreamRateLimited):
+		return "rate_limited"
+	case errors.Is(err, errUpstreamTimeout):
+		return "timeout"
+	case errors.As(err, &api) && api.status < 500:
+		return "rejected"
+	}
+	return "other"
+}
+
+// countingReader counts what the store read of the file, and whether reading it failed.
+type countingReader struct {
+	r      io.Reader
+	n      atomic.Int64 // read by the SDK's goroutine, added up by the handler's
+	failed atomic.Bool
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+// errMetricsToken is the 401 for GET /metrics without the METRICS_TOKEN.
+var errMetricsToken = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
+
+// handleMetrics serves GET /metrics in Prometheus's text format, behind METRICS_TOKEN when it is set.
+func handleMetrics(m *metrics, token secret) http.Handler {
+	h := promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			// Hashing first makes the comparison constant-time whatever the lengths.
+			if !ok || subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+				writeError(w, r, errMetricsToken)
+				return
+			}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *localStore) storeName() string { return "local" }
