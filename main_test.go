@@ -19,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(checkSpecAfter{m}) // openapi_test.go: every answer the tests saw is in openapi.yaml
 }
 
 // testServer is a real server started by run, as main starts it.
@@ -99,6 +99,7 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 		for sc.Scan() {
 			line := sc.Text()
 			s.logs.add(line)
+			observed.addLogLine(line)
 			var e struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &e) == nil && e.Msg == "listening" {
 				addr <- e.Addr
@@ -189,7 +190,8 @@ func multipartBody(t testing.TB, fields [][2]string, filename string, file []byt
 	return w.FormDataContentType(), buf.Bytes()
 }
 
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// discardLogger drops every line, but notes each request line's answer for the spec check (openapi_test.go).
+func discardLogger() *slog.Logger { return slog.New(observingHandler{}) }
 
 // testConfig is the default configuration, as loadConfig gives it with credentials set.
 func testConfig() config {
