@@ -93,8 +93,8 @@ func (l *answerLog) snapshot() map[answerKey][]string {
 type observingHandler struct{}
 
 func (observingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h observingHandler) WithAttrs([]slog.Attr) slog.Handler   { return h }
-func (h observingHandler) WithGroup(string) slog.Handler        { return h }
+func (h observingHandler) WithAttrs([]slog.Attr) slog.Handler     { return h }
+func (h observingHandler) WithGroup(string) slog.Handler          { return h }
 func (observingHandler) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "request" {
 		return nil

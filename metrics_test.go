@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestMetrics(t *testing.T) {
+	const token = "metrics-t0ken"
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["METRICS"] = "true"
+	env["METRICS_TOKEN"] = token
+	srv := startServer(t, env)
+	client := newClient(t)
+
+	img := testPNG(t, 10, 10)
+	upload := func(file []byte) int {
+		ct, body := multipartBody(t, nil, "a.png", file)
+		resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := upload(img); got != http.StatusOK {
+		t.Fatalf("upload: %d", got)
+	}
+	if got := upload([]byte("plain text")); got != http.StatusUnsupportedMediaType {
+		t.Fatalf("text upload: %d", got)
+	}
+	fake.setBehaviour(fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`})
+	if got := upload(img); got != http.StatusBadGateway {
+		t.Fatalf("upload to a failing Cloudinary: %d", got)
+	}
+
+	get := func(auth string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodGet, srv.url+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, string(b)
+	}
+	for _, auth := range []string{"", "Bearer wrong", token, "Basic " + token} {
+		resp, body := get(auth)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Bearer realm="metrics"` {
+			t.Errorf("GET /metrics with Authorization %q = %d, want 401 with WWW-Authenticate", auth, resp.StatusCode)
+		}
+		if !strings.Contains(body, "METRICS_TOKEN") || strings.Contains(body, token) {
+			t.Errorf("401 body %q", body)
+		}
+	}
+	resp, body := get("Bearer " + token)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics = %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		`uploads_total{outcome="ok",store="cloudinary"} 1`,
+		`uploads_total{outcome="rejected",store="cloudinary"} 1`,
+		`uploads_total{outcome="failed",store="cloudinary"} 1`,
+		`uploads_total{outcome="aborted",store="cloudinary"} 0`,
+		"upload_bytes_total " + strconv.Itoa(len(img)),
+		`upload_duration_seconds_count{outcome="ok"} 1`,
+		`upload_duration_seconds_bucket{outcome="failed",le="+Inf"} 1`,
+		"uploads_in_flight 0",
+		`upstream_errors_total{kind="server_error"} 1`,
+		`upstream_errors_total{kind="credentials"} 0`,
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(body, "\n"+want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(srv.logs.String(), token) {
+		t.Errorf("METRICS_TOKEN is in the logs")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, srv.url+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e apiErrorBody
+	decodeBody(t, resp, &e)
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics = %d, want 405", resp.StatusCode)
+	}
+}
+
+// httptestGet sends GET path to h.
+func httptestGet(h http.Handler, path string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec
+}
+
+func TestMetricsOffByDefault(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+	resp, err := newClient(t).Get(srv.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e apiErrorBody
+	decodeBody(t, resp, &e)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics without METRICS=true = %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestMetricsOpenWithoutToken(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.metrics = true
+	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	rec := httptestGet(h, "/metrics")
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `uploads_total{outcome="ok",store="other"} 0`) {
+		t.Errorf("GET /metrics without a token = %d:\n%.300s", rec.Code, rec.Body.String())
+	}
+}
+
+func TestMetricsConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"METRICS": "maybe"}, "METRICS"},
+		{map[string]string{"METRICS_TOKEN": "x"}, "METRICS_TOKEN is set but METRICS is not true"},
+		{map[string]string{"METRICS": "true", "METRICS_TOKEN": "x"}, ""},
+	} {
+		env := map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}
+		for k, v := range tc.env {
+			env[k] = v
+		}
+		_, err := loadConfig(mapGetenv(env))
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%v: err = %v, want %q", tc.env, err, tc.wantErr)
+		}
+	}
+}
+
+func TestUpstreamErrorKind(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errUpstreamCredentials, "credentials"},
+		{errUpstreamRateLimited, "rate_limited"},
+		{errUpstreamUnreachable, "unreachable"},
+		{errUpstreamNotJSON, "bad_answer"},
+		{errUpstreamRejected("Invalid image file"), "rejected"},
+		{io.ErrUnexpectedEOF, "other"},
+	} {
+		if got := upstreamErrorKind(t.Context(), tc.err, false); got != tc.want {
+			t.Errorf("upstreamErrorKind(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if got := upstreamErrorKind(t.Context(), errUpstreamUnreachable, true); got != "" {
+		t.Errorf("a failed client body counted as an upstream error %q", got)
+	}
+}
