@@ -46,6 +46,11 @@ func envVars() []envVar {
 		{name: "UPLOAD_DIR", def: "uploads", help: "Directory of the local store (STORAGE=local or auto without credentials); created if missing"},
 		{name: "PUBLIC_URL", help: "Base URL of this server for the local store's url/secure_url, e.g. https://uploads.example.com; empty: taken from each request's Host (and X-Forwarded-Proto)"},
 		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
+		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
+		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
+		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
+		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
 		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
@@ -88,6 +93,12 @@ type config struct {
 	demoPage        bool
 	metrics         bool   // serve GET /metrics
 	metricsToken    secret // empty: no token needed
+
+	uploadTokens      *tokenSet // nil: anyone may upload
+	rateLimit         rateSpec
+	trustProxy        bool
+	signableParams    []string
+	readHeaderTimeout time.Duration
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -155,7 +166,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	for _, d := range []struct {
 		name string
 		dst  *time.Duration
-	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}} {
+	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}, {"READ_HEADER_TIMEOUT", &cfg.readHeaderTimeout}} {
 		if v, err := time.ParseDuration(get(d.name)); err == nil && v > 0 {
 			*d.dst = v
 		} else {
@@ -188,6 +199,28 @@ func loadConfig(getenv func(string) string) (config, error) {
 		cfg.demoPage = b
 	} else {
 		bad("DEMO_PAGE", "true or false")
+	}
+	var err error
+	if cfg.uploadTokens, err = parseTokens(getenv("UPLOAD_TOKENS")); err != nil {
+		problems = append(problems, err) // names the variable, never a token
+	}
+	if cfg.rateLimit, err = parseRateLimit(get("RATE_LIMIT")); err != nil {
+		problems = append(problems, err)
+	}
+	switch strings.ToLower(get("TRUST_PROXY")) {
+	case "true", "1", "yes":
+		cfg.trustProxy = true
+	case "false", "0", "no":
+	default:
+		bad("TRUST_PROXY", "true or false")
+	}
+	if cfg.signableParams, err = parseSignableParams(get("SIGNABLE_PARAMS")); err != nil {
+		problems = append(problems, err)
+	}
+	if creds != nil {
+		if err := validateSigningParams(creds.params); err != nil {
+			problems = append(problems, err)
+		}
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")

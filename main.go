@@ -59,7 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	health := newHealthState()
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, up, health),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
+		// MaxHeaderBytes: Go answers 431 itself, in plain text, past this plus 4 KiB of slack.
 		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router
 		// keeps idle connections for up to 90 s, so ours must outlive that.
 		IdleTimeout:    120 * time.Second,
@@ -76,6 +77,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.metrics && cfg.metricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
+	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
+		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload to your Cloudinary account")
+	}
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.text, "trust_proxy", cfg.trustProxy)
 
 	select {
 	case err := <-serveErr:

@@ -4,11 +4,18 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/rs/cors"
 )
 
 // newServer builds the whole HTTP surface: routes, then middleware, outermost last.
+//
+// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through
+// limitRate, then requireToken. CORS preflights are answered out here, before either, because
+// browsers send them without Authorization. The rate limit comes before the token check so that
+// floods without a token, and token guessing, are limited too; the price is that a flood from a
+// client's address also spends that client's budget, as with any per-address limit.
 func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState) http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(storeName(up))
@@ -16,6 +23,7 @@ func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
 	h = cors.New(corsOptions(cfg)).Handler(h) // preflights never reach the mux
+	h = withSecurityHeaders(h)                // on every answer, preflights too; a handler may override
 	h = logRequests(routeOf(mux), h)          // … which is logged here, with its status and route
 	h = withRequestID(logger, h)              // outermost: everything inside can log the ID
 	return h
@@ -29,8 +37,12 @@ type routeMux interface {
 // addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
 // A pattern without a method answers the other methods of its path with a JSON 405.
 func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *metrics) {
-	mux.Handle("POST /upload", m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits())))
+	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now)
+	protect := func(h http.Handler) http.Handler { return limitRate(limiter, requireToken(cfg.uploadTokens, h)) }
+	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits()))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
+	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, time.Now))))
+	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	if cfg.demoPage {

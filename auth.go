@@ -1,0 +1,94 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// minTokenLen keeps guessable tokens out: `openssl rand -hex 32` gives 64 characters.
+const minTokenLen = 16
+
+var errUnauthorized = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
+
+// tokenSet holds the SHA-256 of each accepted token. Comparing digests of equal length in
+// constant time, against every token, tells an attacker nothing about length or position.
+type tokenSet struct {
+	digests [][sha256.Size]byte
+}
+
+// parseTokens reads UPLOAD_TOKENS. Its errors never quote a token.
+func parseTokens(raw string) (*tokenSet, error) {
+	list := splitList(raw)
+	if len(list) == 0 {
+		return nil, nil
+	}
+	ts := &tokenSet{}
+	for i, tok := range list {
+		if len(tok) < minTokenLen || !validTokenChars(tok) {
+			return nil, fmt.Errorf("UPLOAD_TOKENS: token %d of %d must be at least %d characters of letters, digits and -._~+/= (try: openssl rand -hex 32)", i+1, len(list), minTokenLen)
+		}
+		ts.digests = append(ts.digests, sha256.Sum256([]byte(tok)))
+	}
+	return ts, nil
+}
+
+// validTokenChars accepts RFC 6750's token68 characters, so a token fits an Authorization header as it is.
+func validTokenChars(tok string) bool {
+	for _, c := range []byte(tok) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// valid reports whether tok is one of the set, looking at every token whatever the answer.
+func (ts *tokenSet) valid(tok string) bool {
+	got := sha256.Sum256([]byte(tok))
+	match := 0
+	for i := range ts.digests {
+		match |= subtle.ConstantTimeCompare(got[:], ts.digests[i][:])
+	}
+	return match == 1
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>" header (RFC 6750 §2.1;
+// the scheme is case-insensitive).
+func bearerToken(header string) (string, bool) {
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimLeft(tok, " ")
+	if tok == "" || !validTokenChars(tok) {
+		return "", false
+	}
+	return tok, true
+}
+
+// requireToken answers 401 unless the request carries one of the tokens; nil tokens let everyone in.
+func requireToken(tokens *tokenSet, next http.Handler) http.Handler {
+	if tokens == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok || !tokens.valid(tok) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="uploads"`)
+			writeError(w, r, errUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether the listener only takes connections from this machine.
+func isLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/cloudinary/cloudinary-go/v2/api"
+	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
+)
+
+// neverSignable are the upload parameters a client may not choose, whatever SIGNABLE_PARAMS says:
+// the server sets the first ones itself, and the others let an upload replace files, run code in
+// Cloudinary or call out to a URL of the client's choice.
+var neverSignable = []string{
+	"api_key", "signature", "file", "cloud_name", "resource_type", "timestamp",
+	"folder", "upload_preset", "overwrite", "eval", "on_success", "notification_url",
+}
+
+var paramNameRE = regexp.MustCompile(`^[a-z][a-z_]{0,63}$`)
+
+// parseSignableParams reads SIGNABLE_PARAMS.
+func parseSignableParams(raw string) ([]string, error) {
+	var out []string
+	var problems []error
+	for _, p := range splitList(strings.ToLower(raw)) {
+		switch {
+		case !paramNameRE.MatchString(p):
+			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is not an upload parameter name", truncate(p, 64)))
+		case slices.Contains(neverSignable, p):
+			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is set by the server or unsafe in a client's hands", p))
+		case !slices.Contains(out, p):
+			out = append(out, p)
+		}
+	}
+	return out, errors.Join(problems...)
+}
+
+// signingConfig is what POST /sign needs; nil credentials mean no Cloudinary account.
+type signingConfig struct {
+	creds     *credentials
+	signable  []string
+	folder    string
+	preset    string
+	resource  string // resource_type in the upload URL: image when only images are allowed, else auto
+	now       func() time.Time
+	algorithm string // as the SDK reads signature_algorithm from CLOUDINARY_URL
+	version   int    // as the SDK reads signature_version
+}
+
+var (
+	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
+	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
+	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than 16 KiB"}
+)
+
+const maxSignBody = 16 << 10
+
+// signResponse is POST /sign's answer: everything a page needs to POST the file straight to Cloudinary.
+type signResponse struct {
+	Signature string            `json:"signature"`
+	Timestamp int64             `json:"timestamp"`
+	APIKey    string            `json:"api_key"`
+	CloudName string            `json:"cloud_name"`
+	UploadURL string            `json:"upload_url"`
+	Params    map[string]string `json:"params"` // signed; send each as a form field, with file, api_key and signature
+}
+
+// handleSign serves POST /sign: it signs the parameters a client may choose, plus the server's own.
+func handleSign(sc signingConfig) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store") // a signature is a short-lived credential
+		if sc.creds == nil {
+			writeError(w, r, errSignNeedsCloudinary)
+			return
+		}
+		resp, err := sc.sign(w, r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := encode(w, http.StatusOK, resp); err != nil {
+			loggerFrom(r.Context()).WarnContext(r.Context(), "write sign response", "err", err)
+		}
+	})
+}
+
+func (sc signingConfig) sign(w http.ResponseWriter, r *http.Request) (signResponse, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSignBody))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return signResponse{}, errSignTooLarge
+	case err != nil:
+		return signResponse{}, fmt.Errorf("%w: %w", errBodyIncomplete, err)
+	}
+	requested := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			return signResponse{}, errSignNotJSON
+		}
+		if err := json.Unmarshal(raw, &requested); err != nil || requested == nil {
+			return signResponse{}, errSignBadJSON
+		}
+	}
+	params, err := sc.clientParams(requested)
+	if err != nil {
+		return signResponse{}, err
+	}
+	if sc.folder != "" {
+		params.Set("folder", sc.folder)
+	}
+	if sc.preset != "" {
+		params.Set("upload_preset", sc.preset)
+	}
+	if params.Has("public_id") {
+		params.Set("overwrite", "false") // as with /upload: a client must not replace someone else's file
+	}
+	ts := sc.now().Unix()
+	params.Set("timestamp", strconv.FormatInt(ts, 10))
+	// The SDK's own helper, with the algorithm and version the SDK would use for its uploads.
+	sig, err := api.SignParametersUsingAlgoAndVersion(params, string(sc.creds.apiSecret), sc.algorithm, sc.version)
+	if err != nil {
+		return signResponse{}, fmt.Errorf("sign: %w", err)
+	}
+	flat := make(map[string]string, len(params))
+	for k := range params {
+		flat[k] = params.Get(k)
+	}
+	return signResponse{
+		Signature: sig,
+		Timestamp: ts,
+		APIKey:    sc.creds.apiKey,
+		CloudName: sc.creds.cloudName,
+		UploadURL: sc.uploadURL(),
+		Params:    flat,
+	}, nil
+}
+
+// clientParams checks each requested parameter against SIGNABLE_PARAMS and its own rules.
+// Empty values are left out, as Cloudinary leaves them out of the string it signs.
+func (sc signingConfig) clientParams(requested map[string]json.RawMessage) (url.Values, error) {
+	names := make([]string, 0, len(requested))
+	for k := range requested {
+		names = append(names, k)
+	}
+	sort.Strings(names) // the first bad name is the same on every try
+	params := url.Values{}
+	for _, name := range names {
+		if !slices.Contains(sc.signable, name) {
+			return nil, errBadField("parameter %q cannot be signed (signable: %s)", truncate(name, 64), strings.Join(sc.signable, ", "))
+		}
+		value, err := signValue(name, requested[name])
+		if err != nil {
+			return nil, err
+		}
+		if value != "" {
+			params.Set(name, value)
+		}
+	}
+	return params, nil
+}
+
+// signValue turns one requested parameter into the string Cloudinary takes in its form:
+// tags as a list or "a,b"; context as an object or "key=value|key=value"; anything else a string.
+func signValue(name string, raw json.RawMessage) (string, error) {
+	var s string
+	switch name {
+	case "tags":
+		var list []string
+		if json.Unmarshal(raw, &list) == nil {
+			s = strings.Join(list, ",")
+		} else if json.Unmarshal(raw, &s) != nil {
+			return "", errBadField("tags must be a list of strings or a comma-separated string")
+		}
+		tags, err := parseTags(s)
+		if err != nil {
+			return "", err
+		}
+		return strings.Join(tags, ","), nil
+	case "context":
+		var obj map[string]string
+		if json.Unmarshal(raw, &obj) == nil && obj != nil {
+			s = encodeContext(obj)
+		} else if json.Unmarshal(raw, &s) != nil {
+			return "", errBadField("context must be an object of strings or a string key=value|key=value")
+		}
+	default:
+		if json.Unmarshal(raw, &s) != nil {
+			return "", errBadField("parameter %q must be a string", name)
+		}
+	}
+	s = strings.TrimSpace(s)
+	if len(s) > maxFieldBytes || !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return "", errBadField("parameter %q must be printable text of at most %d bytes", name, maxFieldBytes)
+	}
+	if name == "public_id" {
+		if err := validatePublicID(s); err != nil {
+			return "", err
+		}
+	}
+	return s, nil
+}
+
+// encodeContext writes Cloudinary's key=value|key=value, escaping '=' and '|' in values with '\'.
+func encodeContext(obj map[string]string) string {
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	esc := strings.NewReplacer(`\`, `\\`, `=`, `\=`, `|`, `\|`)
+	pairs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		pairs = append(pairs, esc.Replace(k)+"="+esc.Replace(obj[k]))
+	}
+	return strings.Join(pairs, "|")
+}
+
+// uploadURL is where the page posts the file, as the SDK builds it for its own uploads.
+func (sc signingConfig) uploadURL() string {
+	prefix := sc.creds.params.Get("upload_prefix")
+	if prefix == "" {
+		prefix = "https://api.cloudinary.com"
+	}
+	return fmt.Sprintf("%s/%s/%s/upload", api.BaseURL(strings.TrimRight(prefix, "/"), ""), sc.creds.cloudName, sc.resource)
+}
+
+// newSigningConfig reads the signing algorithm and version from CLOUDINARY_URL's query, with
+// the SDK's defaults (SHA-1, version 2).
+func newSigningConfig(cfg config, now func() time.Time) signingConfig {
+	sc := signingConfig{
+		creds:    cfg.cloudinary,
+		signable: cfg.signableParams,
+		folder:   cfg.uploadFolder,
+		preset:   cfg.uploadPreset,
+		resource: "auto",
+		now:      now,
+	}
+	if len(cfg.allowedTypes) > 0 && !slices.ContainsFunc(cfg.allowedTypes, func(t string) bool { return !strings.HasPrefix(t, "image/") }) {
+		sc.resource = "image"
+	}
+	cloud := cldconfig.Cloud{}
+	if cfg.cloudinary != nil {
+		cloud.SignatureAlgorithm = cfg.cloudinary.params.Get("signature_algorithm")
+		cloud.SignatureVersion, _ = strconv.Atoi(cfg.cloudinary.params.Get("signature_version")) // checked by loadConfig
+	}
+	sc.algorithm, sc.version = cloud.GetSignatureAlgorithm(), cloud.GetSignatureVersion()
+	return sc
+}
+
+// validateSigningParams checks CLOUDINARY_URL's signature_algorithm and signature_version.
+func validateSigningParams(q url.Values) error {
+	var problems []error
+	if a := q.Get("signature_algorithm"); a != "" && a != "sha1" && a != "sha256" {
+		problems = append(problems, errors.New("CLOUDINARY_URL: signature_algorithm must be sha1 or sha256"))
+	}
+	if v := q.Get("signature_version"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 2 {
+			problems = append(problems, errors.New("CLOUDINARY_URL: signature_version must be 1 or 2"))
+		}
+	}
+	return errors.Join(problems...)
+}
