@@ -69,13 +69,17 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		return nil, errTooLarge(lim.maxFileBytes) // answered before reading a byte
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	form := multipart.NewReader(r.Body, params["boundary"])
+	// Text fields and part headers (Go's multipart reader takes 10 MiB of headers per part) must
+	// fit in formOverhead: nothing before the file makes the server buffer more than that.
+	preamble := &preambleLimit{r: r.Body, left: formOverhead}
+	form := multipart.NewReader(preamble, params["boundary"])
 
 	p, file, err := readFieldsUntilFile(form, lim)
 	if err != nil {
 		return nil, err
 	}
 	p.baseURL = requestBaseURL(r)
+	preamble.release()
 	head := make([]byte, sniffLen)
 	n, err := io.ReadFull(file, head)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -181,6 +185,32 @@ func readFieldsUntilFile(form *multipart.Reader, lim uploadLimits) (uploadParams
 		}
 	}
 }
+
+var errPreambleTooLarge = apiError{http.StatusBadRequest, "form fields and part headers before the file are larger than " + formatBytes(formOverhead)}
+
+// preambleLimit fails reads past left bytes until release, which the handler calls at the file part.
+type preambleLimit struct {
+	r        io.Reader
+	left     int64
+	released bool
+}
+
+func (p *preambleLimit) Read(b []byte) (int, error) {
+	if p.released {
+		return p.r.Read(b)
+	}
+	if p.left <= 0 {
+		return 0, errPreambleTooLarge
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, err := p.r.Read(b)
+	p.left -= int64(n)
+	return n, err
+}
+
+func (p *preambleLimit) release() { p.released = true }
 
 // bodyError explains a failure to read the request body.
 func bodyError(err error, lim uploadLimits) error {
