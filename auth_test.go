@@ -206,3 +206,23 @@ func FuzzFormFields(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadConfigAccessVariables(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.uploadTokens != nil || cfg.trustProxy || cfg.rateLimit.burst != 20 || cfg.readHeaderTimeout.String() != "10s" ||
+		strings.Join(cfg.signableParams, ",") != "public_id,tags,context" {
+		t.Errorf("defaults: tokens %v trust %v rate %+v header timeout %v signable %v", cfg.uploadTokens, cfg.trustProxy, cfg.rateLimit, cfg.readHeaderTimeout, cfg.signableParams)
+	}
+	_, err = loadConfig(mapGetenv(map[string]string{
+		"RATE_LIMIT": "fast", "TRUST_PROXY": "maybe", "SIGNABLE_PARAMS": "eval", "READ_HEADER_TIMEOUT": "-1s",
+	}))
+	for _, name := range []string{"RATE_LIMIT", "TRUST_PROXY", "SIGNABLE_PARAMS", "READ_HEADER_TIMEOUT"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}
