@@ -49,7 +49,7 @@ func parseSignableParams(raw string) ([]string, error) {
 	return out, errors.Join(problems...)
 }
 
-// signingConfig is what POST /sign needs; nil credentials mean no Cloudinary account.
+// signingConfig is what POST /sign needs; nil credentials mean uploads do not go to Cloudinary.
 type signingConfig struct {
 	creds     *credentials
 	signable  []string
@@ -243,8 +243,12 @@ func (sc signingConfig) uploadURL() string {
 // newSigningConfig reads the signing algorithm and version from CLOUDINARY_URL's query, with
 // the SDK's defaults (SHA-1, version 2).
 func newSigningConfig(cfg config, now func() time.Time) signingConfig {
+	creds := cfg.cloudinary
+	if cfg.storage == "local" {
+		creds = nil // uploads go to the local store: there is nothing to sign for
+	}
 	sc := signingConfig{
-		creds:    cfg.cloudinary,
+		creds:    creds,
 		signable: cfg.signableParams,
 		folder:   cfg.uploadFolder,
 		preset:   cfg.uploadPreset,

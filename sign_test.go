@@ -218,15 +218,23 @@ func TestSignRefusals(t *testing.T) {
 
 func TestSignWithoutCredentialsIs501(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
-	cfg.cloudinary = nil // a local store (issue 3) has no Cloudinary account to sign for
-	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/sign", strings.NewReader(`{}`)))
-	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "signed direct uploads need Cloudinary credentials") {
-		t.Errorf("%d %s, want 501 JSON", rec.Code, rec.Body)
+	for name, env := range map[string]map[string]string{
+		"no_credentials":                {"RATE_LIMIT": "off"},
+		"local_store_chosen_with_creds": {"RATE_LIMIT": "off", "STORAGE": "local", "CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"},
+	} {
+		cfg, err := loadConfig(mapGetenv(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/sign", strings.NewReader(`{}`)))
+		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "signed direct uploads need Cloudinary credentials") {
+			t.Errorf("%s: %d %s, want 501 JSON", name, rec.Code, rec.Body)
+		}
 	}
-	rec = httptest.NewRecorder()
+	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/sign", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "POST" {
 		t.Errorf("GET /sign = %d, want 405 with Allow: POST", rec.Code)
