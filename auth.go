@@ -81,6 +81,7 @@ func requireToken(tokens *tokenSet, next http.Handler) http.Handler {
 		if !ok || !tokens.valid(tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="uploads"`)
 			writeError(w, r, errUnauthorized)
+			drainBody(w, r, r.Body) // so that a browser still sending its file sees the 401, not a reset
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -332,6 +332,28 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
+func TestRefusedClientStillSendingSeesTheAnswer(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["UPLOAD_TOKENS"] = hostileToken
+	srv := startServer(t, env)
+	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 2, 2), make([]byte, 24<<20)...))
+	resp, answer, err := rawExchange(t, srv.url, func(c net.Conn) error {
+		head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
+		_, err := c.Write(append([]byte(head), body...))
+		return err // fails with "broken pipe" if the server stops reading at the 401
+	})
+	if err != nil {
+		t.Fatalf("client without a token: %v", err)
+	}
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(answer), "upload token") {
+		t.Errorf("%d %s, want the 401", resp.StatusCode, answer)
+	}
+	if fake.requestCount() != 0 {
+		t.Errorf("reached Cloudinary")
+	}
+}
+
 func TestForgedForwardedForCannotDodgeTheLimit(t *testing.T) {
 	for _, trust := range []string{"false", "true"} {
 		t.Run("trust_proxy_"+trust, func(t *testing.T) {

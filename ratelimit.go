@@ -187,7 +187,8 @@ func addrKey(a netip.Addr) string {
 
 var errRateLimited = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
 
-// limitRate answers 429 with Retry-After when the client has used up its budget. It sits before
+// limitRate answers 429 with Retry-After when the client has used up its budget (after reading and
+// dropping the body within drainBody's bounds, as the upload's own early errors do). It sits before
 // requireToken, so floods without a token are limited too, and token guessing with them.
 func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 	if l == nil || l.spec.off() {
@@ -203,6 +204,7 @@ func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			loggerFrom(r.Context()).DebugContext(r.Context(), "rate limited", slog.String("client", key))
 			writeError(w, r, errRateLimited)
+			drainBody(w, r, r.Body) // bounded; so that a browser still sending sees Retry-After
 			return
 		}
 		next.ServeHTTP(w, r)
