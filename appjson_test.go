@@ -18,7 +18,8 @@ var notInAppJSON = map[string]string{
 
 // herokuValues are the values app.json gives instead of the defaults, and why.
 var herokuValues = map[string]string{
-	"STORAGE": "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
+	"STORAGE":     "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
+	"TRUST_PROXY": "true",       // behind Heroku's router every connection comes from the router
 }
 
 // TestAppJSON keeps the Heroku Button's app.json in step with envVars: each variable with its

@@ -389,13 +389,20 @@ func TestForgedForwardedForCannotDodgeTheLimit(t *testing.T) {
 			if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") != "30" {
 				t.Fatalf("third request: %d Retry-After %q (%q), want 429 after 30 s", last.StatusCode, last.Header.Get("Retry-After"), got.Error.Message)
 			}
+			if trust == "false" { // /sign spends the same budget (with TRUST_PROXY, this client is 127.0.0.1)
+				resp := postSign(t, client, srv.url, "", `{}`)
+				decodeBody(t, resp, &got)
+				if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+					t.Errorf("POST /sign after the budget: %d, want 429 with Retry-After", resp.StatusCode)
+				}
+			}
 			if fake.requestCount() != 0 {
 				t.Errorf("reached Cloudinary")
 			}
 			if trust == "false" && !strings.Contains(srv.logs.String(), "TRUST_PROXY is off") {
 				t.Errorf("no warning about X-Forwarded-For without TRUST_PROXY")
 			}
-			// /healthz is never limited, and preflights need no token.
+			// /healthz is never limited.
 			resp, err := client.Get(srv.url + "/healthz")
 			if err != nil {
 				t.Fatal(err)
