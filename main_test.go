@@ -202,3 +202,18 @@ func testConfig() config {
 	}
 	return cfg
 }
+
+// doJSON sends a body-less request and decodes the JSON answer into v.
+func doJSON(t *testing.T, c *http.Client, method, url string, v any) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	decodeBody(t, resp, v)
+	return resp
+}

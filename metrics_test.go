@@ -94,16 +94,8 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("METRICS_TOKEN is in the logs")
 	}
 
-	req, err := http.NewRequest(http.MethodPost, srv.url+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err = client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var e apiErrorBody
-	decodeBody(t, resp, &e)
+	resp = doJSON(t, client, http.MethodPost, srv.url+"/metrics", &e)
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /metrics = %d, want 405", resp.StatusCode)
 	}

@@ -430,16 +430,8 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Errorf("served document is not OpenAPI 3.1: %q, %v", doc.OpenAPI, err)
 	}
 
-	req, err := http.NewRequest(http.MethodPut, srv.url+"/openapi.yaml", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err = client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var e apiErrorBody
-	decodeBody(t, resp, &e)
+	resp = doJSON(t, client, http.MethodPut, srv.url+"/openapi.yaml", &e)
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("PUT /openapi.yaml = %d Allow %q, want 405 with Allow: GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
 	}

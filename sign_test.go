@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,8 +33,6 @@ func postSign(t *testing.T, c *http.Client, baseURL, token, body string) *http.R
 // extra fields are added after the signed ones, as a client trying to smuggle them in would.
 func directUpload(t *testing.T, c *http.Client, s signResponse, extra map[string]string, file []byte) (int, map[string]any) {
 	t.Helper()
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
 	names := make([]string, 0, len(s.Params))
 	for k := range s.Params {
 		names = append(names, k)
@@ -48,22 +45,8 @@ func directUpload(t *testing.T, c *http.Client, s signResponse, extra map[string
 	for k, v := range extra {
 		fields = append(fields, [2]string{k, v})
 	}
-	for _, f := range fields {
-		if err := w.WriteField(f[0], f[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	part, err := w.CreateFormFile("file", "direct.png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(file); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.Post(s.UploadURL, w.FormDataContentType(), &buf)
+	contentType, body := multipartBody(t, fields, "direct.png", file)
+	resp, err := c.Post(s.UploadURL, contentType, bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST %s: %v", s.UploadURL, err)
 	}
