@@ -23,6 +23,7 @@ type uploadParams struct {
 	tags     []string // may be empty
 	filename string   // the client's file name, base name only; may be empty
 	baseURL  string   // this server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
+	chunked  bool     // the file may not fit one request (size unknown or too large): send it in chunks
 }
 
 // uploader stores one file and answers with the upload result as JSON,
@@ -33,15 +34,17 @@ type uploader interface {
 
 // cloudinaryUploader uploads through the Cloudinary Go SDK.
 type cloudinaryUploader struct {
-	sdk    *cldupload.API
-	folder string
-	preset string
+	sdk      *cldupload.API
+	folder   string
+	preset   string
+	chunking chunkOptions
+	buffers  *bufferPool // chunk buffers, at most one per upload in flight
 }
 
 // maxUpstreamAnswer bounds how much of Cloudinary's answer we keep.
 const maxUpstreamAnswer = 4 << 20
 
-func newCloudinaryUploader(creds *credentials, folder, preset string) (*cloudinaryUploader, error) {
+func newCloudinaryUploader(creds *credentials, folder, preset string, chunking chunkOptions) (*cloudinaryUploader, error) {
 	// NewFromQueryParams does not read the process environment, unlike config.New.
 	conf, err := cldconfig.NewFromQueryParams(creds.cloudName, creds.apiKey, string(creds.apiSecret), creds.params)
 	if err != nil { // not wrapped: the SDK's parse errors may quote the parameters
@@ -53,7 +56,10 @@ func newCloudinaryUploader(creds *credentials, folder, preset string) (*cloudina
 	}
 	sdk.Logger.SetLevel(cldlogger.NONE) // its debug lines print whole answers; we log what matters ourselves
 	sdk.Client = http.Client{Transport: recordingTransport{base: newUpstreamTransport()}}
-	return &cloudinaryUploader{sdk: sdk, folder: folder, preset: preset}, nil
+	return &cloudinaryUploader{
+		sdk: sdk, folder: folder, preset: preset, chunking: chunking,
+		buffers: newBufferPool(chunking.maxBuffers, int(chunking.size)+1), // +1: the byte that tells whether more follows
+	}, nil
 }
 
 // newUpstreamTransport is tuned for streaming large bodies to one host.
@@ -87,6 +93,12 @@ type recordingTransport struct {
 }
 
 func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if ch, ok := req.Context().Value(chunkKey{}).(chunkHeaders); ok {
+		// The SDK cannot send these headers for a plain reader; a RoundTripper must not change its request.
+		req = req.Clone(req.Context())
+		req.Header.Set("X-Unique-Upload-Id", ch.uploadID)
+		req.Header.Set("Content-Range", ch.contentRange)
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err
@@ -103,6 +115,15 @@ func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 func (c *cloudinaryUploader) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+	if p.chunked {
+		return c.uploadChunked(ctx, file, p)
+	}
+	return c.send(ctx, file, p)
+}
+
+// send makes one upload request with file as the file part: a whole file, or one chunk
+// when ctx carries chunkHeaders.
+func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
 	ex := &upstreamExchange{}
 	ctx = context.WithValue(ctx, exchangeKey{}, ex)
 	params := cldupload.UploadParams{

@@ -36,11 +36,15 @@ func envVars() []envVar {
 		{name: "ENV_FILE", def: ".env", help: "File of KEY=value lines read at start-up; a missing file is fine, the real environment wins"},
 		{name: "PORT", def: "8080", help: "TCP port to listen on (Heroku sets it)"},
 		{name: "ALLOWED_ORIGINS", def: "*", help: "Comma-separated origins allowed by CORS, or * for any"},
-		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB, Cloudinary's single-request limit)"},
+		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB); may be far larger, since files over Cloudinary's 100 MiB single-request limit go up in chunks"},
 		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything; SVG must be named"},
 		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into"},
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
+		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
+		{name: "MAX_CONCURRENT_UPLOADS", def: "8", help: "Uploads handled at once; more get 503 with Retry-After at once. Memory is about this many times CHUNK_SIZE"},
+		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
+		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
 		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
 		{name: "STORAGE", def: "auto", help: "Where uploads go: cloudinary, local (files under UPLOAD_DIR, served at /files/), or auto: Cloudinary when credentials are set, else local"},
 		{name: "UPLOAD_DIR", def: "uploads", help: "Directory of the local store (STORAGE=local or auto without credentials); created if missing"},
@@ -85,6 +89,10 @@ type config struct {
 	uploadPreset    string
 	uploadTimeout   time.Duration
 	shutdownTimeout time.Duration
+	chunkSize       int64
+	maxConcurrent   int
+	bodyIdleTimeout time.Duration
+	retryBackoff    time.Duration
 	logFormat       string
 	logLevel        slog.Level
 	storage         string // "cloudinary" or "local", resolved from STORAGE at load time
@@ -166,7 +174,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	for _, d := range []struct {
 		name string
 		dst  *time.Duration
-	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}, {"READ_HEADER_TIMEOUT", &cfg.readHeaderTimeout}} {
+	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}, {"READ_HEADER_TIMEOUT", &cfg.readHeaderTimeout},
+		{"BODY_IDLE_TIMEOUT", &cfg.bodyIdleTimeout}, {"CHUNK_RETRY_BACKOFF", &cfg.retryBackoff}} {
 		if v, err := time.ParseDuration(get(d.name)); err == nil && v > 0 {
 			*d.dst = v
 		} else {
@@ -221,6 +230,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err := validateSigningParams(creds.params); err != nil {
 			problems = append(problems, err)
 		}
+	}
+	if n, err := strconv.ParseInt(get("CHUNK_SIZE"), 10, 64); err == nil && n >= minChunkBytes && n <= maxSingleRequestBytes {
+		cfg.chunkSize = n
+	} else {
+		bad("CHUNK_SIZE", "a number of bytes from 5242880 (Cloudinary's minimum) to 104857600")
+	}
+	if n, err := strconv.Atoi(get("MAX_CONCURRENT_UPLOADS")); err == nil && n > 0 {
+		cfg.maxConcurrent = n
+	} else {
+		bad("MAX_CONCURRENT_UPLOADS", "a positive number")
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")

@@ -32,6 +32,8 @@ var (
 	errUpstreamRateLimited = apiError{http.StatusServiceUnavailable, "Cloudinary is limiting the upload rate; try again later"}
 	errUpstreamTimeout     = apiError{http.StatusGatewayTimeout, "Cloudinary did not answer in time"}
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
+	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
+	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
 )
 
 // errBadField is a 400 about one text field of the form.

@@ -75,6 +75,8 @@ func (cfg config) uploadLimits() uploadLimits {
 		maxFileBytes:  cfg.maxUploadBytes,
 		allowedTypes:  cfg.allowedTypes,
 		uploadTimeout: cfg.uploadTimeout,
+		maxConcurrent: cfg.maxConcurrent,
+		idleTimeout:   cfg.bodyIdleTimeout,
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 // The returned func releases it at shutdown.
 func openStore(cfg config, logger *slog.Logger) (uploader, func() error, error) {
 	if cfg.storage == "cloudinary" {
-		up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset)
+		up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset, cfg.chunkOptions())
 		if err != nil {
 			return nil, nil, err
 		}

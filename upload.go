@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,8 @@ type uploadLimits struct {
 	maxFileBytes  int64
 	allowedTypes  []string
 	uploadTimeout time.Duration
+	maxConcurrent int           // uploads at once; more get 503
+	idleTimeout   time.Duration // the client may send nothing for this long
 }
 
 const (
@@ -43,11 +47,28 @@ const (
 // errClientGone is logged when the client disconnected; nobody reads the answer.
 var errClientGone = apiError{499, "client closed the request"}
 
+// retryAfterBusy is what a client refused for lack of a slot is told to wait, in seconds.
+const retryAfterBusy = "5"
+
 // handleUpload serves POST /upload: it streams the form's file part to the uploader.
+// At most lim.maxConcurrent uploads run at once; more are refused at once rather than queued.
 func handleUpload(up uploader, lim uploadLimits) http.Handler {
+	slots := make(chan struct{}, lim.maxConcurrent)
+	bufs := &uploadBuffers{
+		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, copyBufferBytes) }},
+		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			w.Header().Set("Retry-After", retryAfterBusy)
+			writeError(w, r, errTooBusy)
+			return
+		}
 		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
-		result, err := serveUpload(w, r, up, lim)
+		result, err := serveUpload(w, r, up, lim, bufs)
 		if err != nil {
 			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
 			drainBody(w, r, body)
@@ -59,7 +80,14 @@ func handleUpload(up uploader, lim uploadLimits) http.Handler {
 	})
 }
 
-func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits) ([]byte, error) {
+// uploadBuffers are reused between requests: large buffers make large reads and writes,
+// which is most of the difference in CPU per byte.
+type uploadBuffers struct {
+	readers sync.Pool // *bufio.Reader of copyBufferBytes under the multipart reader
+	copies  sync.Pool // *[]byte of copyBufferBytes for uploadBody.WriteTo
+}
+
+func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) ([]byte, error) {
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
 		return nil, errNotMultipart
@@ -68,11 +96,20 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	if r.ContentLength > maxBody {
 		return nil, errTooLarge(lim.maxFileBytes) // answered before reading a byte
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout}
+	r.Body = http.MaxBytesReader(w, idle, maxBody)
 	// Text fields and part headers (Go's multipart reader takes 10 MiB of headers per part) must
 	// fit in formOverhead: nothing before the file makes the server buffer more than that.
 	preamble := &preambleLimit{r: r.Body, left: formOverhead}
-	form := multipart.NewReader(preamble, params["boundary"])
+	// multipart reads through a bufio.Reader of at least 4 KiB and reuses one it is given:
+	// a large one turns thousands of small reads into few large ones.
+	br := bufs.readers.Get().(*bufio.Reader)
+	br.Reset(preamble)
+	defer func() {
+		br.Reset(nil)
+		bufs.readers.Put(br)
+	}()
+	form := multipart.NewReader(br, params["boundary"])
 
 	p, file, err := readFieldsUntilFile(form, lim)
 	if err != nil {
@@ -96,18 +133,23 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	// The timer runs while the uploader holds the file and is not reading it:
-	// before the first read, between reads, and after the last one until the answer.
-	watchdog := time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })
-	defer watchdog.Stop()
 	body := &uploadBody{
-		src:      io.MultiReader(bytes.NewReader(head), file),
-		limit:    lim.maxFileBytes,
-		watchdog: watchdog,
-		timeout:  lim.uploadTimeout,
+		src:     io.MultiReader(bytes.NewReader(head), file),
+		limit:   lim.maxFileBytes,
+		timeout: lim.uploadTimeout,
+		copies:  &bufs.copies,
+	}
+	// A body of known size that fits one request streams straight through; any other goes in
+	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
+	p.chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+	if !p.chunked {
+		// The timer runs while the uploader holds the file and is not reading it:
+		// before the first read, between reads, and after the last one until the answer.
+		body.watchdog = time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })
+		defer body.watchdog.Stop()
 	}
 	result, upErr := up.upload(ctx, body, p)
-	bodyErr := body.stop(http.NewResponseController(w))
+	bodyErr := body.stop(idle)
 	switch {
 	case bodyErr != nil:
 		return nil, bodyError(bodyErr, lim)
@@ -324,8 +366,9 @@ type uploadBody struct {
 	err      error // the first failure other than EOF
 	stopped  bool
 	stopping atomic.Bool // set before stop wakes a blocked Read: that read's error is ours, not the client's
-	watchdog *time.Timer
+	watchdog *time.Timer // nil when the uploader times its own requests
 	timeout  time.Duration
+	copies   *sync.Pool // of *[]byte, for WriteTo
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -339,8 +382,10 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	b.watchdog.Stop() // a slow client is not a slow upstream
-	defer b.watchdog.Reset(b.timeout)
+	if b.watchdog != nil {
+		b.watchdog.Stop() // a slow client is not a slow upstream
+		defer b.watchdog.Reset(b.timeout)
+	}
 	if room := b.limit + 1 - b.n; int64(len(p)) > room {
 		p = p[:room] // one byte past the limit is enough to know
 	}
@@ -356,18 +401,81 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo lets the SDK's io.Copy move the file in large pieces rather than its default 32 KiB.
+func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
+	bp := b.copies.Get().(*[]byte)
+	defer b.copies.Put(bp) // the pipe's Write returns only once the piece is consumed or the pipe is closed
+	buf := *bp
+	var total int64
+	for {
+		n, err := b.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // stop ends the upload's use of the request body and returns the body's failure, if any.
 // The SDK reads the body in its own goroutine, which may still be waiting on a slow
 // client after the upload failed: a past read deadline wakes it.
-func (b *uploadBody) stop(rc *http.ResponseController) error {
+func (b *uploadBody) stop(idle *idleBody) error {
 	b.stopping.Store(true)
 	if !b.mu.TryLock() {
-		_ = rc.SetReadDeadline(time.Now()) // error only when unsupported (tests' recorders): then Lock just waits
+		idle.interrupt() // when deadlines are unsupported (tests' recorders), Lock just waits
 		b.mu.Lock()
-		_ = rc.SetReadDeadline(time.Time{})
+		idle.resume()
 	}
 	defer b.mu.Unlock()
 	b.stopped = true
-	b.watchdog.Stop()
+	if b.watchdog != nil {
+		b.watchdog.Stop()
+	}
 	return b.err
+}
+
+// idleBody is the request body with an idle timeout: each read must bring something within
+// timeout, or it fails with errBodyIdle. It moves the connection's read deadline before each read.
+type idleBody struct {
+	body        io.ReadCloser
+	rc          *http.ResponseController
+	timeout     time.Duration
+	unsupported bool        // no deadlines here (httptest recorders): reads just wait
+	interrupted atomic.Bool // stop set a past deadline on purpose
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if !b.unsupported && b.rc.SetReadDeadline(time.Now().Add(b.timeout)) != nil {
+		b.unsupported = true
+	}
+	if b.interrupted.Load() { // checked after moving the deadline, so interrupt's past deadline is never lost
+		return 0, errUploadStopped
+	}
+	n, err := b.body.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.interrupted.Load() {
+		err = fmt.Errorf("%w: no bytes for %s: %w", errBodyIdle, b.timeout, err)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error { return b.body.Close() }
+
+// interrupt wakes a Read blocked on the client.
+func (b *idleBody) interrupt() {
+	b.interrupted.Store(true)
+	_ = b.rc.SetReadDeadline(time.Now()) // fails only when unsupported
+}
+
+// resume clears the deadline, so the server can read what is left of the body.
+func (b *idleBody) resume() {
+	_ = b.rc.SetReadDeadline(time.Time{}) // fails only when unsupported
 }

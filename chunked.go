@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+const (
+	minChunkBytes         = 5242880   // Cloudinary: "All parts except EOF-chunk must be larger than 5mb"
+	maxSingleRequestBytes = 104857600 // Cloudinary refuses larger single requests (and chunks)
+	chunkRetries          = 3         // retries of one chunk after its first attempt
+	copyBufferBytes       = 256 << 10 // write size into the SDK's pipe: fewer, larger copies
+)
+
+// chunkOptions say how files that may not fit one request are sent.
+type chunkOptions struct {
+	size         int64                                      // bytes per chunk but the last
+	maxBuffers   int                                        // chunk buffers kept for reuse: one per upload in flight
+	stallTimeout time.Duration                              // one attempt may go this long without progress
+	backoff      func(retry int) time.Duration              // wait before retry number retry (0, 1, …)
+	wait         func(context.Context, time.Duration) error // sleeps, or returns early with ctx's error
+}
+
+func (cfg config) chunkOptions() chunkOptions {
+	base := cfg.retryBackoff
+	return chunkOptions{
+		size:         cfg.chunkSize,
+		maxBuffers:   cfg.maxConcurrent,
+		stallTimeout: cfg.uploadTimeout,
+		backoff:      func(retry int) time.Duration { return base << retry },
+		wait:         sleepCtx,
+	}
+}
+
+// sleepCtx waits for d, or less when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// chunkHeaders ride in a chunk request's context to recordingTransport, which sets them:
+// the SDK sends a plain reader in one request and has no way to add headers.
+type chunkHeaders struct {
+	uploadID     string
+	contentRange string
+}
+
+type chunkKey struct{}
+
+// errChunkStalled ends one attempt at a chunk that made no progress for stallTimeout.
+var errChunkStalled = errors.New("chunk upload made no progress")
+
+// uploadChunked sends file with Cloudinary's chunked upload protocol: one X-Unique-Upload-Id,
+// each chunk a separately signed request with Content-Range "bytes START-END/TOTAL", TOTAL -1
+// until the last chunk, whose answer is the upload result. Each chunk is read whole into a
+// pooled buffer first, so a failed attempt is retried from the buffer.
+func (c *cloudinaryUploader) uploadChunked(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+	buf := c.buffers.get()
+	defer c.buffers.put(buf)
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
+	uploadID := hex.EncodeToString(id[:])
+
+	size := int(c.chunking.size)
+	var start int64
+	carried := 0 // the byte read ahead to learn that more follows, now first in buf
+	for {
+		n, err := io.ReadFull(file, buf[carried:size+1])
+		n += carried
+		last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !last {
+			return nil, err
+		}
+		if last && n == 0 {
+			return nil, errEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
+		}
+		chunk := buf[:min(n, size)]
+		end := start + int64(len(chunk)) - 1
+		total := "-1"
+		if last {
+			total = fmt.Sprint(end + 1)
+		}
+		headers := chunkHeaders{uploadID: uploadID, contentRange: fmt.Sprintf("bytes %d-%d/%s", start, end, total)}
+		result, err := c.sendChunk(ctx, chunk, headers, p)
+		if err != nil || last {
+			return result, err
+		}
+		buf[0] = buf[size] // the read-ahead byte starts the next chunk
+		carried = 1
+		start = end + 1
+	}
+}
+
+// sendChunk sends one chunk, retrying failures that may pass (5xx, resets, stalls) with backoff.
+func (c *cloudinaryUploader) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p uploadParams) (json.RawMessage, error) {
+	ctx = context.WithValue(ctx, chunkKey{}, h)
+	for retry := 0; ; retry++ {
+		result, err := c.sendChunkOnce(ctx, chunk, p)
+		if err == nil || ctx.Err() != nil || retry == chunkRetries || !retryable(err) {
+			if err != nil && retry > 0 {
+				err = fmt.Errorf("chunk %s after %d retries: %w", h.contentRange, retry, err)
+			}
+			return result, err
+		}
+		loggerFrom(ctx).WarnContext(ctx, "retrying chunk", "range", h.contentRange, "retry", retry+1, "err", err)
+		if err := c.chunking.wait(ctx, c.chunking.backoff(retry)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// sendChunkOnce makes one attempt, cancelled when it stalls.
+func (c *cloudinaryUploader) sendChunkOnce(ctx context.Context, chunk []byte, p uploadParams) (json.RawMessage, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(c.chunking.stallTimeout, func() { cancel(errChunkStalled) })
+	defer stall.Stop()
+	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.chunking.stallTimeout) }}
+	defer body.detach()
+	result, err := c.send(ctx, body, p)
+	if err != nil && errors.Is(context.Cause(ctx), errChunkStalled) {
+		return nil, fmt.Errorf("%w: %w: %w", errUpstreamTimeout, errChunkStalled, err)
+	}
+	return result, err
+}
+
+// retryable says whether another attempt at a chunk may succeed.
+func retryable(err error) bool {
+	return errors.Is(err, errUpstreamFailed) || errors.Is(err, errUpstreamUnreachable) || errors.Is(err, errChunkStalled)
+}
+
+// chunkReader is one attempt's view of a chunk buffer. The SDK copies it into its pipe from its
+// own goroutine, which may outlive the attempt by a moment: detach cuts it off, so the buffer can
+// be refilled. Each piece is copied out under the lock, never written from the shared buffer.
+type chunkReader struct {
+	mu       sync.Mutex
+	data     []byte // nil once detached
+	off      int
+	progress func()
+}
+
+var errChunkDetached = errors.New("chunk attempt is over")
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.data == nil {
+		return 0, errChunkDetached
+	}
+	if r.off >= len(r.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data[r.off:])
+	r.off += n
+	r.progress()
+	return n, nil
+}
+
+// WriteTo lets io.Copy write large pieces instead of its default 32 KiB.
+func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	piece := make([]byte, copyBufferBytes) // not pooled: a stale writer may still hold it
+	var total int64
+	for {
+		n, err := r.Read(piece)
+		if n > 0 {
+			m, werr := w.Write(piece[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (r *chunkReader) detach() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.data = nil
+}
+
+// bufferPool keeps up to max buffers of one size for reuse. The concurrency cap bounds how many
+// are in use at once, so memory stays near max × size.
+type bufferPool struct {
+	free chan []byte
+	size int
+}
+
+func newBufferPool(max, size int) *bufferPool {
+	return &bufferPool{free: make(chan []byte, max), size: size}
+}
+
+func (p *bufferPool) get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]byte, p.size)
+	}
+}
+
+func (p *bufferPool) put(b []byte) {
+	select {
+	case p.free <- b:
+	default: // the pool is full: let the collector have it
+	}
+}
