@@ -1,0 +1,308 @@
+// Command loadcheck drives concurrent uploads through a real cloudinary-upload-api process and a
+// lightweight fake Cloudinary on loopback, and reports the server's peak RSS, its CPU seconds per
+// GB uploaded and its throughput beside sending the same bytes straight to the fake.
+//
+//	go run ./tools/loadcheck -size 50000000 -c 4 -n 16
+//
+// It builds the server from the repository root (the working directory) unless -server is given.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadcheck:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("loadcheck", flag.ContinueOnError)
+	size := fs.Int64("size", 50_000_000, "bytes per file")
+	conc := fs.Int("c", 4, "uploads at a time")
+	n := fs.Int("n", 16, "uploads in all")
+	server := fs.String("server", "", "server binary (default: go build the working directory)")
+	chunk := fs.String("chunk", "", "CHUNK_SIZE for the server (default: the server's default)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	up, err := startUpstream()
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+
+	bin := *server
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "loadcheck")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "server")
+		if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %w\n%s", err, b)
+		}
+	}
+	env := append(os.Environ(),
+		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=warn",
+		"CLOUDINARY_URL=cloudinary://123:secret@demo?upload_prefix=http://"+up.Addr,
+		"MAX_UPLOAD_BYTES="+strconv.FormatInt(*size+1, 10),
+		"MAX_CONCURRENT_UPLOADS="+strconv.Itoa(*conc))
+	if *chunk != "" {
+		env = append(env, "CHUNK_SIZE="+*chunk)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = env
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	addr, err := listeningAddr(stdout)
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	serverURL := "http://127.0.0.1:" + port + "/upload"
+	directURL := "http://" + up.Addr + "/v1_1/demo/image/upload"
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, WriteBufferSize: 256 << 10}}
+	head, err := pngHead()
+	if err != nil {
+		return err
+	}
+
+	// Direct first, then through the server; each alone on the machine.
+	directDur, err := drive(client, directURL, head, *size, *conc, *n)
+	if err != nil {
+		return fmt.Errorf("direct: %w", err)
+	}
+	cpu0, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	serverDur, err := drive(client, serverURL, head, *size, *conc, *n)
+	if err != nil {
+		return fmt.Errorf("through the server: %w", err)
+	}
+	cpu1, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	hwm, err := peakRSS(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	gb := float64(*size) * float64(*n) / 1e9
+	fmt.Fprintf(out, "%d uploads of %d bytes, %d at a time (%.2f GB)\n", *n, *size, *conc, gb)
+	fmt.Fprintf(out, "direct:  %7.1f MB/s  %7.1f uploads/s\n", gb*1e3/directDur.Seconds(), float64(*n)/directDur.Seconds())
+	fmt.Fprintf(out, "server:  %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)\n", gb*1e3/serverDur.Seconds(), float64(*n)/serverDur.Seconds(), 100*directDur.Seconds()/serverDur.Seconds())
+	fmt.Fprintf(out, "server CPU: %.2f s in all, %.2f s/GB;  peak RSS: %.1f MiB\n", cpu1-cpu0, (cpu1-cpu0)/gb, float64(hwm)/(1<<20))
+	return nil
+}
+
+// drive sends n uploads of size bytes, conc at a time, and returns how long they took.
+func drive(c *http.Client, url string, head []byte, size int64, conc, n int) (time.Duration, error) {
+	jobs := make(chan struct{})
+	errs := make(chan error, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				if err := upload(c, url, head, size); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for range n {
+		select {
+		case jobs <- struct{}{}:
+		case err = <-errs:
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return time.Since(start), err
+}
+
+// upload posts one multipart form of known length: a PNG header then zeros, size bytes in all.
+func upload(c *http.Client, url string, head []byte, size int64) error {
+	var pre bytes.Buffer
+	mw := multipart.NewWriter(&pre)
+	if _, err := mw.CreateFormFile("file", "load.png"); err != nil {
+		return err
+	}
+	prefix := append([]byte(nil), pre.Bytes()...)
+	pre.Reset()
+	if err := mw.Close(); err != nil {
+		return err
+	}
+	suffix := pre.Bytes()
+	body := io.MultiReader(bytes.NewReader(prefix), bytes.NewReader(head), io.LimitReader(&noise{}, size-int64(len(head))), bytes.NewReader(suffix))
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(len(prefix)+len(suffix)) + size
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
+
+// noiseBlock is incompressible-looking filler, like the compressed images people upload. (Zeros
+// would make mime/multipart's boundary scan walk each buffer back to its start for a '\r'.)
+var noiseBlock = func() []byte {
+	b := make([]byte, 64<<10)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}()
+
+// noise repeats noiseBlock.
+type noise struct{ off int }
+
+func (r *noise) Read(p []byte) (int, error) {
+	n := copy(p, noiseBlock[r.off:])
+	r.off = (r.off + n) % len(noiseBlock)
+	return n, nil
+}
+
+func pngHead() ([]byte, error) {
+	var b bytes.Buffer
+	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, 2, 2))); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// upstream is a lightweight stand-in for Cloudinary: it reads each body to its end and answers
+// with a small JSON result. The protocol-faithful fake (which hashes every byte) lives in the tests.
+type upstream struct {
+	Addr string
+	srv  *http.Server
+}
+
+func startUpstream() (*upstream, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	pool := sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bp := pool.Get().(*[]byte)
+		defer pool.Put(bp)
+		n, err := io.CopyBuffer(io.Discard, r.Body, *bp)
+		if err != nil {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"public_id": "load", "bytes": n, "done": r.Header.Get("Content-Range") != "" && strings.HasSuffix(r.Header.Get("Content-Range"), "/-1")})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return &upstream{Addr: ln.Addr().String(), srv: srv}, nil
+}
+
+func (u *upstream) Close() { _ = u.srv.Close() }
+
+// listeningAddr reads the server's JSON log until its "listening" line, then keeps draining it.
+func listeningAddr(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var e struct{ Msg, Addr string }
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Msg == "listening" {
+			go func() { _, _ = io.Copy(io.Discard, r) }()
+			return e.Addr, nil
+		}
+	}
+	return "", errors.New("the server exited before listening")
+}
+
+// cpuSeconds is the process's user + system CPU time, from /proc/PID/stat.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may contain spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// peakRSS is VmHWM from /proc/PID/status, in bytes.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
