@@ -202,7 +202,7 @@ func (b *largeWritesBody) WriteTo(w io.Writer) (int64, error) {
 	buf := make([]byte, copyBufferBytes) // per request: the transport may still hold w's last piece
 	var total int64
 	for {
-		n, err := io.ReadAtLeast(b.ReadCloser, buf, len(buf))
+		n, err := b.ReadCloser.Read(buf) // a pipe read returns what one write offered: no waiting for more
 		if n > 0 {
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
@@ -210,7 +210,7 @@ func (b *largeWritesBody) WriteTo(w io.Writer) (int64, error) {
 				return total, werr
 			}
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {
