@@ -67,7 +67,7 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	env := append(os.Environ(),
-		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=warn",
+		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=info",
 		"CLOUDINARY_URL=cloudinary://123:secret@demo?upload_prefix=http://"+up.Addr,
 		"MAX_UPLOAD_BYTES="+strconv.FormatInt(*size+1, 10),
 		"MAX_CONCURRENT_UPLOADS="+strconv.Itoa(*conc))
