@@ -68,6 +68,7 @@ func run(args []string, out io.Writer) error {
 	}
 	env := append(os.Environ(),
 		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=info",
+		"RATE_LIMIT=off", // one load generator is one client: the per-client limit would answer 429
 		"CLOUDINARY_URL=cloudinary://123:secret@demo?upload_prefix=http://"+up.Addr,
 		"MAX_UPLOAD_BYTES="+strconv.FormatInt(*size+1, 10),
 		"MAX_CONCURRENT_UPLOADS="+strconv.Itoa(*conc))
