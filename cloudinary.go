@@ -72,7 +72,7 @@ func newUpstreamTransport() *http.Transport {
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		WriteBufferSize:       256 << 10, // fewer, larger writes: the body is megabytes
+		WriteBufferSize:       copyBufferBytes + 64, // one piece, its chunk header and CRLF: one write per piece
 		ReadBufferSize:        64 << 10,
 		ForceAttemptHTTP2:     true,
 	}

@@ -188,6 +188,36 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo keeps the file's own WriteTo in reach: without it the SDK's io.Copy would move the
+// file in 32 KiB pieces, each its own chunk and write upstream.
+func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := c.r.(io.WriterTo)
+	if !ok {
+		return io.Copy(w, struct{ io.Reader }{c}) // the struct hides this WriteTo
+	}
+	cw := &countingWriter{w: w}
+	n, err := wt.WriteTo(cw)
+	c.n.Add(n)
+	if err != nil && !errors.Is(err, io.EOF) && !cw.failed {
+		c.failed.Store(true) // the error came from reading the file, not from the store's side
+	}
+	return n, err
+}
+
+// countingWriter tells countingReader.WriteTo whether a failure was the writer's.
+type countingWriter struct {
+	w      io.Writer
+	failed bool
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.failed = true
+	}
+	return n, err
+}
+
 // errMetricsToken is the 401 for GET /metrics without the METRICS_TOKEN.
 var errMetricsToken = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
 

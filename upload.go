@@ -101,8 +101,8 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	// Text fields and part headers (Go's multipart reader takes 10 MiB of headers per part) must
 	// fit in formOverhead: nothing before the file makes the server buffer more than that.
 	preamble := &preambleLimit{r: r.Body, left: formOverhead}
-	// multipart reads through a bufio.Reader of at least 4 KiB and reuses one it is given:
-	// a large one turns thousands of small reads into few large ones.
+	// multipart reads through its own 4 KiB bufio.Reader; a large one beneath it turns
+	// thousands of small reads of the connection into few large ones.
 	br := bufs.readers.Get().(*bufio.Reader)
 	br.Reset(preamble)
 	defer func() {
@@ -138,6 +138,9 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		limit:   lim.maxFileBytes,
 		timeout: lim.uploadTimeout,
 		copies:  &bufs.copies,
+		// The multipart reader hands out at most 4 KiB per Read (its own bufio.Reader): while
+		// br holds bytes already received, more can be read without waiting on the client.
+		more: func() bool { return br.Buffered() > 0 },
 	}
 	// A body of known size that fits one request streams straight through; any other goes in
 	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
@@ -368,7 +371,8 @@ type uploadBody struct {
 	stopping atomic.Bool // set before stop wakes a blocked Read: that read's error is ours, not the client's
 	watchdog *time.Timer // nil when the uploader times its own requests
 	timeout  time.Duration
-	copies   *sync.Pool // of *[]byte, for WriteTo
+	copies   *sync.Pool  // of *[]byte, for WriteTo
+	more     func() bool // src can give more at once without waiting on the client; nil: never fill
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -390,6 +394,16 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 		p = p[:room] // one byte past the limit is enough to know
 	}
 	n, err := b.src.Read(p)
+	// Fill p from what has already arrived, so the uploader moves large pieces, but never
+	// wait on the client for more once something is in hand: streaming must not stall.
+	for err == nil && n > 0 && n < len(p) && b.more != nil && b.more() {
+		var m int
+		m, err = b.src.Read(p[n:])
+		if m == 0 && err == nil {
+			break
+		}
+		n += m
+	}
 	b.n += int64(n)
 	if b.n > b.limit {
 		b.err = errTooLarge(b.limit)
