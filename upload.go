@@ -109,11 +109,16 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		br.Reset(nil)
 		bufs.readers.Put(br)
 	}()
-	form := multipart.NewReader(br, params["boundary"])
+	tap := &preambleTap{br: br}
+	form := multipart.NewReader(tap, params["boundary"])
 
-	p, file, err := readFieldsUntilFile(form, lim)
+	p, part, err := readFieldsUntilFile(form, lim)
 	if err != nil {
 		return nil, err
+	}
+	var file io.Reader = part
+	if fast := tap.fileReader(params["boundary"]); fast != nil {
+		file = fast
 	}
 	p.baseURL = requestBaseURL(r)
 	preamble.release()
