@@ -105,3 +105,28 @@ func TestFilePartKeepsLargeReads(t *testing.T) {
 		t.Fatalf("first read: %d bytes, %v; want one 64 KiB read (multipart gives at most 4 KiB)", n, err)
 	}
 }
+
+// FuzzFilePart checks the fast file-part reader against mime/multipart on arbitrary content after
+// the file part's headers: same bytes, and an error exactly when multipart has one.
+func FuzzFilePart(f *testing.F) {
+	const b = "XyZbound"
+	head := "--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+	f.Add([]byte("data\r\n--"+b+"--\r\n"), false)
+	f.Add([]byte("\r\n--"+b+"Q\r\n--"+b+" \r\n"), true)
+	f.Add([]byte("--"+b+"--"), false)
+	f.Add([]byte("a\r\n--XyZ"), true)
+	f.Fuzz(func(t *testing.T, tail []byte, oneByte bool) {
+		wrap := func(r io.Reader) io.Reader { return r }
+		if oneByte {
+			wrap = iotest.OneByteReader
+		}
+		body := head + string(tail)
+		fast, slow, fastErr, slowErr, _ := readFileBothWays(t, body, b, wrap)
+		if fast != slow {
+			t.Fatalf("read %q, multipart reads %q", fast, slow)
+		}
+		if (fastErr == nil) != (slowErr == nil) {
+			t.Fatalf("error %v, multipart's %v", fastErr, slowErr)
+		}
+	})
+}
