@@ -172,23 +172,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // WriteTo lets io.Copy write large pieces instead of its default 32 KiB.
 func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
 	piece := make([]byte, copyBufferBytes) // not pooled: a stale writer may still hold it
-	var total int64
-	for {
-		n, err := r.Read(piece)
-		if n > 0 {
-			m, werr := w.Write(piece[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return copyPieces(w, r.Read, piece)
 }
 
 func (r *chunkReader) detach() {

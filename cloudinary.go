@@ -199,22 +199,6 @@ type largeWritesBody struct {
 }
 
 func (b *largeWritesBody) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, copyBufferBytes) // per request: the transport may still hold w's last piece
-	var total int64
-	for {
-		n, err := b.ReadCloser.Read(buf) // a pipe read returns what one write offered: no waiting for more
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	buf := make([]byte, copyBufferBytes)         // per request: the transport may still hold w's last piece
+	return copyPieces(w, b.ReadCloser.Read, buf) // a pipe read returns what one write offered: no waiting for more
 }

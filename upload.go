@@ -425,23 +425,7 @@ func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
 	bp := b.copies.Get().(*[]byte)
 	defer b.copies.Put(bp) // the pipe's Write returns only once the piece is consumed or the pipe is closed
 	buf := *bp
-	var total int64
-	for {
-		n, err := b.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return copyPieces(w, b.Read, buf)
 }
 
 // stop ends the upload's use of the request body and returns the body's failure, if any.
@@ -497,4 +481,26 @@ func (b *idleBody) interrupt() {
 // resume clears the deadline, so the server can read what is left of the body.
 func (b *idleBody) resume() {
 	_ = b.rc.SetReadDeadline(time.Time{}) // fails only when unsupported
+}
+
+// copyPieces writes what read yields into w, one piece of buf at a time. Unlike io.CopyBuffer it
+// never hands off to a WriterTo or ReaderFrom, so the WriteTo methods that call it choose the piece size.
+func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte) (int64, error) {
+	var total int64
+	for {
+		n, err := read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
