@@ -75,11 +75,7 @@ func TestChunkedUpload250MB(t *testing.T) {
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
-	var got map[string]any
-	decodeBody(t, resp, &got)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %v", resp.StatusCode, got)
-	}
+	got := decodeOK(t, resp, "chunked upload")
 	ups := fake.uploads()
 	if len(ups) != 1 {
 		t.Fatalf("fake stored %d uploads, want 1", len(ups))
@@ -118,11 +114,7 @@ func TestChunkedUploadRetries(t *testing.T) {
 			if err != nil {
 				t.Fatalf("POST: %v", err)
 			}
-			var got map[string]any
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %d: %v", resp.StatusCode, got)
-			}
+			decodeOK(t, resp, "chunked upload with a retried chunk")
 			ups := fake.uploads()
 			if len(ups) != 1 || ups[0].sha256 != sum {
 				t.Fatalf("the file did not arrive whole after a retry: %d uploads", len(ups))

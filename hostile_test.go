@@ -35,11 +35,7 @@ func goodUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudina
 	if err != nil {
 		t.Fatalf("well-behaved upload: %v", err)
 	}
-	var got map[string]any
-	decodeBody(t, resp, &got)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("well-behaved upload: %d %v", resp.StatusCode, got)
-	}
+	decodeOK(t, resp, "well-behaved upload")
 	ups := fake.uploads()
 	if len(ups) != before+1 || ups[len(ups)-1].sha256 != sha256Hex(img) {
 		t.Fatalf("well-behaved upload did not arrive whole")

@@ -217,3 +217,14 @@ func doJSON(t *testing.T, c *http.Client, method, url string, v any) *http.Respo
 	decodeBody(t, resp, v)
 	return resp
 }
+
+// decodeOK decodes a JSON answer that must be a 200; what names the request in the failure.
+func decodeOK(t *testing.T, resp *http.Response, what string) map[string]any {
+	t.Helper()
+	var got map[string]any
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: status %d: %v", what, resp.StatusCode, got)
+	}
+	return got
+}
