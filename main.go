@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
 	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
-		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload to your Cloudinary account")
+		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
 	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.text, "trust_proxy", cfg.trustProxy)
 
