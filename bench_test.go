@@ -91,7 +91,7 @@ func BenchmarkUpload(b *testing.B) {
 		b.Cleanup(srv.Close)
 		tr := &http.Transport{WriteBufferSize: 256 << 10}
 		b.Cleanup(tr.CloseIdleConnections)
-		b.Cleanup(sdkUp.sdk.Client.CloseIdleConnections)
+		b.Cleanup(sdkUp.client.CloseIdleConnections)
 		client := &http.Client{Transport: tr}
 		form := newBenchForm(b, tc.size)
 		for _, target := range []struct{ name, url string }{

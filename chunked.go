@@ -16,7 +16,8 @@ const (
 	minChunkBytes         = 5242880   // Cloudinary: "All parts except EOF-chunk must be larger than 5mb"
 	maxSingleRequestBytes = 104857600 // Cloudinary refuses larger single requests (and chunks)
 	chunkRetries          = 3         // retries of one chunk after its first attempt
-	copyBufferBytes       = 256 << 10 // write size into the SDK's pipe: fewer, larger copies
+	copyBufferBytes       = 256 << 10 // piece size where a file is copied: fewer, larger writes
+	requestBufferBytes    = 1 << 20   // read buffer under each upload's form: the file goes upstream from it in pieces of up to this
 )
 
 // chunkOptions say how files that may not fit one request are sent.
@@ -51,14 +52,11 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// chunkHeaders ride in a chunk request's context to recordingTransport, which sets them:
-// the SDK sends a plain reader in one request and has no way to add headers.
+// chunkHeaders say which file a chunk belongs to and where it goes in it.
 type chunkHeaders struct {
 	uploadID     string
 	contentRange string
 }
-
-type chunkKey struct{}
 
 // errChunkStalled ends one attempt at a chunk that made no progress for stallTimeout.
 var errChunkStalled = errors.New("chunk upload made no progress")
@@ -106,9 +104,8 @@ func (c *cloudinaryUploader) uploadChunked(ctx context.Context, file io.Reader, 
 
 // sendChunk sends one chunk, retrying failures that may pass (5xx, resets, stalls) with backoff.
 func (c *cloudinaryUploader) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p uploadParams) (json.RawMessage, error) {
-	ctx = context.WithValue(ctx, chunkKey{}, h)
 	for retry := 0; ; retry++ {
-		result, err := c.sendChunkOnce(ctx, chunk, p)
+		result, err := c.sendChunkOnce(ctx, chunk, h, p)
 		if err == nil || ctx.Err() != nil || retry == chunkRetries || !retryable(err) {
 			if err != nil && retry > 0 {
 				err = fmt.Errorf("chunk %s after %d retries: %w", h.contentRange, retry, err)
@@ -123,14 +120,14 @@ func (c *cloudinaryUploader) sendChunk(ctx context.Context, chunk []byte, h chun
 }
 
 // sendChunkOnce makes one attempt, cancelled when it stalls.
-func (c *cloudinaryUploader) sendChunkOnce(ctx context.Context, chunk []byte, p uploadParams) (json.RawMessage, error) {
+func (c *cloudinaryUploader) sendChunkOnce(ctx context.Context, chunk []byte, h chunkHeaders, p uploadParams) (json.RawMessage, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(c.chunking.stallTimeout, func() { cancel(errChunkStalled) })
 	defer stall.Stop()
 	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.chunking.stallTimeout) }}
 	defer body.detach()
-	result, err := c.send(ctx, body, p)
+	result, err := c.send(ctx, body, p, &h)
 	if err != nil && errors.Is(context.Cause(ctx), errChunkStalled) {
 		return nil, fmt.Errorf("%w: %w: %w", errUpstreamTimeout, errChunkStalled, err)
 	}

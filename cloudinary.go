@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"github.com/cloudinary/cloudinary-go/v2/api"
 	cldupload "github.com/cloudinary/cloudinary-go/v2/api/uploader"
 	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
-	cldlogger "github.com/cloudinary/cloudinary-go/v2/logger"
 )
 
 // uploadParams are the per-upload choices a client may make.
@@ -32,9 +30,11 @@ type uploader interface {
 	upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error)
 }
 
-// cloudinaryUploader uploads through the Cloudinary Go SDK.
+// cloudinaryUploader uploads to Cloudinary: the SDK reads the configuration and signs, and
+// the requests are built and sent here (upstream.go says why).
 type cloudinaryUploader struct {
-	sdk      *cldupload.API
+	endpoint uploadEndpoint
+	client   *http.Client
 	folder   string
 	preset   string
 	chunking chunkOptions
@@ -50,14 +50,10 @@ func newCloudinaryUploader(creds *credentials, folder, preset string, chunking c
 	if err != nil { // not wrapped: the SDK's parse errors may quote the parameters
 		return nil, errors.New("CLOUDINARY_URL: a query parameter has a value the SDK cannot read")
 	}
-	sdk, err := cldupload.NewWithConfiguration(conf)
-	if err != nil {
-		return nil, fmt.Errorf("cloudinary client: %w", err)
-	}
-	sdk.Logger.SetLevel(cldlogger.NONE) // its debug lines print whole answers; we log what matters ourselves
-	sdk.Client = http.Client{Transport: recordingTransport{base: newUpstreamTransport()}}
 	return &cloudinaryUploader{
-		sdk: sdk, folder: folder, preset: preset, chunking: chunking,
+		endpoint: newUploadEndpoint(conf, creds),
+		client:   &http.Client{Transport: newUpstreamTransport()},
+		folder:   folder, preset: preset, chunking: chunking,
 		buffers: newBufferPool(chunking.maxBuffers, int(chunking.size)+1), // +1: the byte that tells whether more follows
 	}, nil
 }
@@ -72,73 +68,24 @@ func newUpstreamTransport() *http.Transport {
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		WriteBufferSize:       copyBufferBytes + 64, // one piece, its chunk header and CRLF: one write per piece
-		ReadBufferSize:        64 << 10,
-		ForceAttemptHTTP2:     true,
+		// The request's headers fit; the file's pieces, far larger, then go to the socket straight
+		// from the request's read buffer. A larger buffer would copy the start of every piece.
+		WriteBufferSize:   512,
+		ReadBufferSize:    64 << 10,
+		ForceAttemptHTTP2: true,
 	}
-}
-
-// upstreamExchange records what the SDK does not tell: the HTTP status and the raw answer.
-type upstreamExchange struct {
-	status int
-	header http.Header
-	body   bytes.Buffer
-}
-
-type exchangeKey struct{}
-
-// recordingTransport fills in the upstreamExchange found in the request's context.
-type recordingTransport struct {
-	base http.RoundTripper
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach the real transport.
-func (t recordingTransport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
-}
-
-func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if ch, ok := req.Context().Value(chunkKey{}).(chunkHeaders); ok {
-		// The SDK cannot send these headers for a plain reader; a RoundTripper must not change its request.
-		req = req.Clone(req.Context())
-		req.Header.Set("X-Unique-Upload-Id", ch.uploadID)
-		req.Header.Set("Content-Range", ch.contentRange)
-	}
-	if req.Body != nil && req.ContentLength <= 0 {
-		// The SDK's body is a pipe of unknown length: the transport would copy it in 32 KiB pieces,
-		// each its own chunk and its own write to the socket. Large pieces cost far less CPU per byte.
-		req = req.Clone(req.Context())
-		req.Body = &largeWritesBody{ReadCloser: req.Body}
-	}
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	if ex, ok := req.Context().Value(exchangeKey{}).(*upstreamExchange); ok {
-		ex.status, ex.header = resp.StatusCode, resp.Header
-		ex.body.Reset()
-		resp.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.TeeReader(io.LimitReader(resp.Body, maxUpstreamAnswer), &ex.body), resp.Body}
-	}
-	return resp, nil
 }
 
 func (c *cloudinaryUploader) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
 	if p.chunked {
 		return c.uploadChunked(ctx, file, p)
 	}
-	return c.send(ctx, file, p)
+	return c.send(ctx, file, p, nil)
 }
 
 // send makes one upload request with file as the file part: a whole file, or one chunk
-// when ctx carries chunkHeaders.
-func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
-	ex := &upstreamExchange{}
-	ctx = context.WithValue(ctx, exchangeKey{}, ex)
+// when chunk is not nil.
+func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadParams, chunk *chunkHeaders) (json.RawMessage, error) {
 	params := cldupload.UploadParams{
 		PublicID:         p.publicID,
 		Tags:             p.tags,
@@ -149,33 +96,29 @@ func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadP
 	if p.publicID != "" {
 		params.Overwrite = api.Bool(false) // a client must not replace someone else's file
 	}
-	result, err := c.sdk.Upload(ctx, file, params)
+	fields, err := c.endpoint.signedFields(params, time.Now()) // signed afresh for every chunk: never stale
 	if err != nil {
-		return nil, classifyUpstreamFailure(ex, err)
+		return nil, err
 	}
-	if result.Error.Message != "" { // the SDK reports Cloudinary's errors here, with err == nil
-		return nil, classifyUpstreamError(ex.status, result.Error.Message)
+	if c.endpoint.uploadTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.endpoint.uploadTimeout)
+		defer cancel()
 	}
-	if ex.status != http.StatusOK {
-		return nil, fmt.Errorf("%w: status %d without an error message", errUpstreamFailed, ex.status)
+	req, err := c.endpoint.newRequest(ctx, fields, file)
+	if err != nil {
+		return nil, err
 	}
-	return json.RawMessage(bytes.TrimSpace(ex.body.Bytes())), nil
-}
-
-// classifyUpstreamFailure maps an error from the SDK (no usable answer) to what the client sees.
-func classifyUpstreamFailure(ex *upstreamExchange, err error) error {
-	var syntaxErr *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err // the handler knows why its context ended
-	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
-		if ex.status >= 500 {
-			return fmt.Errorf("%w: status %d: %w", errUpstreamFailed, ex.status, err)
-		}
-		return fmt.Errorf("%w: status %d: %w", errUpstreamNotJSON, ex.status, err)
+	if chunk != nil {
+		req.Header.Set("X-Unique-Upload-Id", chunk.uploadID)
+		req.Header.Set("Content-Range", chunk.contentRange)
 	}
-	return fmt.Errorf("%w: %w", errUpstreamUnreachable, err)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, classifyUpstreamFailure(err)
+	}
+	defer resp.Body.Close()
+	return readAnswer(resp)
 }
 
 // classifyUpstreamError maps Cloudinary's error answer to what the client sees.
@@ -191,14 +134,4 @@ func classifyUpstreamError(status int, message string) error {
 		return fmt.Errorf("%w: %w", errUpstreamRejected(message), cause)
 	}
 	return fmt.Errorf("%w: %w", errUpstreamFailed, cause)
-}
-
-// largeWritesBody hands the transport's io.Copy pieces of up to copyBufferBytes.
-type largeWritesBody struct {
-	io.ReadCloser
-}
-
-func (b *largeWritesBody) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, copyBufferBytes)         // per request: the transport may still hold w's last piece
-	return copyPieces(w, b.ReadCloser.Read, buf) // a pipe read returns what one write offered: no waiting for more
 }

@@ -78,17 +78,7 @@ type filePart struct {
 }
 
 func (p *filePart) Read(d []byte) (int, error) {
-	for p.n == 0 && p.err == nil {
-		peek, _ := p.br.Peek(p.br.Buffered())
-		p.n, p.err = scanUntilBoundary(peek, p.dashBoundary, p.nlDashBoundary, p.total, p.readErr)
-		if p.n == 0 && p.err == nil {
-			_, p.readErr = p.br.Peek(len(peek) + 1)
-			if p.readErr == io.EOF {
-				p.readErr = io.ErrUnexpectedEOF
-			}
-		}
-	}
-	if p.n == 0 {
+	if !p.scan() {
 		return 0, p.err
 	}
 	n := min(len(d), p.n)
@@ -99,6 +89,35 @@ func (p *filePart) Read(d []byte) (int, error) {
 		return n, p.err
 	}
 	return n, nil
+}
+
+// nextPiece returns the content bytes in br's buffer, consumed; they stay valid until the next
+// read of br. It reads from the client only when br holds none.
+func (p *filePart) nextPiece() ([]byte, error) {
+	if !p.scan() {
+		return nil, p.err
+	}
+	piece, _ := p.br.Peek(p.n) // buffered: cannot fail
+	_, _ = p.br.Discard(p.n)
+	p.total += int64(p.n)
+	p.n = 0
+	return piece, p.err
+}
+
+// scan finds how many of br's buffered bytes are content, reading more when it cannot tell
+// yet, and says whether there are any.
+func (p *filePart) scan() bool {
+	for p.n == 0 && p.err == nil {
+		peek, _ := p.br.Peek(p.br.Buffered())
+		p.n, p.err = scanUntilBoundary(peek, p.dashBoundary, p.nlDashBoundary, p.total, p.readErr)
+		if p.n == 0 && p.err == nil {
+			_, p.readErr = p.br.Peek(len(peek) + 1)
+			if p.readErr == io.EOF {
+				p.readErr = io.ErrUnexpectedEOF
+			}
+		}
+	}
+	return p.n > 0
 }
 
 // scanUntilBoundary and matchAfterPrefix are mime/multipart's (Go 1.26, BSD licence).

@@ -58,7 +58,7 @@ func TestUploadBodyFillsFromBufferedBytes(t *testing.T) {
 		{"nothing at hand: what the first read gave", false, 4096},
 	} {
 		b := &uploadBody{
-			src:    &smallReads{r: bytes.NewReader(data), max: 4096},
+			file:   &smallReads{r: bytes.NewReader(data), max: 4096},
 			limit:  1 << 20,
 			copies: &sync.Pool{},
 			more:   func() bool { return tc.more },
@@ -77,7 +77,7 @@ func TestUploadBodyFillsFromBufferedBytes(t *testing.T) {
 func TestUploadBodyFillKeepsTheLimit(t *testing.T) {
 	t.Parallel()
 	b := &uploadBody{
-		src:   &smallReads{r: bytes.NewReader(make([]byte, 20000)), max: 4096},
+		file:  &smallReads{r: bytes.NewReader(make([]byte, 20000)), max: 4096},
 		limit: 10000,
 		more:  func() bool { return true },
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +54,7 @@ const retryAfterBusy = "5"
 func handleUpload(up uploader, lim uploadLimits) http.Handler {
 	slots := make(chan struct{}, lim.maxConcurrent)
 	bufs := &uploadBuffers{
-		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, copyBufferBytes) }},
+		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, requestBufferBytes) }},
 		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,8 +82,8 @@ func handleUpload(up uploader, lim uploadLimits) http.Handler {
 // uploadBuffers are reused between requests: large buffers make large reads and writes,
 // which is most of the difference in CPU per byte.
 type uploadBuffers struct {
-	readers sync.Pool // *bufio.Reader of copyBufferBytes under the multipart reader
-	copies  sync.Pool // *[]byte of copyBufferBytes for uploadBody.WriteTo
+	readers sync.Pool // *bufio.Reader of requestBufferBytes under the multipart reader
+	copies  sync.Pool // *[]byte of copyBufferBytes for uploadBody.WriteTo when the file is not a pieceReader
 }
 
 func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) ([]byte, error) {
@@ -139,7 +138,8 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	body := &uploadBody{
-		src:     io.MultiReader(bytes.NewReader(head), file),
+		head:    head,
+		file:    file,
 		limit:   lim.maxFileBytes,
 		timeout: lim.uploadTimeout,
 		copies:  &bufs.copies,
@@ -157,6 +157,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		defer body.watchdog.Stop()
 	}
 	result, upErr := up.upload(ctx, body, p)
+	cancel(nil) // a transport still writing the body gives up, so stop need not wait for Cloudinary
 	bodyErr := body.stop(idle)
 	switch {
 	case bodyErr != nil:
@@ -367,8 +368,9 @@ func typeAllowed(m *mimetype.MIME, allowed []string) bool {
 
 // uploadBody is the file as the uploader reads it: capped, timed, and stoppable.
 type uploadBody struct {
-	mu       sync.Mutex // held during each Read, so stop can wait for the reading goroutine to leave
-	src      io.Reader
+	mu       sync.Mutex // held while the file is read and, in WriteTo, written: stop waits for both
+	head     []byte     // the bytes read to sniff the type, given out before file's
+	file     io.Reader  // the rest
 	n        int64
 	limit    int64
 	err      error // the first failure other than EOF
@@ -376,8 +378,14 @@ type uploadBody struct {
 	stopping atomic.Bool // set before stop wakes a blocked Read: that read's error is ours, not the client's
 	watchdog *time.Timer // nil when the uploader times its own requests
 	timeout  time.Duration
-	copies   *sync.Pool  // of *[]byte, for WriteTo
-	more     func() bool // src can give more at once without waiting on the client; nil: never fill
+	copies   *sync.Pool  // of *[]byte, for WriteTo when file is not a pieceReader
+	more     func() bool // file can give more at once without waiting on the client; nil: never fill
+}
+
+// pieceReader gives out a file in pieces of its own buffer, each valid until the next call, so
+// that what arrived from the client goes upstream without a copy in between.
+type pieceReader interface {
+	nextPiece() ([]byte, error)
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -385,52 +393,126 @@ var errUploadStopped = errors.New("upload body read after the upload ended")
 func (b *uploadBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.stopped {
-		return 0, errUploadStopped
-	}
-	if b.err != nil {
-		return 0, b.err
-	}
-	if b.watchdog != nil {
-		b.watchdog.Stop() // a slow client is not a slow upstream
-		defer b.watchdog.Reset(b.timeout)
+	if err := b.usable(); err != nil {
+		return 0, err
 	}
 	if room := b.limit + 1 - b.n; int64(len(p)) > room {
 		p = p[:room] // one byte past the limit is enough to know
 	}
-	n, err := b.src.Read(p)
+	b.clientReads(true)
+	n, err := b.read(p)
 	// Fill p from what has already arrived, so the uploader moves large pieces, but never
 	// wait on the client for more once something is in hand: streaming must not stall.
 	for err == nil && n > 0 && n < len(p) && b.more != nil && b.more() {
 		var m int
-		m, err = b.src.Read(p[n:])
+		m, err = b.read(p[n:])
 		if m == 0 && err == nil {
 			break
 		}
 		n += m
 	}
-	b.n += int64(n)
-	if b.n > b.limit {
-		b.err = errTooLarge(b.limit)
-		return n - int(b.n-b.limit), b.err
-	}
-	if err != nil && !errors.Is(err, io.EOF) && !b.stopping.Load() {
-		b.err = err
+	b.clientReads(false)
+	if over := b.count(n, err); over > 0 {
+		return n - over, b.err
 	}
 	return n, err
 }
 
-// WriteTo lets the SDK's io.Copy move the file in large pieces rather than its default 32 KiB.
+func (b *uploadBody) read(p []byte) (int, error) {
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	return b.file.Read(p)
+}
+
+// usable says why the body may not be read any more, if it may not.
+func (b *uploadBody) usable() error {
+	if b.stopped {
+		return errUploadStopped
+	}
+	return b.err
+}
+
+// clientReads stops the watchdog while the client is read: a slow client is not a slow upstream.
+func (b *uploadBody) clientReads(reading bool) {
+	switch {
+	case b.watchdog == nil:
+	case reading:
+		b.watchdog.Stop()
+	default:
+		b.watchdog.Reset(b.timeout)
+	}
+}
+
+// count adds n bytes read with err, and returns how many of them are past the limit.
+func (b *uploadBody) count(n int, err error) int {
+	b.n += int64(n)
+	if b.n > b.limit {
+		b.err = errTooLarge(b.limit)
+		return int(b.n - b.limit)
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !b.stopping.Load() {
+		b.err = err
+	}
+	return 0
+}
+
+// WriteTo moves the file in large pieces: straight from the request's read buffer when the
+// file is a pieceReader, else through a pooled buffer rather than io.Copy's 32 KiB.
 func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
-	bp := b.copies.Get().(*[]byte)
-	defer b.copies.Put(bp) // the pipe's Write returns only once the piece is consumed or the pipe is closed
-	buf := *bp
-	return copyPieces(w, b.Read, buf)
+	pieces, ok := b.file.(pieceReader)
+	if !ok {
+		bp := b.copies.Get().(*[]byte)
+		defer b.copies.Put(bp)
+		return copyPieces(w, b.Read, *bp)
+	}
+	var total int64
+	for {
+		n, err := b.writePiece(w, pieces)
+		total += int64(n)
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// writePiece writes the next piece of the file to w. It holds mu throughout: the piece is the
+// read buffer's, which must not be reused before the write is over.
+func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return 0, err
+	}
+	var piece []byte
+	var err error
+	if len(b.head) > 0 {
+		piece, b.head = b.head, nil
+	} else {
+		b.clientReads(true)
+		piece, err = pieces.nextPiece()
+		b.clientReads(false)
+	}
+	if b.count(len(piece), err) > 0 {
+		return 0, b.err
+	}
+	if len(piece) > 0 {
+		if n, werr := w.Write(piece); werr != nil {
+			return n, werr
+		}
+	}
+	return len(piece), err
 }
 
 // stop ends the upload's use of the request body and returns the body's failure, if any.
-// The SDK reads the body in its own goroutine, which may still be waiting on a slow
-// client after the upload failed: a past read deadline wakes it.
+// The transport writes the body from its own goroutine, which may still be waiting on a slow
+// client after the upload failed: a past read deadline wakes it. (One blocked writing upstream
+// wakes when the request's context ends and the transport closes the connection.)
 func (b *uploadBody) stop(idle *idleBody) error {
 	b.stopping.Store(true)
 	if !b.mu.TryLock() {
