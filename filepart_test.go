@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"strings"
@@ -13,19 +14,16 @@ import (
 
 // readFileBothWays reads the file part of body as the handler does (tap and fast reader when it
 // applies) and with mime/multipart alone, and returns both results and whether the fast path ran.
+// The fast reader is read twice, with Read and with nextPiece, which must agree.
 func readFileBothWays(t *testing.T, body, boundary string, wrap func(io.Reader) io.Reader) (fast, slow string, fastErr, slowErr error, used bool) {
 	t.Helper()
-	br := bufio.NewReaderSize(wrap(strings.NewReader(body)), copyBufferBytes)
-	tap := &preambleTap{br: br}
-	_, part, err := readFieldsUntilFile(multipart.NewReader(tap, boundary), uploadLimits{})
-	if err != nil {
-		t.Fatalf("fields: %v", err)
+	got, fastErr, used := readFileFast(t, body, boundary, wrap, false)
+	if used {
+		pieces, piecesErr, _ := readFileFast(t, body, boundary, wrap, true)
+		if pieces != got || fmt.Sprint(piecesErr) != fmt.Sprint(fastErr) {
+			t.Fatalf("nextPiece gave %d bytes, %v; Read gave %d bytes, %v", len(pieces), piecesErr, len(got), fastErr)
+		}
 	}
-	var file io.Reader = part
-	if r := tap.fileReader(boundary); r != nil {
-		file, used = r, true
-	}
-	got, fastErr := io.ReadAll(file)
 
 	form := multipart.NewReader(wrap(strings.NewReader(body)), boundary)
 	for {
@@ -35,7 +33,38 @@ func readFileBothWays(t *testing.T, body, boundary string, wrap func(io.Reader) 
 		}
 		if p.FormName() == "file" {
 			want, err := io.ReadAll(p)
-			return string(got), string(want), fastErr, err, used
+			return got, string(want), fastErr, err, used
+		}
+	}
+}
+
+// readFileFast reads the file part as the handler does: with Read, or by pieces when it may.
+func readFileFast(t *testing.T, body, boundary string, wrap func(io.Reader) io.Reader, byPieces bool) (string, error, bool) {
+	t.Helper()
+	br := bufio.NewReaderSize(wrap(strings.NewReader(body)), copyBufferBytes)
+	tap := &preambleTap{br: br}
+	_, part, err := readFieldsUntilFile(multipart.NewReader(tap, boundary), uploadLimits{})
+	if err != nil {
+		t.Fatalf("fields: %v", err)
+	}
+	fast := tap.fileReader(boundary)
+	if fast == nil {
+		got, err := io.ReadAll(part)
+		return string(got), err, false
+	}
+	if !byPieces {
+		got, err := io.ReadAll(fast)
+		return string(got), err, true
+	}
+	var got []byte
+	for {
+		piece, err := fast.(pieceReader).nextPiece()
+		got = append(got, piece...)
+		if errors.Is(err, io.EOF) {
+			return string(got), nil, true
+		}
+		if err != nil {
+			return string(got), err, true
 		}
 	}
 }

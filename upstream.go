@@ -10,9 +10,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
-	"regexp"
 	"sort"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/cloudinary/cloudinary-go/v2/api"
@@ -48,34 +47,16 @@ func newUploadEndpoint(conf *cldconfig.Configuration, creds *credentials) upload
 	}
 }
 
-// arrayField is how the SDK names the items of a list parameter: tags[0], tags[1], …
-var arrayField = regexp.MustCompile(`^(.*)\[\d+]$`)
-
 // signedFields are the form fields of one upload, with timestamp, signature and api_key, as the
-// SDK's signRequest makes them: list items are sent one field each and signed joined by commas.
+// SDK's signRequest makes them. (UploadParams' lists are api.CldAPIArray: one comma-joined field
+// each, so every field is signed as it is sent.)
 func (e uploadEndpoint) signedFields(params cldupload.UploadParams, now time.Time) (url.Values, error) {
 	fields, err := api.StructToParams(params)
 	if err != nil {
 		return nil, fmt.Errorf("upload parameters: %w", err)
 	}
-	fields.Set("timestamp", fmt.Sprint(now.Unix()))
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // list items in order: tags[0] before tags[1] (at most maxTags, so below 100)
-	toSign := url.Values{}
-	for _, k := range keys {
-		if m := arrayField.FindStringSubmatch(k); m != nil {
-			toSign[m[1]] = append(toSign[m[1]], fields[k]...)
-			continue
-		}
-		toSign[k] = fields[k]
-	}
-	for k, v := range toSign {
-		toSign[k] = []string{strings.Join(v, ",")}
-	}
-	sig, err := api.SignParametersUsingAlgoAndVersion(toSign, string(e.apiSecret), e.algorithm, e.version)
+	fields.Set("timestamp", strconv.FormatInt(now.Unix(), 10))
+	sig, err := api.SignParametersUsingAlgoAndVersion(fields, string(e.apiSecret), e.algorithm, e.version)
 	if err != nil {
 		return nil, fmt.Errorf("sign upload: %w", err)
 	}

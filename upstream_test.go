@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudinary/cloudinary-go/v2/api"
+	cldupload "github.com/cloudinary/cloudinary-go/v2/api/uploader"
+)
+
+// The upload request is built here rather than by the SDK's Upload (upstream.go): it must be the
+// request the SDK would send. First the SDK's fields, caught by a plain server, are compared with
+// ours signed at the same second, signature included, for each signing setting. Then both send
+// the same file to the fake, which checks each signature, and their requests are compared.
+func TestUploadRequestIsTheSDKs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		query  string // added to CLOUDINARY_URL
+		p      uploadParams
+		folder string
+		preset string
+	}{
+		{name: "no choices", p: uploadParams{}},
+		{name: "every field", p: uploadParams{publicID: "shots/cat-1", tags: []string{"a", "b&c", "d"}, filename: "cat photo.png"}, folder: "incoming", preset: "signed-preset"},
+		{name: "sha256 signatures", query: "&signature_algorithm=sha256", p: uploadParams{tags: []string{"x", "y"}}},
+		{name: "signature version 1", query: "&signature_version=1", p: uploadParams{tags: []string{"a&b"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			params := cldupload.UploadParams{PublicID: tc.p.publicID, Tags: tc.p.tags, Folder: tc.folder,
+				UploadPreset: tc.preset, FilenameOverride: tc.p.filename}
+			if tc.p.publicID != "" {
+				params.Overwrite = api.Bool(false)
+			}
+			pic := fakeTestPNG(t, 3, 2)
+
+			catcher := newFieldCatcher(t)
+			sdk := newFakeTestUploader(t, "cloudinary://"+fakeAPIKey+":"+fakeAPISecret+"@"+fakeCloudName+"?upload_prefix="+url.QueryEscape(catcher.srv.URL)+tc.query)
+			if _, err := sdk.Upload(context.Background(), bytes.NewReader(pic), params); err != nil {
+				t.Fatalf("SDK upload: %v", err)
+			}
+			ours := newTestCloudinaryUploader(t, catcher.srv.URL, tc.query, tc.folder, tc.preset)
+			ts, err := strconv.ParseInt(catcher.fields.Get("timestamp"), 10, 64)
+			if err != nil {
+				t.Fatalf("SDK's timestamp: %v", err)
+			}
+			fields, err := ours.endpoint.signedFields(params, time.Unix(ts, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalValues(catcher.fields, fields) {
+				t.Fatalf("fields differ:\n SDK %v\nours %v", catcher.fields, fields)
+			}
+			if tc.query != "" {
+				return // the fake signs with SHA-1, version 2, as Cloudinary does by default
+			}
+
+			fake := newFakeCloudinary(t)
+			sdk = newFakeTestUploader(t, fake.cloudinaryURL())
+			ours = newTestCloudinaryUploader(t, fake.srv.URL, "", tc.folder, tc.preset)
+			res, err := sdk.Upload(context.Background(), bytes.NewReader(pic), params)
+			if err != nil || res.Error.Message != "" {
+				t.Fatalf("SDK upload: %v %q", err, res.Error.Message)
+			}
+			if _, err := ours.send(context.Background(), bytes.NewReader(pic), tc.p, nil); err != nil {
+				t.Fatalf("our upload: %v", err)
+			}
+			got := fake.uploads()
+			if len(got) != 2 {
+				t.Fatalf("the fake accepted %d uploads, want 2", len(got))
+			}
+			sdkReq, ourReq := got[0], got[1]
+			if sdkReq.filename != ourReq.filename || sdkReq.sha256 != ourReq.sha256 {
+				t.Errorf("file part: SDK %q %s, ours %q %s", sdkReq.filename, sdkReq.sha256, ourReq.filename, ourReq.sha256)
+			}
+			for _, h := range []string{"User-Agent", "Transfer-Encoding", "Content-Length"} {
+				if s, o := sdkReq.header.Values(h), ourReq.header.Values(h); !slices.Equal(s, o) {
+					t.Errorf("%s: SDK %q, ours %q", h, s, o)
+				}
+			}
+		})
+	}
+}
+
+// newTestCloudinaryUploader is ours for the fake's credentials at prefix, its connections closed with the test.
+func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset string) *cloudinaryUploader {
+	t.Helper()
+	cldURL := "cloudinary://" + fakeAPIKey + ":" + fakeAPISecret + "@" + fakeCloudName + "?upload_prefix=" + url.QueryEscape(prefix) + query
+	creds, err := loadCredentials(func(k string) string {
+		if k == "CLOUDINARY_URL" {
+			return cldURL
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := newCloudinaryUploader(creds, folder, preset, testConfig().chunkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.client.CloseIdleConnections)
+	return up
+}
+
+// fieldCatcher keeps the text fields of the last upload it was sent, and answers like a success.
+type fieldCatcher struct {
+	srv    *httptest.Server
+	fields url.Values
+}
+
+func newFieldCatcher(t *testing.T) *fieldCatcher {
+	c := &fieldCatcher{}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseMultipartForm(1 << 20); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		defer r.MultipartForm.RemoveAll()
+		c.fields = url.Values(r.MultipartForm.Value)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"public_id":"caught"}`)
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+func equalValues(a, b url.Values) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// readAnswer turns what Cloudinary may answer into what the client is told.
+func TestReadAnswer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+		want   error // nil: the body is the result
+	}{
+		{"result", 200, ` {"public_id":"x","bytes":3}` + "\n", nil},
+		{"error with 400", 400, `{"error":{"message":"Invalid image file"}}`, errUpstreamRejected("Invalid image file")},
+		{"bad signature", 401, `{"error":{"message":"Invalid Signature abc"}}`, errUpstreamCredentials},
+		{"rate limited", 420, `{"error":{"message":"Rate Limit Exceeded"}}`, errUpstreamRateLimited},
+		{"edge's HTML 502", 502, `<html><body>Bad Gateway</body></html>`, errUpstreamFailed},
+		{"HTML with 200", 200, `<html></html>`, errUpstreamNotJSON},
+		{"JSON that is not an object", 200, `[1,2]`, errUpstreamNotJSON},
+		{"500 without a message", 500, `{}`, errUpstreamFailed},
+		{"answer too long", 200, `{"a":"` + strings.Repeat("x", maxUpstreamAnswer) + `"}`, errUpstreamNotJSON},
+	} {
+		resp := &http.Response{StatusCode: tc.status, Body: io.NopCloser(strings.NewReader(tc.body))}
+		got, err := readAnswer(resp)
+		switch {
+		case tc.want == nil && (err != nil || string(got) != strings.TrimSpace(tc.body)):
+			t.Errorf("%s: %s, %v; want the body as it came", tc.name, got, err)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Errorf("%s: %v; want %v", tc.name, err, tc.want)
+		}
+	}
+}
