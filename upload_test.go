@@ -14,6 +14,7 @@ import (
 	"image/png"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // testPNG makes a real PNG of the given size.
@@ -431,6 +433,52 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	}
 	if len(fake.uploads()) != 0 {
 		t.Errorf("a cancelled upload was stored")
+	}
+}
+
+// An upstream that takes the request's headers and then stops reading leaves the server blocked
+// writing the file to it. UPLOAD_TIMEOUT must end that write: the client gets 504 and the
+// upstream connection is closed, not left hanging.
+func TestUpstreamThatStopsReadingGets504(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			conns <- c // never read: the server's writes fill the socket buffers, then block
+		}
+	}()
+	env := baseEnv(t, newFakeCloudinary(t))
+	env["CLOUDINARY_URL"] = "cloudinary://" + fakeAPIKey + ":" + fakeAPISecret + "@" + fakeCloudName + "?upload_prefix=http://" + ln.Addr().String()
+	env["UPLOAD_TIMEOUT"] = "300ms"
+	srv := startServer(t, env)
+
+	const size = 64 << 20 // far more than loopback's socket buffers; below 100 MiB: one request
+	resp, err := streamForm(context.Background(), t, newClient(t), srv.url, streamedPNG(t, size), size)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d (%q), want 504", resp.StatusCode, got.Error.Message)
+	}
+	c := <-conns
+	defer c.Close()
+	// Read what the server managed to send; the server must have closed its end.
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil { // a bound on failure, not a wait
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("upstream connection after %d bytes: %v; want it closed by the server", n, err)
+	}
+	if n >= size {
+		t.Errorf("the whole file reached the stalled upstream (%d bytes)", n)
 	}
 }
 
