@@ -18,6 +18,7 @@ const (
 	chunkRetries          = 3         // retries of one chunk after its first attempt
 	copyBufferBytes       = 256 << 10 // piece size where a file is copied: fewer, larger writes
 	requestBufferBytes    = 1 << 20   // read buffer under each upload's form: the file goes upstream from it in pieces of up to this
+	chunkPieceBytes       = 1 << 20   // a chunk is written upstream in pieces of this, each a sign of progress
 )
 
 // chunkOptions say how files that may not fit one request are sent.
@@ -126,9 +127,11 @@ func (c *cloudinaryUploader) sendChunkOnce(ctx context.Context, chunk []byte, h 
 	stall := time.AfterFunc(c.chunking.stallTimeout, func() { cancel(errChunkStalled) })
 	defer stall.Stop()
 	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.chunking.stallTimeout) }}
-	defer body.detach()
 	result, err := c.send(ctx, body, p, &h)
-	if err != nil && errors.Is(context.Cause(ctx), errChunkStalled) {
+	stalled := errors.Is(context.Cause(ctx), errChunkStalled)
+	cancel(nil)   // a transport still writing the chunk gives up,
+	body.detach() // so this waits for no one but a write about to fail; then the buffer is ours
+	if err != nil && stalled {
 		return nil, fmt.Errorf("%w: %w: %w", errUpstreamTimeout, errChunkStalled, err)
 	}
 	return result, err
@@ -139,12 +142,12 @@ func retryable(err error) bool {
 	return errors.Is(err, errUpstreamFailed) || errors.Is(err, errUpstreamUnreachable) || errors.Is(err, errChunkStalled)
 }
 
-// chunkReader is one attempt's view of a chunk buffer. The SDK copies it into its pipe from its
-// own goroutine, which may outlive the attempt by a moment: detach cuts it off, so the buffer can
-// be refilled. Each piece is copied out under the lock, never written from the shared buffer.
+// chunkReader is one attempt's view of a chunk buffer. The transport writes it from its own
+// goroutine, which may outlive the attempt by a moment: detach cuts it off, and waits for a
+// write under way, so that the buffer can be refilled.
 type chunkReader struct {
-	mu       sync.Mutex
-	data     []byte // nil once detached
+	mu       sync.Mutex // held for each piece read or written
+	data     []byte     // nil once detached
 	off      int
 	progress func()
 }
@@ -152,6 +155,26 @@ type chunkReader struct {
 var errChunkDetached = errors.New("chunk attempt is over")
 
 func (r *chunkReader) Read(p []byte) (int, error) {
+	return r.next(func(piece []byte) (int, error) { return copy(p, piece), nil }, len(p))
+}
+
+// WriteTo writes the chunk straight from its buffer, in pieces, so that progress is seen.
+func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		n, err := r.next(w.Write, chunkPieceBytes)
+		total += int64(n)
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// next hands use the next piece of at most max bytes, under mu.
+func (r *chunkReader) next(use func([]byte) (int, error), max int) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.data == nil {
@@ -160,16 +183,12 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	if r.off >= len(r.data) {
 		return 0, io.EOF
 	}
-	n := copy(p, r.data[r.off:])
+	n, err := use(r.data[r.off:min(len(r.data), r.off+max)])
 	r.off += n
-	r.progress()
-	return n, nil
-}
-
-// WriteTo lets io.Copy write large pieces instead of its default 32 KiB.
-func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
-	piece := make([]byte, copyBufferBytes) // not pooled: a stale writer may still hold it
-	return copyPieces(w, r.Read, piece)
+	if n > 0 {
+		r.progress()
+	}
+	return n, err
 }
 
 func (r *chunkReader) detach() {
