@@ -5,6 +5,8 @@
 //	go run ./tools/loadcheck -size 50000000 -c 4 -n 16
 //
 // It builds the server from the repository root (the working directory) unless -server is given.
+// With -floor it also sends the uploads through a bare forwarder (this binary re-executed with
+// LOADCHECK_FORWARDER set to the upstream's URL): the least work any proxy must do per byte.
 package main
 
 import (
@@ -23,15 +25,26 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
+// forwarderEnv, set to an upstream URL, makes this binary a bare forwarder to it.
+const forwarderEnv = "LOADCHECK_FORWARDER"
+
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	var err error
+	if target := os.Getenv(forwarderEnv); target != "" {
+		err = forwarder(target, os.Stdout)
+	} else {
+		err = run(os.Args[1:], os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadcheck:", err)
 		os.Exit(1)
 	}
@@ -44,6 +57,7 @@ func run(args []string, out io.Writer) error {
 	n := fs.Int("n", 16, "uploads in all")
 	server := fs.String("server", "", "server binary (default: go build the working directory)")
 	chunk := fs.String("chunk", "", "CHUNK_SIZE for the server (default: the server's default)")
+	floor := fs.Bool("floor", false, "also measure a bare forwarder: the floor of any proxy's cost")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,26 +89,29 @@ func run(args []string, out io.Writer) error {
 	if *chunk != "" {
 		env = append(env, "CHUNK_SIZE="+*chunk)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Env = env
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
+	cmd, addr, err := start(bin, env)
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	addr, err := listeningAddr(stdout)
-	if err != nil {
-		return err
-	}
+	defer stop(cmd)
 	_, port, _ := net.SplitHostPort(addr)
 	serverURL := "http://127.0.0.1:" + port + "/upload"
 	directURL := "http://" + up.Addr + "/v1_1/demo/image/upload"
+
+	var fwd *exec.Cmd
+	var floorURL string
+	if *floor {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		fwd, addr, err = start(self, append(os.Environ(), forwarderEnv+"="+directURL))
+		if err != nil {
+			return fmt.Errorf("forwarder: %w", err)
+		}
+		defer stop(fwd)
+		floorURL = "http://" + addr + "/"
+	}
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, WriteBufferSize: 256 << 10}}
 	head, err := pngHead()
@@ -102,10 +119,17 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 
-	// Direct first, then through the server; each alone on the machine.
+	// Direct first, then through the forwarder, then through the server; each alone on the machine.
 	directDur, err := drive(client, directURL, head, *size, *conc, *n)
 	if err != nil {
 		return fmt.Errorf("direct: %w", err)
+	}
+	var floorDur time.Duration
+	var floorCPU float64
+	if fwd != nil {
+		if floorDur, floorCPU, err = measure(client, floorURL, head, *size, *conc, *n, fwd.Process.Pid); err != nil {
+			return fmt.Errorf("through the forwarder: %w", err)
+		}
 	}
 	cpu0, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -126,10 +150,51 @@ func run(args []string, out io.Writer) error {
 	gb := float64(*size) * float64(*n) / 1e9
 	fmt.Fprintf(out, "%d uploads of %d bytes, %d at a time (%.2f GB)\n", *n, *size, *conc, gb)
 	fmt.Fprintf(out, "direct:  %7.1f MB/s  %7.1f uploads/s\n", gb*1e3/directDur.Seconds(), float64(*n)/directDur.Seconds())
+	if fwd != nil {
+		fmt.Fprintf(out, "floor:   %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)  CPU %.2f s/GB\n", gb*1e3/floorDur.Seconds(), float64(*n)/floorDur.Seconds(), 100*directDur.Seconds()/floorDur.Seconds(), floorCPU/gb)
+	}
 	fmt.Fprintf(out, "server:  %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)\n", gb*1e3/serverDur.Seconds(), float64(*n)/serverDur.Seconds(), 100*directDur.Seconds()/serverDur.Seconds())
 	fmt.Fprintf(out, "server CPU: %.2f s in all, %.2f s/GB;  peak RSS: %.1f MiB\n", cpu1-cpu0, (cpu1-cpu0)/gb, float64(hwm)/(1<<20))
 	return nil
 }
+
+// measure drives the uploads at url and returns how long they took and the CPU seconds that
+// process pid spent meanwhile.
+func measure(c *http.Client, url string, head []byte, size int64, conc, n, pid int) (time.Duration, float64, error) {
+	cpu0, err := cpuSeconds(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	d, err := drive(c, url, head, size, conc, n)
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu1, err := cpuSeconds(pid)
+	return d, cpu1 - cpu0, err
+}
+
+// start runs bin with env and waits for its JSON "listening" line.
+func start(bin string, env []string) (*exec.Cmd, string, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	addr, err := listeningAddr(stdout)
+	if err != nil {
+		stop(cmd)
+		return nil, "", err
+	}
+	return cmd, addr, nil
+}
+
+// stop interrupts a process from start and waits for it to exit.
+func stop(cmd *exec.Cmd) { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
 
 // drive sends n uploads of size bytes, conc at a time, and returns how long they took.
 func drive(c *http.Client, url string, head []byte, size int64, conc, n int) (time.Duration, error) {
@@ -263,6 +328,78 @@ func startUpstream() (*upstream, error) {
 }
 
 func (u *upstream) Close() { _ = u.srv.Close() }
+
+// forwarder is the bare forwarder: it streams each request body, unparsed, to target and copies
+// the answer back. One server exchange and one client exchange, every byte read from one socket
+// and written to another with no copy in user space: the least any proxy can do.
+func forwarder(target string, out io.Writer) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	// The request's headers fit in 512 bytes; the body's chunks go to the socket from the read buffer.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, WriteBufferSize: 512}}
+	readers := sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		br := readers.Get().(*bufio.Reader)
+		br.Reset(r.Body)
+		defer func() { br.Reset(nil); readers.Put(br) }()
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, bufferedBody{br})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		req.ContentLength = -1 // chunked, as a proxy that does not trust the client's length would
+		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if _, err := fmt.Fprintf(out, "{\"msg\":\"listening\",\"addr\":%q}\n", ln.Addr().String()); err != nil {
+		return err
+	}
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	client.CloseIdleConnections()
+	return nil
+}
+
+// bufferedBody is a request body whose WriteTo hands the writer slices of the bufio.Reader's own
+// buffer, a full buffer at a time when the body is that long.
+type bufferedBody struct{ r *bufio.Reader }
+
+func (b bufferedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b bufferedBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		p, err := b.r.Peek(b.r.Size())
+		if len(p) > 0 {
+			m, werr := w.Write(p)
+			n += int64(m)
+			_, _ = b.r.Discard(m) // m ≤ len(p), all buffered: cannot fail
+			if werr != nil {
+				return n, werr
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil && err != bufio.ErrBufferFull:
+			return n, err
+		}
+	}
+}
 
 // listeningAddr reads the server's JSON log until its "listening" line, then keeps draining it.
 func listeningAddr(r io.Reader) (string, error) {
