@@ -131,17 +131,9 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("through the forwarder: %w", err)
 		}
 	}
-	cpu0, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	serverDur, err := drive(client, serverURL, head, *size, *conc, *n)
+	serverDur, serverCPU, err := measure(client, serverURL, head, *size, *conc, *n, cmd.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("through the server: %w", err)
-	}
-	cpu1, err := cpuSeconds(cmd.Process.Pid)
-	if err != nil {
-		return err
 	}
 	hwm, err := peakRSS(cmd.Process.Pid)
 	if err != nil {
@@ -154,7 +146,7 @@ func run(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "floor:   %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)  CPU %.2f s/GB\n", gb*1e3/floorDur.Seconds(), float64(*n)/floorDur.Seconds(), 100*directDur.Seconds()/floorDur.Seconds(), floorCPU/gb)
 	}
 	fmt.Fprintf(out, "server:  %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)\n", gb*1e3/serverDur.Seconds(), float64(*n)/serverDur.Seconds(), 100*directDur.Seconds()/serverDur.Seconds())
-	fmt.Fprintf(out, "server CPU: %.2f s in all, %.2f s/GB;  peak RSS: %.1f MiB\n", cpu1-cpu0, (cpu1-cpu0)/gb, float64(hwm)/(1<<20))
+	fmt.Fprintf(out, "server CPU: %.2f s in all, %.2f s/GB;  peak RSS: %.1f MiB\n", serverCPU, serverCPU/gb, float64(hwm)/(1<<20))
 	return nil
 }
 
