@@ -78,7 +78,7 @@ func BenchmarkUpload(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		size int64
-	}{{"1MB", 1_000_000}, {"50MB", 50_000_000}, {"250MB", 250_000_000}} {
+	}{{"100KB", 100_000}, {"1MB", 1_000_000}, {"50MB", 50_000_000}, {"250MB", 250_000_000}} {
 		up := lightUpstream(b)
 		cfg := testConfig()
 		cfg.maxUploadBytes = 1 << 30

@@ -68,9 +68,10 @@ func newUpstreamTransport() *http.Transport {
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		// The request's headers fit; the file's pieces, far larger, then go to the socket straight
-		// from the request's read buffer. A larger buffer would copy the start of every piece.
-		WriteBufferSize:   512,
+		// Holds the request's headers, or a batch of small writes (smallWriteBytes) with its chunk
+		// framing. The file's pieces, far larger, go to the socket from the request's read buffer,
+		// less the start of each, which fills this buffer first: a larger one would copy more.
+		WriteBufferSize:   2 * smallWriteBytes,
 		ReadBufferSize:    64 << 10,
 		ForceAttemptHTTP2: true,
 	}

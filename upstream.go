@@ -122,18 +122,58 @@ func (f *uploadForm) Read(p []byte) (int, error) { return f.r.Read(p) }
 func (f *uploadForm) Close() error { return nil } // the file's owner stops it (uploadBody.stop, chunkReader.detach)
 
 func (f *uploadForm) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(f.head)
+	sw := &smallWrites{w: w, buf: make([]byte, 0, smallWriteBytes)}
+	n, err := sw.Write(f.head)
 	total := int64(n)
 	if err != nil {
 		return total, err
 	}
-	m, err := io.Copy(w, f.file) // the file's WriteTo
+	m, err := io.Copy(sw, f.file) // the file's WriteTo
 	total += m
 	if err != nil {
 		return total, err
 	}
-	n, err = w.Write(f.tail)
-	return total + int64(n), err
+	n, err = sw.Write(f.tail)
+	total += int64(n)
+	if err != nil {
+		return total, err
+	}
+	return total, sw.flush()
+}
+
+// smallWriteBytes bounds the writes smallWrites gathers; the transport's write buffer holds
+// one such batch with its chunk framing.
+const smallWriteBytes = 8 << 10
+
+// smallWrites gathers small writes into one. Each write to the transport is a chunk and at
+// least one system call; a small file is otherwise sent as a handful of tiny chunks (the form's
+// head, the bytes read to sniff the type, the rest of the first read, the closing delimiter).
+// Large writes go through as they are, without a copy.
+type smallWrites struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (s *smallWrites) Write(p []byte) (int, error) {
+	if len(s.buf)+len(p) > cap(s.buf) {
+		if err := s.flush(); err != nil {
+			return 0, err
+		}
+		if len(p) >= cap(s.buf) {
+			return s.w.Write(p)
+		}
+	}
+	s.buf = append(s.buf, p...)
+	return len(p), nil
+}
+
+func (s *smallWrites) flush() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_, err := s.w.Write(s.buf)
+	s.buf = s.buf[:0]
+	return err
 }
 
 // readAnswer reads Cloudinary's answer to an upload: the raw JSON of a success, or an error
