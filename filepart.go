@@ -78,7 +78,7 @@ type filePart struct {
 }
 
 func (p *filePart) Read(d []byte) (int, error) {
-	if !p.scan() {
+	if ok, _ := p.scan(nil); !ok {
 		return 0, p.err
 	}
 	n := min(len(d), p.n)
@@ -92,9 +92,15 @@ func (p *filePart) Read(d []byte) (int, error) {
 }
 
 // nextPiece returns the content bytes in br's buffer, consumed; they stay valid until the next
-// read of br. It reads from the client only when br holds none.
-func (p *filePart) nextPiece() ([]byte, error) {
-	if !p.scan() {
+// read of br. It reads from the client only when it must, and calls beforeWait (if not nil)
+// first: whoever holds earlier pieces must pass them on rather than sit on them while the
+// client is slow. beforeWait's error is returned as it is.
+func (p *filePart) nextPiece(beforeWait func() error) ([]byte, error) {
+	ok, err := p.scan(beforeWait)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		return nil, p.err
 	}
 	piece, _ := p.br.Peek(p.n) // buffered: cannot fail
@@ -105,19 +111,24 @@ func (p *filePart) nextPiece() ([]byte, error) {
 }
 
 // scan finds how many of br's buffered bytes are content, reading more when it cannot tell
-// yet, and says whether there are any.
-func (p *filePart) scan() bool {
+// yet, and says whether there are any. It returns beforeWait's error, if any, untouched.
+func (p *filePart) scan(beforeWait func() error) (bool, error) {
 	for p.n == 0 && p.err == nil {
 		peek, _ := p.br.Peek(p.br.Buffered())
 		p.n, p.err = scanUntilBoundary(peek, p.dashBoundary, p.nlDashBoundary, p.total, p.readErr)
 		if p.n == 0 && p.err == nil {
-			_, p.readErr = p.br.Peek(len(peek) + 1)
+			if beforeWait != nil {
+				if err := beforeWait(); err != nil {
+					return false, err
+				}
+			}
+			_, p.readErr = p.br.Peek(len(peek) + 1) // more than is buffered: reads the client
 			if p.readErr == io.EOF {
 				p.readErr = io.ErrUnexpectedEOF
 			}
 		}
 	}
-	return p.n > 0
+	return p.n > 0, nil
 }
 
 // scanUntilBoundary and matchAfterPrefix are mime/multipart's (Go 1.26, BSD licence).

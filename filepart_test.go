@@ -58,7 +58,7 @@ func readFileFast(t *testing.T, body, boundary string, wrap func(io.Reader) io.R
 	}
 	var got []byte
 	for {
-		piece, err := fast.(pieceReader).nextPiece()
+		piece, err := fast.(pieceReader).nextPiece(nil)
 		got = append(got, piece...)
 		if errors.Is(err, io.EOF) {
 			return string(got), nil, true

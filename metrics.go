@@ -175,7 +175,7 @@ func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
 // countingReader counts what the store read of the file, and whether reading it failed.
 type countingReader struct {
 	r      io.Reader
-	n      atomic.Int64 // read by the SDK's goroutine, added up by the handler's
+	n      atomic.Int64 // read by the transport's goroutine, added up by the handler's
 	failed atomic.Bool
 }
 
@@ -216,6 +216,19 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		c.failed = true
 	}
 	return n, err
+}
+
+// flush passes on the writer's flush, when it has one: what it holds back must not be stuck here.
+func (c *countingWriter) flush() error {
+	f, ok := c.w.(flusher)
+	if !ok {
+		return nil
+	}
+	err := f.flush()
+	if err != nil {
+		c.failed = true
+	}
+	return err
 }
 
 // errMetricsToken is the 401 for GET /metrics without the METRICS_TOKEN.

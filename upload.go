@@ -383,9 +383,15 @@ type uploadBody struct {
 }
 
 // pieceReader gives out a file in pieces of its own buffer, each valid until the next call, so
-// that what arrived from the client goes upstream without a copy in between.
+// that what arrived from the client goes upstream without a copy in between. It calls
+// beforeWait before it waits on the client.
 type pieceReader interface {
-	nextPiece() ([]byte, error)
+	nextPiece(beforeWait func() error) ([]byte, error)
+}
+
+// flusher is a writer that may hold back small writes (smallWrites) until flush.
+type flusher interface {
+	flush() error
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -494,8 +500,17 @@ func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
 	if len(b.head) > 0 {
 		piece, b.head = b.head, nil
 	} else {
-		b.clientReads(true)
-		piece, err = pieces.nextPiece()
+		piece, err = pieces.nextPiece(func() error {
+			// What w holds back must not wait on the client; and the watchdog runs while
+			// Cloudinary takes it, stopping only once the client is being waited on.
+			if f, ok := w.(flusher); ok {
+				if err := f.flush(); err != nil {
+					return err
+				}
+			}
+			b.clientReads(true)
+			return nil
+		})
 		b.clientReads(false)
 	}
 	if b.count(len(piece), err) > 0 {
