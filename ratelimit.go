@@ -148,12 +148,12 @@ func (l *rateLimiter) size() int {
 	return len(l.clients)
 }
 
-// clientKey names the client whose budget a request spends: the connection's address or, behind a
-// trusted proxy, the right-most X-Forwarded-For entry, the one the proxy itself appended (Heroku's
+// clientKeyOf names the client a request comes from, for every per-client limit (the rate limit
+// and the uploads in flight): the connection's address or, behind a trusted proxy, the right-most X-Forwarded-For entry, the one the proxy itself appended (Heroku's
 // router does). Entries to its left are whatever the client sent, so they are never used.
 // IPv6 clients are keyed by their /64, which one host can fill with addresses.
-func (l *rateLimiter) clientKey(r *http.Request) string {
-	if l.trustProxy {
+func clientKeyOf(r *http.Request, trustProxy bool) string {
+	if trustProxy {
 		if vals := r.Header.Values("X-Forwarded-For"); len(vals) > 0 {
 			last := vals[len(vals)-1]
 			if i := strings.LastIndexByte(last, ','); i >= 0 {
@@ -199,7 +199,7 @@ func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 			loggerFrom(r.Context()).WarnContext(r.Context(),
 				"requests carry X-Forwarded-For but TRUST_PROXY is off: every client behind the proxy shares one rate limit; set TRUST_PROXY=true behind Heroku's router")
 		}
-		key := l.clientKey(r)
+		key := clientKeyOf(r, l.trustProxy)
 		if wait := l.reserve(key); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			loggerFrom(r.Context()).DebugContext(r.Context(), "rate limited", slog.String("client", key))

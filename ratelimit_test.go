@@ -172,7 +172,7 @@ func TestClientKey(t *testing.T) {
 			for _, v := range tc.xff {
 				req.Header.Add("X-Forwarded-For", v)
 			}
-			if got := l.clientKey(req); got != tc.want {
+			if got := clientKeyOf(req, l.trustProxy); got != tc.want {
 				t.Errorf("key %q, want %q", got, tc.want)
 			}
 		})
