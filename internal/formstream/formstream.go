@@ -21,7 +21,7 @@
 //     number of parts. A zero field is no limit.
 //   - Refused: a part with a Content-Transfer-Encoding header (RFC 7578 §4.7 deprecates it),
 //     headers that are not MIME headers, a line after a part that is not a delimiter.
-//   - Errors: ErrMalformed, ErrTruncated, ErrTooLarge, ErrHeaderTooLarge, ErrTooManyParts and
+//   - Errors: ErrMalformed, ErrTruncated (ErrNoDelimiter when the body has not one delimiter line), ErrTooLarge, ErrHeaderTooLarge, ErrTooManyParts and
 //     ErrTransferEncoding, wrapped with detail (test with errors.Is); an error from the body
 //     itself is returned unchanged, wrapped or not, so the caller can tell a client's
 //     disconnection or a size cap from a malformed form. Errors are sticky.
@@ -43,6 +43,7 @@ import (
 var (
 	ErrMalformed        = errors.New("malformed multipart body")
 	ErrTruncated        = errors.New("multipart body ended before its closing delimiter")
+	ErrNoDelimiter      = fmt.Errorf("%w: it has no delimiter line of the boundary", ErrTruncated)
 	ErrTooLarge         = errors.New("form's parts other than files are larger than the limit")
 	ErrHeaderTooLarge   = errors.New("part's headers are larger than the limit")
 	ErrTooManyParts     = errors.New("form has more parts than the limit")
@@ -255,7 +256,7 @@ func (rd *Reader) skipPreamble() error {
 			return err
 		}
 		if len(line) == 0 { // the body ended
-			return fmt.Errorf("%w (no delimiter)", ErrTruncated)
+			return ErrNoDelimiter
 		}
 		final, delim := rd.delimiterLine(line)
 		if err := rd.consume(len(line)); err != nil {
@@ -269,7 +270,7 @@ func (rd *Reader) skipPreamble() error {
 			rd.started = true
 			return nil
 		case line[len(line)-1] != '\n':
-			return fmt.Errorf("%w (no delimiter)", ErrTruncated)
+			return ErrNoDelimiter
 		}
 	}
 }
@@ -285,7 +286,7 @@ func (rd *Reader) skipLine() error {
 		}
 		if !rd.fill() {
 			if rd.atEOF() {
-				return fmt.Errorf("%w (no delimiter)", ErrTruncated)
+				return ErrNoDelimiter
 			}
 			return rd.waitErr("a line of the preamble")
 		}
