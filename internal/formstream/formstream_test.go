@@ -321,3 +321,23 @@ func TestBeforeWaitErrorIsReturned(t *testing.T) {
 	}
 	_ = pr.Close()
 }
+
+// FuzzFileContent is FuzzAgainstMultipart aimed at a file part's content: a fixed form head,
+// then arbitrary bytes, read by Read and by NextPiece, one byte at a time or in large reads.
+func FuzzFileContent(f *testing.F) {
+	head := part(`form-data; name="public_id"`, "abc") + "--" + bnd + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+	f.Add([]byte("data\r\n--"+bnd+"--\r\n"), false)
+	f.Add([]byte("\r\n--"+bnd+"Q\r\n--"+bnd+" \r\n"), true)
+	f.Add([]byte("--"+bnd+"--"), false)
+	f.Add([]byte("a\r\n--XyZ"), true)
+	f.Fuzz(func(t *testing.T, tail []byte, oneByte bool) {
+		var sizes []int
+		if oneByte {
+			sizes = []int{1}
+		}
+		body := append([]byte(head), tail...)
+		for _, pieces := range []bool{false, true} {
+			compare(t, body, bnd, sizes, minBuffer+2*len(bnd), pieces)
+		}
+	})
+}
