@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // envVar describes one environment variable: the loader, .env.example and the
@@ -53,6 +55,9 @@ func envVars() []envVar {
 		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
 		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
+		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
+		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
 		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
@@ -103,8 +108,11 @@ type config struct {
 	metricsToken    secret // empty: no token needed
 
 	uploadTokens      *tokenSet // nil: anyone may upload
-	rateLimit         rateSpec
+	rateLimit         ratelimit.Spec
 	trustProxy        bool
+	redisURL          secret // empty: no Redis
+	redisTLSVerify    bool
+	redisTimeout      time.Duration
 	signableParams    []string
 	readHeaderTimeout time.Duration
 }
@@ -213,7 +221,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.uploadTokens, err = parseTokens(getenv("UPLOAD_TOKENS")); err != nil {
 		problems = append(problems, err) // names the variable, never a token
 	}
-	if cfg.rateLimit, err = parseRateLimit(get("RATE_LIMIT")); err != nil {
+	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
 		problems = append(problems, err)
 	}
 	switch strings.ToLower(get("TRUST_PROXY")) {
@@ -222,6 +230,22 @@ func loadConfig(getenv func(string) string) (config, error) {
 	case "false", "0", "no":
 	default:
 		bad("TRUST_PROXY", "true or false")
+	}
+	cfg.redisURL = secret(get("REDIS_URL"))
+	if b, err := strconv.ParseBool(get("REDIS_TLS_VERIFY")); err == nil {
+		cfg.redisTLSVerify = b
+	} else {
+		bad("REDIS_TLS_VERIFY", "true or false")
+	}
+	if d, err := time.ParseDuration(get("REDIS_TIMEOUT")); err == nil && d > 0 {
+		cfg.redisTimeout = d
+	} else {
+		bad("REDIS_TIMEOUT", "a positive duration such as 100ms")
+	}
+	if cfg.redisURL != "" {
+		if _, err := ratelimit.ParseURL(string(cfg.redisURL), cfg.redisTLSVerify, cfg.redisTimeout); err != nil {
+			problems = append(problems, err) // names the variable, never the URL: it carries the password
+		}
 	}
 	if cfg.signableParams, err = parseSignableParams(get("SIGNABLE_PARAMS")); err != nil {
 		problems = append(problems, err)

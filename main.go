@@ -15,6 +15,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 func main() {
@@ -57,6 +59,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 
 	health := newHealthState()
+	if cfg.redisURL != "" {
+		conn, err := ratelimit.Open(ratelimit.Config{
+			URL: string(cfg.redisURL), TLSVerify: cfg.redisTLSVerify, Timeout: cfg.redisTimeout, Logger: logger,
+		})
+		if err != nil {
+			return err // loadConfig has checked the URL: not reached
+		}
+		defer func() {
+			if err := conn.Close(); err != nil {
+				logger.Warn("close redis", "err", err)
+			}
+		}()
+		health.redis = conn
+	}
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, up, health),
 		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
@@ -80,7 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.text, "trust_proxy", cfg.trustProxy)
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.Text, "trust_proxy", cfg.trustProxy,
+		"shared_through_redis", cfg.redisURL != "")
 
 	select {
 	case err := <-serveErr:

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // metrics are the server's Prometheus metrics, in a registry of their own (never the
@@ -77,6 +79,33 @@ func newMetrics(store string) *metrics {
 		m.upstreamErrors.WithLabelValues(k)
 	}
 	return m
+}
+
+// watchRedis adds the shared limits' health: whether Redis answers, the outages, and the
+// decisions taken in memory because it did not. Without REDIS_URL (conn nil) there are none.
+func (m *metrics) watchRedis(conn *ratelimit.Conn) {
+	if conn == nil {
+		return
+	}
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "redis_up",
+			Help: "1 while the Redis of REDIS_URL answers, 0 while the limits are counted by this server alone.",
+		}, func() float64 {
+			if conn.Healthy() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "redis_outages_total",
+			Help: "Times the Redis of REDIS_URL stopped answering (a call failed or passed REDIS_TIMEOUT).",
+		}, func() float64 { return float64(conn.Outages()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "redis_fallbacks_total",
+			Help: "Rate-limit and upload-in-flight decisions taken in this server's memory because Redis did not answer.",
+		}, func() float64 { return float64(conn.Fallbacks()) }),
+	)
 }
 
 // storeName names the store an uploader writes to, for the store label.

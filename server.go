@@ -19,6 +19,7 @@ import (
 func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState) http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(storeName(up))
+	m.watchRedis(health.redis)
 	addRoutes(mux, cfg, up, health, m)
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
@@ -37,7 +38,7 @@ type routeMux interface {
 // addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
 // A pattern without a method answers the other methods of its path with a JSON 405.
 func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *metrics) {
-	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now)
+	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now, health.redis)
 	protect := func(h http.Handler) http.Handler { return limitRate(limiter, requireToken(cfg.uploadTokens, h)) }
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits()))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
@@ -87,7 +88,7 @@ func corsOptions(cfg config) cors.Options {
 		AllowedOrigins: cfg.allowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id"},
-		ExposedHeaders: []string{"X-Request-Id", "Retry-After"},
+		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy"},
 		MaxAge:         600,
 	}
 }
