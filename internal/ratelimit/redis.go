@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
@@ -82,6 +83,9 @@ func Open(cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// go-redis logs each failed dial through a package-level logger that no client can set for
+	// itself: during an outage, a line a second on stderr. Conn logs the outage once, so those go.
+	logging.Disable()
 	c := &Conn{
 		client:     redis.NewClient(opt),
 		timeout:    cfg.Timeout,
