@@ -214,3 +214,30 @@ func TestTLS(t *testing.T) {
 		t.Errorf("redis:// to a TLS port answered")
 	}
 }
+
+// BenchmarkAllow is one decision in memory and one round trip to a redis-server on loopback.
+func BenchmarkAllow(b *testing.B) {
+	srv := redistest.Start(b)
+	spec, err := Parse("1000000/s")
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := Open(Config{URL: srv.URL(), TLSVerify: true, Timeout: 100 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	ctx := context.Background()
+	for name, l := range map[string]Limiter{"memory": NewMemory(spec, time.Now), "redis": NewShared(conn, spec, NewMemory(spec, time.Now))} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if !l.Allow(ctx, "198.51.100.7").Allowed {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+	if conn.Fallbacks() != 0 {
+		b.Errorf("%d decisions fell back to memory", conn.Fallbacks())
+	}
+}
