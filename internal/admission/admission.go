@@ -101,8 +101,9 @@ func (g *Gate) Admit(ctx context.Context, client string, bytes int64) (release f
 		held = append(held, rel)
 	}
 	// Who cannot have everything at once waits, up to the bound, without blocking the others.
-	start := time.Now()
+	start, waits := time.Now(), false
 	if g.count != nil && !g.count.TryAcquire(1) {
+		waits = true
 		if err := g.wait(ctx, g.count, 1, ErrTooManyUploads); err != nil {
 			giveBack()
 			return nil, time.Since(start), err
@@ -112,6 +113,7 @@ func (g *Gate) Admit(ctx context.Context, client string, bytes int64) (release f
 		held = append(held, func() { g.count.Release(1) })
 	}
 	if bytes > 0 && !g.memory.TryAcquire(bytes) {
+		waits = true
 		if err := g.wait(ctx, g.memory, bytes, ErrBudgetSpent); err != nil {
 			giveBack()
 			return nil, time.Since(start), err
@@ -120,8 +122,8 @@ func (g *Gate) Admit(ctx context.Context, client string, bytes int64) (release f
 	if bytes > 0 {
 		held = append(held, func() { g.memory.Release(bytes) })
 	}
-	if waited = time.Since(start); waited < time.Microsecond {
-		waited = 0 // admitted at once
+	if waits {
+		waited = time.Since(start)
 	}
 	var once sync.Once
 	return func() { once.Do(giveBack) }, waited, nil
