@@ -67,7 +67,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission) http.Hand
 		r.Body = adm.paced(r.Body)
 		result, err := serveUpload(w, r, up, lim, bufs)
 		if err != nil {
-			release() // the drain holds none of the upload's memory
+			release()             // the drain holds none of the upload's memory
 			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
 			if errors.Is(err, errTooSlow) {
 				adm.refused("too_slow")
