@@ -15,6 +15,7 @@ import (
 
 	"github.com/gabriel-vasile/mimetype"
 
+	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
@@ -44,7 +45,11 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "MAX_CONCURRENT_UPLOADS", def: "8", help: "Uploads handled at once; more get 503 with Retry-After at once. Memory is about this many times CHUNK_SIZE"},
+		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB): a streamed upload holds about 1.3 MiB, a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 48 MiB"},
+		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) before it gets 503 with Retry-After"},
+		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
+		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
+		{name: "MIN_UPLOAD_RATE", def: "8KiB/s", help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
 		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
 		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
@@ -95,7 +100,11 @@ type config struct {
 	uploadTimeout   time.Duration
 	shutdownTimeout time.Duration
 	chunkSize       int64
-	maxConcurrent   int
+	maxConcurrent   int   // hard cap on uploads at once; 0: none
+	uploadMemory    int64 // the admission budget, in bytes
+	admissionWait   time.Duration
+	maxPerClient    int // 0: no per-client cap
+	minRate         admission.Rule
 	bodyIdleTimeout time.Duration
 	retryBackoff    time.Duration
 	logFormat       string
@@ -260,10 +269,34 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		bad("CHUNK_SIZE", "a number of bytes from 5242880 (Cloudinary's minimum) to 104857600")
 	}
-	if n, err := strconv.Atoi(get("MAX_CONCURRENT_UPLOADS")); err == nil && n > 0 {
-		cfg.maxConcurrent = n
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{{"MAX_CONCURRENT_UPLOADS", &cfg.maxConcurrent}, {"MAX_UPLOADS_PER_CLIENT", &cfg.maxPerClient}} {
+		if v := get(c.name); strings.EqualFold(v, "off") || v == "0" {
+			*c.dst = 0
+		} else if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			*c.dst = n
+		} else {
+			bad(c.name, "a positive number, or off")
+		}
+	}
+	if n, err := parseBytes(get("UPLOAD_MEMORY")); err == nil && n > 0 {
+		cfg.uploadMemory = n
+		// One upload of the largest kind must fit, or it would wait for nothing.
+		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
+			bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+		}
 	} else {
-		bad("MAX_CONCURRENT_UPLOADS", "a positive number")
+		bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
+	}
+	if v, err := time.ParseDuration(get("ADMISSION_WAIT")); err == nil && v >= 0 {
+		cfg.admissionWait = v
+	} else {
+		bad("ADMISSION_WAIT", "a duration such as 2s (0: refuse at once)")
+	}
+	if cfg.minRate, err = parseMinRate(get("MIN_UPLOAD_RATE")); err != nil {
+		problems = append(problems, err)
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")
@@ -377,4 +410,51 @@ func withDotEnv(getenv func(string) string, path string) (func(string) string, e
 		}
 		return fromFile[key]
 	}, nil
+}
+
+// parseBytes reads a number of bytes, optionally followed by B, KB, KiB, MB, MiB, GB or GiB.
+func parseBytes(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	num, unit := v, ""
+	if i >= 0 {
+		num, unit = v[:i], strings.TrimSpace(v[i:])
+	}
+	mult := map[string]int64{"": 1, "b": 1, "kb": 1e3, "kib": 1 << 10, "mb": 1e6, "mib": 1 << 20, "gb": 1e9, "gib": 1 << 30}[strings.ToLower(unit)]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || mult == 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a number of bytes", v)
+	}
+	return n * mult, nil
+}
+
+// parseMinRate reads MIN_UPLOAD_RATE: a size per second (8KiB/s), then optional ,grace=D and
+// ,window=D; or off.
+func parseMinRate(v string) (admission.Rule, error) {
+	bad := fmt.Errorf("MIN_UPLOAD_RATE=%q: want a rate such as 8KiB/s, optionally ,grace=10s,window=20s, or off", v)
+	if strings.EqualFold(strings.TrimSpace(v), "off") {
+		return admission.Rule{}, nil
+	}
+	fields := strings.Split(v, ",")
+	size, ok := strings.CutSuffix(strings.TrimSpace(fields[0]), "/s")
+	n, err := parseBytes(size)
+	if !ok || err != nil || n <= 0 {
+		return admission.Rule{}, bad
+	}
+	r := admission.Rule{BytesPerSecond: float64(n), Grace: 10 * time.Second, Window: 20 * time.Second}
+	for _, f := range fields[1:] {
+		key, val, _ := strings.Cut(strings.TrimSpace(f), "=")
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		switch {
+		case err != nil || d < 0:
+			return admission.Rule{}, bad
+		case key == "grace":
+			r.Grace = d
+		case key == "window" && d > 0:
+			r.Window = d
+		default:
+			return admission.Rule{}, bad
+		}
+	}
+	return r, nil
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"cloudinary-upload-api/internal/admission"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -33,8 +36,26 @@ var (
 	errUpstreamTimeout     = apiError{http.StatusGatewayTimeout, "Cloudinary did not answer in time"}
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
+	errClientBusy          = apiError{http.StatusTooManyRequests, "too many uploads in progress from this client; try again when one has finished"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
+	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
+	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
 )
+
+// admissionError says what a client refused by internal/admission sees.
+func admissionError(err error) error {
+	switch {
+	case errors.Is(err, admission.ErrClientBusy):
+		return fmt.Errorf("%w: %w", errClientBusy, err)
+	case errors.Is(err, admission.ErrBudgetSpent), errors.Is(err, admission.ErrTooManyUploads):
+		return fmt.Errorf("%w: %w", errTooBusy, err)
+	case errors.Is(err, admission.ErrTooSlow):
+		return fmt.Errorf("%w: %w", errTooSlow, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: while waiting to be admitted: %w", errClientGone, err)
+	}
+	return err // ErrNeverFits: loadConfig makes sure every upload fits; a 500 if not
+}
 
 // errBadField is a 400 about one text field of the form.
 func errBadField(format string, args ...any) apiError {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -47,6 +48,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	logger := newLogger(stdout, cfg.logFormat, cfg.logLevel)
+	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
+	// grow to twice the live heap: the runtime's memory limit makes it collect before the
+	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
+	if prev := debug.SetMemoryLimit(-1); prev == math.MaxInt64 {
+		debug.SetMemoryLimit(cfg.uploadMemory + runtimeHeadroom)
+		defer debug.SetMemoryLimit(prev)
+	}
 
 	up, closeStore, err := openStore(cfg, logger)
 	if err != nil {
@@ -115,6 +123,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("stopped")
 	return nil
 }
+
+// runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
+// harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
+const runtimeHeadroom = 48 << 20
 
 // newLogger writes structured lines to w.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
