@@ -226,3 +226,61 @@ func TestHealthzWithoutRedisSaysNothingOfIt(t *testing.T) {
 		t.Errorf("/healthz without REDIS_URL: %v", h)
 	}
 }
+
+// TestRedisPasswordNeverLogged: the warnings of a Redis that refuses the password, or is down,
+// name the problem, never the password.
+func TestRedisPasswordNeverLogged(t *testing.T) {
+	redis := redistest.Start(t, "--requirepass", "another-password")
+	fake := newFakeCloudinary(t)
+	t.Cleanup(fake.close)
+	withPassword := strings.Replace(redis.URL(), "redis://", "redis://:hunter2-secret@", 1)
+	c := clientFrom(t, "127.0.0.2")
+	for _, down := range []bool{false, true} {
+		if down {
+			redis.Stop()
+		}
+		s := startServer(t, redisEnv(t, fake, withPassword))
+		if status, h := health(t, c, s.url); status != 200 || h["redis"] != "unavailable" {
+			t.Errorf("down %v: /healthz %d %v", down, status, h)
+		}
+		if resp, body := uploadPNG(t, c, s.url); resp.StatusCode != 200 {
+			t.Errorf("down %v: upload %d %s", down, resp.StatusCode, body)
+		}
+		s.stop(t)
+		if n := s.logs.count("redis does not answer"); n != 1 {
+			t.Errorf("down %v: %d warnings, want 1", down, n)
+		}
+		if strings.Contains(s.logs.String(), "hunter2") {
+			t.Errorf("down %v: the password reached the log:\n%s", down, s.logs)
+		}
+	}
+}
+
+// TestRateLimitHeadersReachBrowsers: /sign carries the headers too, and CORS exposes them.
+func TestRateLimitHeadersReachBrowsers(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	t.Cleanup(fake.close)
+	env := baseEnv(t, fake)
+	env["RATE_LIMIT"] = "30/min,burst=10"
+	s := startServer(t, env)
+	req, err := http.NewRequest(http.MethodPost, s.url+"/sign", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", "https://app.example")
+	resp, err := newClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("RateLimit") != `"default";r=9;t=2` || resp.Header.Get("RateLimit-Policy") != `"default";q=10;w=20` {
+		t.Errorf("POST /sign: %d RateLimit %q Policy %q", resp.StatusCode, resp.Header.Get("RateLimit"), resp.Header.Get("RateLimit-Policy"))
+	}
+	exposed := strings.ToLower(strings.Join(resp.Header.Values("Access-Control-Expose-Headers"), ","))
+	for _, h := range []string{"ratelimit", "ratelimit-policy", "retry-after"} {
+		if !strings.Contains(","+strings.ReplaceAll(exposed, " ", "")+",", ","+h+",") {
+			t.Errorf("Access-Control-Expose-Headers %q lacks %s", exposed, h)
+		}
+	}
+}

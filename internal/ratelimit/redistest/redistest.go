@@ -26,22 +26,24 @@ import (
 
 // Server is one redis-server process, which a test may stop and start again on the same port.
 type Server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	tls  bool
-	cmd  *exec.Cmd
-	out  chan struct{} // closed when the process's output is read to the end
+	t     testing.TB
+	bin   string
+	dir   string
+	port  int
+	tls   bool
+	extra []string
+	cmd   *exec.Cmd
+	out   chan struct{} // closed when the process's output is read to the end
 }
 
-// Start runs redis-server on a free loopback port.
-func Start(t testing.TB) *Server { return start(t, false) }
+// Start runs redis-server on a free loopback port; args are more of its options, such as
+// "--requirepass", "secret".
+func Start(t testing.TB, args ...string) *Server { return start(t, false, args) }
 
 // StartTLS runs redis-server with TLS only, on a certificate for 127.0.0.1 that the test makes.
-func StartTLS(t testing.TB) *Server { return start(t, true) }
+func StartTLS(t testing.TB) *Server { return start(t, true, nil) }
 
-func start(t testing.TB, withTLS bool) *Server {
+func start(t testing.TB, withTLS bool, extra []string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -50,7 +52,7 @@ func start(t testing.TB, withTLS bool) *Server {
 		}
 		t.Skipf("redis-server is not installed: %v", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), tls: withTLS}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), tls: withTLS, extra: extra}
 	if withTLS {
 		writeCert(t, s.dir)
 	}
@@ -86,7 +88,7 @@ func (s *Server) Restart() {
 	} else {
 		args = append(args, "--port", strconv.Itoa(s.port))
 	}
-	cmd := exec.Command(s.bin, args...)
+	cmd := exec.Command(s.bin, append(args, s.extra...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		s.t.Fatal(err)
