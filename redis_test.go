@@ -284,3 +284,20 @@ func TestRateLimitHeadersReachBrowsers(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisVariablesAreChecked(t *testing.T) {
+	t.Parallel()
+	_, err := loadConfig(mapGetenv(map[string]string{
+		"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s",
+		"REDIS_URL": "redis://localhost:6379", "REDIS_TLS_VERIFY": "maybe", "REDIS_TIMEOUT": "0s",
+	}))
+	for _, name := range []string{"REDIS_TLS_VERIFY", "REDIS_TIMEOUT"} {
+		if err == nil || !strings.Contains(err.Error(), name+"=") {
+			t.Errorf("err %v does not name %s", err, name)
+		}
+	}
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}))
+	if err != nil || cfg.redisURL != "" || !cfg.redisTLSVerify || cfg.redisTimeout.String() != "100ms" {
+		t.Errorf("defaults: %q verify %v timeout %v (%v)", cfg.redisURL, cfg.redisTLSVerify, cfg.redisTimeout, err)
+	}
+}
