@@ -67,12 +67,15 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission) http.Hand
 		r.Body = adm.paced(r.Body)
 		result, err := serveUpload(w, r, up, lim, bufs)
 		if err != nil {
-			release()             // the drain holds none of the upload's memory
-			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
+			release() // the drain holds none of the upload's memory
 			if errors.Is(err, errTooSlow) {
+				// Reading on at that pace would hold the connection for nothing.
 				adm.refused("too_slow")
-				return // reading on at that pace would hold the connection for nothing
+				w.Header().Set("Connection", "close")
+				writeError(w, r, err)
+				return
 			}
+			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
 			drainBody(w, r, body)
 			return
 		}
