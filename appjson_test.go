@@ -14,12 +14,14 @@ var notInAppJSON = map[string]string{
 	"API_KEY":                  "as CLOUD_NAME",
 	"API_SECRET":               "as CLOUD_NAME",
 	"CLOUDINARY_UPLOAD_PREFIX": "only used with the three separate variables",
+	"REDIS_URL":                "the heroku-redis add-on sets it; app.json's description says so, it is optional (it costs)",
 }
 
 // herokuValues are the values app.json gives instead of the defaults, and why.
 var herokuValues = map[string]string{
-	"STORAGE":     "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
-	"TRUST_PROXY": "true",       // behind Heroku's router every connection comes from the router
+	"STORAGE":          "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
+	"TRUST_PROXY":      "true",       // behind Heroku's router every connection comes from the router
+	"REDIS_TLS_VERIFY": "false",      // Heroku Key-Value Store's certificates are self-signed (README: Scaling out)
 }
 
 // TestAppJSON keeps the Heroku Button's app.json in step with envVars: each variable with its

@@ -9,6 +9,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
+	"time"
+
+	"cloudinary-upload-api/internal/ratelimit"
+	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
 
 // lightUpstream reads each upload body to its end and answers with a small result: unlike the
@@ -130,4 +134,50 @@ func (r *noiseReader) Read(p []byte) (int, error) {
 	n := copy(p, noiseBlock[r.off:])
 	r.off = (r.off + n) % len(noiseBlock)
 	return n, nil
+}
+
+// BenchmarkUploadRedis is the cost per upload of keeping RATE_LIMIT in Redis: one 100 KB upload
+// through the real handler with the buckets in memory ("memory") and in a real redis-server on
+// loopback ("redis", one GCRA script per upload).
+func BenchmarkUploadRedis(b *testing.B) {
+	redis := redistest.Start(b)
+	up := lightUpstream(b)
+	form := newBenchForm(b, 100_000)
+	for _, shared := range []bool{false, true} {
+		cfg := testConfig()
+		spec, err := ratelimit.Parse("1000000/s")
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.rateLimit = spec
+		sdkUp, err := newCloudinaryUploader(&credentials{cloudName: "demo", apiKey: "k", apiSecret: "s",
+			params: url.Values{"upload_prefix": {up.URL}}}, "", "", cfg.chunkOptions())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(sdkUp.client.CloseIdleConnections)
+		health, name := newHealthState(), "memory"
+		if shared {
+			conn, err := ratelimit.Open(ratelimit.Config{URL: redis.URL(), TLSVerify: true, Timeout: 100 * time.Millisecond})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = conn.Close() })
+			health.redis, name = conn, "redis"
+		}
+		srv := httptest.NewServer(newServer(discardLogger(), cfg, sdkUp, health))
+		b.Cleanup(srv.Close)
+		tr := &http.Transport{}
+		b.Cleanup(tr.CloseIdleConnections)
+		client := &http.Client{Transport: tr}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				form.post(b, client, srv.URL+"/upload")
+			}
+			if shared && !health.redis.Healthy() {
+				b.Fatal("Redis stopped answering during the benchmark")
+			}
+		})
+	}
 }

@@ -347,3 +347,44 @@ func TestBrowserCrossOriginFetch(t *testing.T) {
 		})
 	}
 }
+
+// A page on a foreign origin that posts a form to /upload (no fetch, no preflight: a plain form
+// submission, which CORS never stops) is refused, and nothing is stored.
+func TestBrowserForeignFormPostRefused(t *testing.T) {
+	browser := newBrowser(t)
+	allowedSite := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(allowedSite.Close)
+	env := localEnv(t)
+	env["ALLOWED_ORIGINS"] = allowedSite.URL
+	srv := startServer(t, env)
+	page := fmt.Sprintf(`<!doctype html><title>another site</title>
+		<form id="f" method="post" enctype="multipart/form-data" action="%s/upload">
+		<input type="file" name="file" id="file"><button id="go">Send</button></form>`, srv.url)
+	otherSite := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(page))
+	}))
+	t.Cleanup(otherSite.Close)
+
+	file := writeTemp(t, "cat.png", testPNG(t, 8, 8))
+	tab := newTab(t, browser)
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(otherSite.URL+"/"),
+		chromedp.WaitVisible("#go"),
+		chromedp.SetUploadFiles("#file", []string{file}),
+		chromedp.Click("#go"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The form's answer is the new document: the server's JSON 403.
+	if err := chromedp.Do(tab, chromedp.WaitReady(chromedp.Search(fmt.Sprintf(`//body[contains(., %q)]`, errForeignOrigin.message)))); err != nil {
+		t.Fatalf("the foreign page's form did not get the 403: %v", err)
+	}
+	loc, err := chromedp.Run(tab, chromedp.Location())
+	if err != nil || loc != srv.url+"/upload" {
+		t.Errorf("the answer's document is %q (%v), want %s/upload", loc, err, srv.url)
+	}
+	if files := listFiles(t, env["UPLOAD_DIR"]); len(files) != 0 {
+		t.Errorf("the foreign form's file was stored: %v", files)
+	}
+}

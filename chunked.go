@@ -24,7 +24,7 @@ const (
 // chunkOptions say how files that may not fit one request are sent.
 type chunkOptions struct {
 	size         int64                                      // bytes per chunk but the last
-	maxBuffers   int                                        // chunk buffers kept for reuse: one per upload in flight
+	maxBuffers   int                                        // chunk buffers kept for reuse between uploads
 	stallTimeout time.Duration                              // one attempt may go this long without progress
 	backoff      func(retry int) time.Duration              // wait before retry number retry (0, 1, …)
 	wait         func(context.Context, time.Duration) error // sleeps, or returns early with ctx's error
@@ -34,7 +34,7 @@ func (cfg config) chunkOptions() chunkOptions {
 	base := cfg.retryBackoff
 	return chunkOptions{
 		size:         cfg.chunkSize,
-		maxBuffers:   cfg.maxConcurrent,
+		maxBuffers:   0, // none kept between uploads: a kept buffer would hold memory outside UPLOAD_MEMORY
 		stallTimeout: cfg.uploadTimeout,
 		backoff:      func(retry int) time.Duration { return base << retry },
 		wait:         sleepCtx,
@@ -197,8 +197,8 @@ func (r *chunkReader) detach() {
 	r.data = nil
 }
 
-// bufferPool keeps up to max buffers of one size for reuse. The concurrency cap bounds how many
-// are in use at once, so memory stays near max × size.
+// bufferPool keeps up to max buffers of one size for reuse. The buffers in use are bounded by
+// UPLOAD_MEMORY (each upload reserves its own); kept ones would not be, so the server keeps none.
 type bufferPool struct {
 	free chan []byte
 	size int

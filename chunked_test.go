@@ -205,7 +205,8 @@ func TestChunkedUploadAbortInChunk3(t *testing.T) {
 func TestConcurrencyCap(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
-	env["MAX_CONCURRENT_UPLOADS"] = "1"
+	env["MAX_CONCURRENT_UPLOADS"] = "1" // the optional hard cap, on top of the memory budget
+	env["ADMISSION_WAIT"] = "50ms"
 	srv := startServer(t, env)
 	client := newClient(t)
 
@@ -225,8 +226,9 @@ func TestConcurrencyCap(t *testing.T) {
 	if _, err := fileW.Write(img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes // the first upload holds the only slot
+	<-fake.firstBytes // the first upload holds the only place
 
+	// The second waits ADMISSION_WAIT for it, then is refused.
 	ct, body := multipartBody(t, nil, "b.png", testPNG(t, 4, 4))
 	resp := postForm(t, client, srv.url, ct, strings.NewReader(string(body)))
 	var got apiErrorBody
@@ -245,7 +247,7 @@ func TestConcurrencyCap(t *testing.T) {
 	if status := <-first; status != http.StatusOK {
 		t.Fatalf("first upload: status %d", status)
 	}
-	// The slot is free again.
+	// The place is free again.
 	resp = postForm(t, client, srv.url, ct, strings.NewReader(string(body)))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

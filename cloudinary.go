@@ -104,7 +104,7 @@ func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadP
 	}
 	if c.endpoint.uploadTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.endpoint.uploadTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, c.endpoint.uploadTimeout, errUploadTimeoutFired)
 		defer cancel()
 	}
 	req, err := c.endpoint.newRequest(ctx, fields, file)
@@ -117,10 +117,22 @@ func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadP
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, classifyUpstreamFailure(err)
+		return nil, timedOut(ctx, classifyUpstreamFailure(err))
 	}
 	defer resp.Body.Close()
-	return readAnswer(resp)
+	result, err := readAnswer(resp)
+	return result, timedOut(ctx, err)
+}
+
+// errUploadTimeoutFired is the cause of a request cut by CLOUDINARY_URL's upload_timeout.
+var errUploadTimeoutFired = errors.New("CLOUDINARY_URL upload_timeout passed")
+
+// timedOut makes a failure caused by upload_timeout a 504, like UPLOAD_TIMEOUT's.
+func timedOut(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errUploadTimeoutFired) {
+		return fmt.Errorf("%w: %w: %w", errUpstreamTimeout, errUploadTimeoutFired, err)
+	}
+	return err
 }
 
 // classifyUpstreamError maps Cloudinary's error answer to what the client sees.

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
+
+	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // envVar describes one environment variable: the loader, .env.example and the
@@ -45,7 +48,11 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "MAX_CONCURRENT_UPLOADS", def: "8", help: "Uploads handled at once; more get 503 with Retry-After at once. Memory is about this many times CHUNK_SIZE"},
+		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB): a streamed upload holds about 1.3 MiB, a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 48 MiB"},
+		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) before it gets 503 with Retry-After"},
+		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
+		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
+		{name: "MIN_UPLOAD_RATE", def: "8KiB/s", help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
 		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
 		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
@@ -56,6 +63,9 @@ func envVars() []envVar {
 		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
 		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
+		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
+		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
 		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
@@ -96,7 +106,11 @@ type config struct {
 	uploadTimeout   time.Duration
 	shutdownTimeout time.Duration
 	chunkSize       int64
-	maxConcurrent   int
+	maxConcurrent   int   // hard cap on uploads at once; 0: none
+	uploadMemory    int64 // the admission budget, in bytes
+	admissionWait   time.Duration
+	maxPerClient    int // 0: no per-client cap
+	minRate         admission.Rule
 	bodyIdleTimeout time.Duration
 	retryBackoff    time.Duration
 	logFormat       string
@@ -109,8 +123,11 @@ type config struct {
 	metricsToken    secret // empty: no token needed
 
 	uploadTokens       *tokenSet // nil: anyone may upload
-	rateLimit          rateSpec
+	rateLimit          ratelimit.Spec
 	trustProxy         bool
+	redisURL           secret // empty: no Redis
+	redisTLSVerify     bool
+	redisTimeout       time.Duration
 	signableParams     []string
 	maxFilesPerRequest int
 	fileFields         []string
@@ -221,7 +238,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.uploadTokens, err = parseTokens(getenv("UPLOAD_TOKENS")); err != nil {
 		problems = append(problems, err) // names the variable, never a token
 	}
-	if cfg.rateLimit, err = parseRateLimit(get("RATE_LIMIT")); err != nil {
+	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
 		problems = append(problems, err)
 	}
 	switch strings.ToLower(get("TRUST_PROXY")) {
@@ -230,6 +247,22 @@ func loadConfig(getenv func(string) string) (config, error) {
 	case "false", "0", "no":
 	default:
 		bad("TRUST_PROXY", "true or false")
+	}
+	cfg.redisURL = secret(get("REDIS_URL"))
+	if b, err := strconv.ParseBool(get("REDIS_TLS_VERIFY")); err == nil {
+		cfg.redisTLSVerify = b
+	} else {
+		bad("REDIS_TLS_VERIFY", "true or false")
+	}
+	if d, err := time.ParseDuration(get("REDIS_TIMEOUT")); err == nil && d > 0 {
+		cfg.redisTimeout = d
+	} else {
+		bad("REDIS_TIMEOUT", "a positive duration such as 100ms")
+	}
+	if cfg.redisURL != "" {
+		if _, err := ratelimit.ParseURL(string(cfg.redisURL), cfg.redisTLSVerify, cfg.redisTimeout); err != nil {
+			problems = append(problems, err) // names the variable, never the URL: it carries the password
+		}
 	}
 	if cfg.signableParams, err = parseSignableParams(get("SIGNABLE_PARAMS")); err != nil {
 		problems = append(problems, err)
@@ -258,10 +291,34 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		bad("CHUNK_SIZE", "a number of bytes from 5242880 (Cloudinary's minimum) to 104857600")
 	}
-	if n, err := strconv.Atoi(get("MAX_CONCURRENT_UPLOADS")); err == nil && n > 0 {
-		cfg.maxConcurrent = n
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{{"MAX_CONCURRENT_UPLOADS", &cfg.maxConcurrent}, {"MAX_UPLOADS_PER_CLIENT", &cfg.maxPerClient}} {
+		if v := get(c.name); strings.EqualFold(v, "off") || v == "0" {
+			*c.dst = 0
+		} else if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			*c.dst = n
+		} else {
+			bad(c.name, "a positive number, or off")
+		}
+	}
+	if n, err := parseBytes(get("UPLOAD_MEMORY")); err == nil && n > 0 {
+		cfg.uploadMemory = n
+		// One upload of the largest kind must fit, or it would wait for nothing.
+		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
+			bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+		}
 	} else {
-		bad("MAX_CONCURRENT_UPLOADS", "a positive number")
+		bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
+	}
+	if v, err := time.ParseDuration(get("ADMISSION_WAIT")); err == nil && v >= 0 {
+		cfg.admissionWait = v
+	} else {
+		bad("ADMISSION_WAIT", "a duration such as 2s (0: refuse at once)")
+	}
+	if cfg.minRate, err = parseMinRate(get("MIN_UPLOAD_RATE")); err != nil {
+		problems = append(problems, err)
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")
@@ -375,4 +432,51 @@ func withDotEnv(getenv func(string) string, path string) (func(string) string, e
 		}
 		return fromFile[key]
 	}, nil
+}
+
+// parseBytes reads a number of bytes, optionally followed by B, KB, KiB, MB, MiB, GB or GiB.
+func parseBytes(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	num, unit := v, ""
+	if i >= 0 {
+		num, unit = v[:i], strings.TrimSpace(v[i:])
+	}
+	mult := map[string]int64{"": 1, "b": 1, "kb": 1e3, "kib": 1 << 10, "mb": 1e6, "mib": 1 << 20, "gb": 1e9, "gib": 1 << 30}[strings.ToLower(unit)]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || mult == 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a number of bytes", v)
+	}
+	return n * mult, nil
+}
+
+// parseMinRate reads MIN_UPLOAD_RATE: a size per second (8KiB/s), then optional ,grace=D and
+// ,window=D; or off.
+func parseMinRate(v string) (admission.Rule, error) {
+	bad := fmt.Errorf("MIN_UPLOAD_RATE=%q: want a rate such as 8KiB/s, optionally ,grace=10s,window=20s, or off", v)
+	if strings.EqualFold(strings.TrimSpace(v), "off") {
+		return admission.Rule{}, nil
+	}
+	fields := strings.Split(v, ",")
+	size, ok := strings.CutSuffix(strings.TrimSpace(fields[0]), "/s")
+	n, err := parseBytes(size)
+	if !ok || err != nil || n <= 0 {
+		return admission.Rule{}, bad
+	}
+	r := admission.Rule{BytesPerSecond: float64(n), Grace: 10 * time.Second, Window: 20 * time.Second}
+	for _, f := range fields[1:] {
+		key, val, _ := strings.Cut(strings.TrimSpace(f), "=")
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		switch {
+		case err != nil || d < 0:
+			return admission.Rule{}, bad
+		case key == "grace":
+			r.Grace = d
+		case key == "window" && d > 0:
+			r.Window = d
+		default:
+			return admission.Rule{}, bad
+		}
+	}
+	return r, nil
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"cloudinary-upload-api/internal/admission"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -33,12 +36,15 @@ var (
 	errUpstreamTimeout     = apiError{http.StatusGatewayTimeout, "Cloudinary did not answer in time"}
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
+	errClientBusy          = apiError{http.StatusTooManyRequests, "too many uploads in progress from this client; try again when one has finished"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
 	errFormTooLarge        = apiError{http.StatusBadRequest, "form fields and part headers are larger than " + formatBytes(formOverhead) + " (files not counted)"}
 	errTooManyParts        = apiError{http.StatusBadRequest, fmt.Sprintf("form has more than %d parts", maxFormParts)}
 	errNoDelimiter         = apiError{http.StatusBadRequest, "the body has no delimiter line of the boundary its Content-Type gives"}
 	errTransferEncoding    = apiError{http.StatusBadRequest, "form parts with a Content-Transfer-Encoding are not accepted"}
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
+	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
+	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
 )
 
 // errNoFilePart is the 400 for a form without a file part.
@@ -75,6 +81,21 @@ func orList(names []string) string {
 		return strings.Join(q, "")
 	}
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
+
+// admissionError says what a client refused by internal/admission sees.
+func admissionError(err error) error {
+	switch {
+	case errors.Is(err, admission.ErrClientBusy):
+		return fmt.Errorf("%w: %w", errClientBusy, err)
+	case errors.Is(err, admission.ErrBudgetSpent), errors.Is(err, admission.ErrTooManyUploads):
+		return fmt.Errorf("%w: %w", errTooBusy, err)
+	case errors.Is(err, admission.ErrTooSlow):
+		return fmt.Errorf("%w: %w", errTooSlow, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: while waiting to be admitted: %w", errClientGone, err)
+	}
+	return err // ErrNeverFits: loadConfig makes sure every upload fits; a 500 if not
 }
 
 // errBadField is a 400 about one text field of the form.

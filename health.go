@@ -3,11 +3,15 @@ package main
 import (
 	"net/http"
 	"sync/atomic"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
-// healthState tells load balancers whether this process still takes work.
+// healthState tells load balancers whether this process still takes work, and whether the Redis
+// that shares its limits answers.
 type healthState struct {
 	draining atomic.Bool
+	redis    *ratelimit.Conn // nil without REDIS_URL; set by run before serving
 }
 
 func newHealthState() *healthState { return &healthState{} }
@@ -21,6 +25,13 @@ func handleHealthz(h *healthState) http.Handler {
 		status, body := http.StatusOK, map[string]string{"status": "ok"}
 		if h.draining.Load() {
 			status, body = http.StatusServiceUnavailable, map[string]string{"status": "shutting down"}
+		}
+		// Redis down is not this process failing: the limits are counted here meanwhile, so 200.
+		if h.redis != nil {
+			body["redis"] = "unavailable"
+			if h.redis.Healthy() {
+				body["redis"] = "ok"
+			}
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		if err := encode(w, status, body); err != nil {

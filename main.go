@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 func main() {
@@ -45,6 +48,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	logger := newLogger(stdout, cfg.logFormat, cfg.logLevel)
+	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
+	// grow to twice the live heap: the runtime's memory limit makes it collect before the
+	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
+	if prev := debug.SetMemoryLimit(-1); prev == math.MaxInt64 {
+		debug.SetMemoryLimit(cfg.uploadMemory + runtimeHeadroom)
+		defer debug.SetMemoryLimit(prev)
+	}
 
 	up, closeStore, err := openStore(cfg, logger)
 	if err != nil {
@@ -57,6 +67,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 
 	health := newHealthState()
+	if cfg.redisURL != "" {
+		conn, err := ratelimit.Open(ratelimit.Config{
+			URL: string(cfg.redisURL), TLSVerify: cfg.redisTLSVerify, Timeout: cfg.redisTimeout, Logger: logger,
+		})
+		if err != nil {
+			return err // loadConfig has checked the URL: not reached
+		}
+		defer func() {
+			if err := conn.Close(); err != nil {
+				logger.Warn("close redis", "err", err)
+			}
+		}()
+		health.redis = conn
+	}
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, up, health),
 		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
@@ -80,7 +104,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.text, "trust_proxy", cfg.trustProxy)
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.Text, "trust_proxy", cfg.trustProxy,
+		"shared_through_redis", cfg.redisURL != "")
 
 	select {
 	case err := <-serveErr:
@@ -98,6 +123,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("stopped")
 	return nil
 }
+
+// runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
+// harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
+const runtimeHeadroom = 48 << 20
 
 // newLogger writes structured lines to w.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -34,12 +35,53 @@ type testServer struct {
 type logBuffer struct {
 	mu    sync.Mutex
 	lines []string
+	wake  chan struct{} // closed on the next line, for waitFor
 }
 
 func (b *logBuffer) add(line string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lines = append(b.lines, line)
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
+}
+
+// count is the number of lines that contain s.
+func (b *logBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.lines {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor returns once a line containing s has been logged. The 30 s bound only keeps a broken
+// test from hanging until go test's own timeout; nothing is asserted about how long it took.
+func (b *logBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	giveUp := time.After(30 * time.Second)
+	for b.count(s) == 0 {
+		b.mu.Lock()
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		if b.count(s) > 0 {
+			return
+		}
+		select {
+		case <-wake:
+		case <-giveUp:
+			t.Fatalf("no log line with %q:\n%s", s, b)
+		}
+	}
 }
 
 func (b *logBuffer) String() string {

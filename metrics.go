@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // metrics are the server's Prometheus metrics, in a registry of their own (never the
@@ -27,6 +29,8 @@ type metrics struct {
 	uploadDuration *prometheus.HistogramVec // outcome
 	inFlight       prometheus.Gauge
 	upstreamErrors *prometheus.CounterVec // kind
+	admissionWait  prometheus.Histogram   // uploads that had to wait for the memory budget (or the cap)
+	refusals       *prometheus.CounterVec // reason
 }
 
 // The label values, listed so that every series exists (at 0) from the start.
@@ -34,6 +38,8 @@ var (
 	uploadOutcomes      = []string{"ok", "rejected", "failed", "aborted"}
 	upstreamErrorKinds  = []string{"credentials", "rejected", "server_error", "unreachable", "bad_answer", "rate_limited", "timeout", "other"}
 	uploadDurationTimes = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	admissionWaitTimes  = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
+	refusalReasons      = []string{"budget", "per_client", "too_slow", "origin"}
 )
 
 // newMetrics builds the registry: the upload metrics plus the Go runtime and process collectors.
@@ -62,10 +68,19 @@ func newMetrics(store string) *metrics {
 			Name: "upstream_errors_total",
 			Help: "Uploads that failed because of the store (Cloudinary), by kind.",
 		}, []string{"kind"}),
+		admissionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "upload_admission_wait_seconds",
+			Help:    "How long uploads that found UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) waited for it, admitted or not.",
+			Buckets: admissionWaitTimes,
+		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "upload_refusals_total",
+			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin).",
+		}, []string{"reason"}),
 	}
 	// A fresh registry and distinct names: registration cannot collide.
 	m.registry.MustRegister(
-		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors,
+		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors, m.admissionWait, m.refusals,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -76,7 +91,37 @@ func newMetrics(store string) *metrics {
 	for _, k := range upstreamErrorKinds {
 		m.upstreamErrors.WithLabelValues(k)
 	}
+	for _, r := range refusalReasons {
+		m.refusals.WithLabelValues(r)
+	}
 	return m
+}
+
+// watchRedis adds the shared limits' health: whether Redis answers, the outages, and the
+// decisions taken in memory because it did not. Without REDIS_URL (conn nil) there are none.
+func (m *metrics) watchRedis(conn *ratelimit.Conn) {
+	if conn == nil {
+		return
+	}
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "redis_up",
+			Help: "1 while the Redis of REDIS_URL answers, 0 while the limits are counted by this server alone.",
+		}, func() float64 {
+			if conn.Healthy() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "redis_outages_total",
+			Help: "Times the Redis of REDIS_URL stopped answering (a call failed or passed REDIS_TIMEOUT).",
+		}, func() float64 { return float64(conn.Outages()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "redis_fallbacks_total",
+			Help: "Rate-limit and upload-in-flight decisions taken in this server's memory because Redis did not answer.",
+		}, func() float64 { return float64(conn.Fallbacks()) }),
+	)
 }
 
 // storeName names the store an uploader writes to, for the store label.

@@ -9,144 +9,45 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
-// rateSpec is a parsed RATE_LIMIT: on average perSecond requests per second per client,
-// with up to burst at once. The zero value means no limit.
-type rateSpec struct {
-	perSecond rate.Limit
-	burst     int
-	text      string // as configured, for the log
-}
-
-func (s rateSpec) off() bool { return s.burst == 0 }
-
-// parseRateLimit reads "N/unit" with unit s, min or h (also sec, second, m, minute, hour),
-// optionally followed by ",burst=B"; B defaults to N. "off" disables the limit.
-func parseRateLimit(v string) (rateSpec, error) {
-	v = strings.TrimSpace(v)
-	bad := fmt.Errorf("RATE_LIMIT=%q: want N/unit with unit s, min or h and an optional ,burst=B (e.g. 60/min,burst=20), or off", v)
-	if strings.EqualFold(v, "off") {
-		return rateSpec{text: "off"}, nil
-	}
-	spec, burstPart, hasBurst := strings.Cut(v, ",")
-	countText, unit, ok := strings.Cut(strings.TrimSpace(spec), "/")
-	if !ok {
-		return rateSpec{}, bad
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(countText))
-	if err != nil || n <= 0 || n > 1_000_000 {
-		return rateSpec{}, bad
-	}
-	var per time.Duration
-	switch strings.ToLower(strings.TrimSpace(unit)) {
-	case "s", "sec", "second":
-		per = time.Second
-	case "m", "min", "minute":
-		per = time.Minute
-	case "h", "hour":
-		per = time.Hour
-	default:
-		return rateSpec{}, bad
-	}
-	burst := n
-	if hasBurst {
-		key, val, ok := strings.Cut(strings.TrimSpace(burstPart), "=")
-		b, err := strconv.Atoi(strings.TrimSpace(val))
-		if !ok || strings.TrimSpace(key) != "burst" || err != nil || b <= 0 || b > 1_000_000 {
-			return rateSpec{}, bad
-		}
-		burst = b
-	}
-	return rateSpec{perSecond: rate.Limit(float64(n) / per.Seconds()), burst: burst, text: v}, nil
-}
-
-// fillTime is how long an idle client's bucket takes to become full again. A limiter idle for
-// that long is the same as a new one, so dropping it changes nothing for its client.
-func (s rateSpec) fillTime() time.Duration {
-	return time.Duration(float64(s.burst) / float64(s.perSecond) * float64(time.Second))
-}
-
-// maxClients bounds the limiters kept at once (about 200 bytes each, see the README). Past it,
-// new clients share one limiter until idle ones are dropped: a flood from many addresses is
-// throttled as one, while the clients already known keep their own buckets.
-const maxClients = 100_000
-
-// clientLimiter is one client's bucket and when it was last used.
-type clientLimiter struct {
-	lim      *rate.Limiter
-	lastSeen time.Time
-}
-
-// rateLimiter keeps one token bucket per client. Idle buckets are dropped lazily, during the
-// requests themselves, so no goroutine needs stopping.
+// rateLimiter is RATE_LIMIT as the HTTP layer sees it: the buckets (in memory, or shared through
+// Redis with REDIS_URL) and what it needs to name clients and to tell them where they stand.
 type rateLimiter struct {
-	spec       rateSpec
+	spec       ratelimit.Spec
+	lim        ratelimit.Limiter
 	trustProxy bool
-	now        func() time.Time
-
-	mu        sync.Mutex
-	clients   map[string]*clientLimiter
-	overflow  *rate.Limiter
-	lastSweep time.Time
+	policy     string // the RateLimit-Policy value, the same on every answer
 
 	warnedForwarded atomic.Bool
 }
 
-func newRateLimiter(spec rateSpec, trustProxy bool, now func() time.Time) *rateLimiter {
-	return &rateLimiter{
-		spec:       spec,
-		trustProxy: trustProxy,
-		now:        now,
-		clients:    map[string]*clientLimiter{},
-		overflow:   rate.NewLimiter(spec.perSecond, spec.burst),
-		lastSweep:  now(),
+// newRateLimiter keeps the buckets in memory, or in Redis when shared is not nil (falling back to
+// the memory ones while Redis does not answer).
+func newRateLimiter(spec ratelimit.Spec, trustProxy bool, now func() time.Time, shared *ratelimit.Conn) *rateLimiter {
+	l := &rateLimiter{spec: spec, trustProxy: trustProxy}
+	if spec.Off() {
+		return l
 	}
+	mem := ratelimit.NewMemory(spec, now)
+	l.lim = mem
+	if shared != nil {
+		l.lim = ratelimit.NewShared(shared, spec, mem)
+	}
+	// A token bucket of burst B refilling in W seconds lets B requests through in any W seconds
+	// from a full bucket: the quota and window of draft-ietf-httpapi-ratelimit-headers.
+	l.policy = fmt.Sprintf(`%s;q=%d;w=%d`, ratePolicyName, spec.Burst, ceilSeconds(spec.FillTime()))
+	return l
 }
 
-// reserve takes one token for key and returns how long to wait when there is none.
-func (l *rateLimiter) reserve(key string) time.Duration {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	idle := l.spec.fillTime()
-	if now.Sub(l.lastSweep) >= idle || len(l.clients) >= maxClients && now.Sub(l.lastSweep) >= time.Second {
-		for k, c := range l.clients {
-			if now.Sub(c.lastSeen) >= idle {
-				delete(l.clients, k)
-			}
-		}
-		l.lastSweep = now
-	}
-	var lim *rate.Limiter
-	if c, ok := l.clients[key]; ok {
-		c.lastSeen = now
-		lim = c.lim
-	} else if len(l.clients) < maxClients {
-		lim = rate.NewLimiter(l.spec.perSecond, l.spec.burst)
-		l.clients[key] = &clientLimiter{lim: lim, lastSeen: now}
-	} else {
-		lim = l.overflow
-	}
-	res := lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now) // a refused request does not use up a later token
-		return d
-	}
-	return 0
-}
+// ratePolicyName names RATE_LIMIT's policy in RateLimit and RateLimit-Policy.
+const ratePolicyName = `"default"`
 
-// size is the number of limiters kept.
-func (l *rateLimiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.clients)
-}
+func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 
 // clientKeyOf names the client a request comes from, for every per-client limit (the rate limit
 // and the uploads in flight): the connection's address or, behind a trusted proxy, the right-most X-Forwarded-For entry, the one the proxy itself appended (Heroku's
@@ -189,9 +90,11 @@ var errRateLimited = apiError{http.StatusTooManyRequests, "too many requests fro
 
 // limitRate answers 429 with Retry-After when the client has used up its budget (after reading and
 // dropping the body within drainBody's bounds, as the upload's own early errors do). It sits before
-// requireToken, so floods without a token are limited too, and token guessing with them.
+// requireToken, so floods without a token are limited too, and token guessing with them. Every
+// answer that passed through it carries RateLimit-Policy and RateLimit (remaining requests, and
+// seconds until the bucket is full again), so a client can slow down before it meets a 429.
 func limitRate(l *rateLimiter, next http.Handler) http.Handler {
-	if l == nil || l.spec.off() {
+	if l == nil || l.spec.Off() {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -200,8 +103,12 @@ func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 				"requests carry X-Forwarded-For but TRUST_PROXY is off: every client behind the proxy shares one rate limit; set TRUST_PROXY=true behind Heroku's router")
 		}
 		key := clientKeyOf(r, l.trustProxy)
-		if wait := l.reserve(key); wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		d := l.lim.Allow(r.Context(), key)
+		h := w.Header()
+		h.Set("RateLimit-Policy", l.policy)
+		h.Set("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", ratePolicyName, d.Remaining, ceilSeconds(d.Reset)))
+		if !d.Allowed {
+			h.Set("Retry-After", strconv.Itoa(max(ceilSeconds(d.RetryAfter), 1)))
 			loggerFrom(r.Context()).DebugContext(r.Context(), "rate limited", slog.String("client", key))
 			writeError(w, r, errRateLimited)
 			drainBody(w, r, r.Body) // bounded; so that a browser still sending sees Retry-After

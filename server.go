@@ -7,18 +7,23 @@ import (
 	"time"
 
 	"github.com/rs/cors"
+
+	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // newServer builds the whole HTTP surface: routes, then middleware, outermost last.
 //
-// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through
-// limitRate, then requireToken. CORS preflights are answered out here, before either, because
+// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through the
+// origin check (a page of another origin is refused before anything else), limitRate, then
+// requireToken; then an upload must be admitted (admission.go). CORS preflights are answered out here, before either, because
 // browsers send them without Authorization. The rate limit comes before the token check so that
 // floods without a token, and token guessing, are limited too; the price is that a flood from a
 // client's address also spends that client's budget, as with any per-address limit.
 func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState) http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(storeName(up))
+	m.watchRedis(health.redis)
 	addRoutes(mux, cfg, up, health, m)
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
@@ -37,9 +42,13 @@ type routeMux interface {
 // addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
 // A pattern without a method answers the other methods of its path with a JSON 405.
 func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *metrics) {
-	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now)
-	protect := func(h http.Handler) http.Handler { return limitRate(limiter, requireToken(cfg.uploadTokens, h)) }
-	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits()))))
+	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now, health.redis)
+	sameOrigin := newOriginCheck(cfg.allowedOrigins, m)
+	protect := func(h http.Handler) http.Handler {
+		return sameOrigin(limitRate(limiter, requireToken(cfg.uploadTokens, h)))
+	}
+	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
+	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits(), adm))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
@@ -61,6 +70,18 @@ func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *me
 	mux.Handle("/", handleNotFound())
 }
 
+// uploadLeases counts each client's uploads in flight (MAX_UPLOADS_PER_CLIENT): in this server's
+// memory, or with REDIS_URL across every server that shares the Redis, this server's memory still
+// counting its own and deciding alone while Redis does not answer. A lease outlives the longest
+// an upload may go without a byte: silent client (BODY_IDLE_TIMEOUT) or Cloudinary (UPLOAD_TIMEOUT).
+func uploadLeases(cfg config, shared *ratelimit.Conn) admission.Leases {
+	local := admission.NewMemoryLeases()
+	if shared == nil {
+		return local
+	}
+	return ratelimit.NewLeases(shared, local, max(cfg.bodyIdleTimeout, cfg.uploadTimeout))
+}
+
 // routeOf returns the mux pattern that a request matches, for logs: "POST /upload", "/" for no route.
 // It is asked before the request reaches the mux, so answers given by middleware have a route too.
 func routeOf(mux *http.ServeMux) func(*http.Request) string {
@@ -75,7 +96,6 @@ func (cfg config) uploadLimits() uploadLimits {
 		maxFileBytes:  cfg.maxUploadBytes,
 		allowedTypes:  cfg.allowedTypes,
 		uploadTimeout: cfg.uploadTimeout,
-		maxConcurrent: cfg.maxConcurrent,
 		idleTimeout:   cfg.bodyIdleTimeout,
 		maxFiles:      cfg.maxFilesPerRequest,
 		fileFields:    cfg.fileFields,
@@ -91,7 +111,7 @@ func corsOptions(cfg config) cors.Options {
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
-		ExposedHeaders: []string{"X-Request-Id", "Retry-After"},
+		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy"},
 		MaxAge:         600,
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"math"
 	"mime"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +27,6 @@ type uploadLimits struct {
 	maxFileBytes  int64
 	allowedTypes  []string
 	uploadTimeout time.Duration
-	maxConcurrent int           // uploads at once; more get 503
 	idleTimeout   time.Duration // the client may send nothing for this long
 	maxFiles      int           // file parts per request (MAX_FILES_PER_REQUEST)
 	fileFields    []string      // names of the parts taken as files (FILE_FIELDS)
@@ -53,29 +51,37 @@ const (
 // errClientGone is logged when the client disconnected; nobody reads the answer.
 var errClientGone = apiError{499, "client closed the request"}
 
-// retryAfterBusy is what a client refused for lack of a slot is told to wait, in seconds.
+// retryAfterBusy is what a client refused for lack of memory or of its own places is told to
+// wait, in seconds.
 const retryAfterBusy = "5"
 
 // handleUpload serves POST /upload: it streams each file part of the form to the uploader, in order.
-// At most lim.maxConcurrent uploads run at once; more are refused at once rather than queued.
-func handleUpload(up uploader, lim uploadLimits) http.Handler {
-	slots := make(chan struct{}, lim.maxConcurrent)
+// adm decides whether an upload gets in (and paces its body); a refused one is answered at once.
+func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission) http.Handler {
 	bufs := &uploadBuffers{
 		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
 		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case slots <- struct{}{}:
-			defer func() { <-slots }()
-		default:
-			w.Header().Set("Retry-After", retryAfterBusy)
-			writeError(w, r, errTooBusy)
+		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
+		release, err := adm.admit(w, r)
+		if err != nil {
+			writeError(w, r, err)
+			drainBody(w, r, body)
 			return
 		}
-		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
+		defer release() // however the upload ends
+		r.Body = adm.paced(r.Body)
 		status, result, err := serveUpload(w, r, up, lim, bufs)
 		if err != nil {
+			release() // the drain holds none of the upload's memory
+			if errors.Is(err, errTooSlow) {
+				// Reading on at that pace would hold the connection for nothing.
+				adm.refused("too_slow")
+				w.Header().Set("Connection", "close")
+				writeError(w, r, err)
+				return
+			}
 			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
 			drainBody(w, r, body)
 			return
@@ -659,43 +665,6 @@ func (b *uploadBody) stop(idle *idleBody) error {
 		b.watchdog.Stop()
 	}
 	return b.err
-}
-
-// idleBody is the request body with an idle timeout: each read must bring something within
-// timeout, or it fails with errBodyIdle. It moves the connection's read deadline before each read.
-type idleBody struct {
-	body        io.ReadCloser
-	rc          *http.ResponseController
-	timeout     time.Duration
-	unsupported bool        // no deadlines here (httptest recorders): reads just wait
-	interrupted atomic.Bool // stop set a past deadline on purpose
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	if !b.unsupported && b.rc.SetReadDeadline(time.Now().Add(b.timeout)) != nil {
-		b.unsupported = true
-	}
-	if b.interrupted.Load() { // checked after moving the deadline, so interrupt's past deadline is never lost
-		return 0, errUploadStopped
-	}
-	n, err := b.body.Read(p)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.interrupted.Load() {
-		err = fmt.Errorf("%w: no bytes for %s: %w", errBodyIdle, b.timeout, err)
-	}
-	return n, err
-}
-
-func (b *idleBody) Close() error { return b.body.Close() }
-
-// interrupt wakes a Read blocked on the client.
-func (b *idleBody) interrupt() {
-	b.interrupted.Store(true)
-	_ = b.rc.SetReadDeadline(time.Now()) // fails only when unsupported
-}
-
-// resume clears the deadline, so the server can read what is left of the body.
-func (b *idleBody) resume() {
-	_ = b.rc.SetReadDeadline(time.Time{}) // fails only when unsupported
 }
 
 // copyPieces writes what read yields into w, one piece of buf at a time. Unlike io.CopyBuffer it
