@@ -408,7 +408,8 @@ func (p *Part) readHeaders() error {
 		return headerLimitErr(rd, limit)
 	}
 	if rd.hdr == nil {
-		rd.hdr = bufio.NewReader(nil)
+		// Small: textproto joins longer lines itself, and most header blocks are one line.
+		rd.hdr = bufio.NewReaderSize(nil, 256)
 	}
 	rd.hdr.Reset(bytes.NewReader(rd.buf[rd.r : rd.r+size]))
 	h, err := textproto.NewReader(rd.hdr).ReadMIMEHeader()
