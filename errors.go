@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/formstream"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -46,6 +47,26 @@ var (
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
 )
+
+// formError maps an error of the form reader to what the client sees; ok is false for an
+// error of the request body itself, which bodyError explains.
+func formError(err error) (api apiError, ok bool) {
+	switch {
+	case errors.Is(err, formstream.ErrTooLarge), errors.Is(err, formstream.ErrHeaderTooLarge):
+		return errFormTooLarge, true
+	case errors.Is(err, formstream.ErrTooManyParts):
+		return errTooManyParts, true
+	case errors.Is(err, formstream.ErrTransferEncoding):
+		return errTransferEncoding, true
+	case errors.Is(err, formstream.ErrNoDelimiter): // before ErrTruncated, which it wraps
+		return errNoDelimiter, true
+	case errors.Is(err, formstream.ErrTruncated):
+		return errBodyIncomplete, true
+	case errors.Is(err, formstream.ErrMalformed):
+		return errMalformedBody, true
+	}
+	return apiError{}, false
+}
 
 // errNoFilePart is the 400 for a form without a file part.
 func errNoFilePart(fileFields []string) apiError {
