@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -13,15 +12,6 @@ import (
 
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
-
-// clientFrom is an HTTP client whose connections come from ip: all of 127.0.0.0/8 is local, so
-// two clients of one test are two clients to the server.
-func clientFrom(t *testing.T, ip string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	tr := &http.Transport{DialContext: d.DialContext}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
 
 // uploadPNG uploads a small PNG and returns the answer, its body read and closed.
 func uploadPNG(t *testing.T, c *http.Client, baseURL string) (*http.Response, string) {
