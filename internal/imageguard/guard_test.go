@@ -443,3 +443,69 @@ func TestParseMode(t *testing.T) {
 		t.Errorf("ParseMode(GPS) accepted")
 	}
 }
+
+// exifWithGPSInIFD1 hangs the GPS IFD off IFD1 rather than IFD0: exiftool reads it there too.
+func exifWithGPSInIFD1() []byte {
+	bo := binary.BigEndian
+	gps := &tiffIFD{entries: []tiffEntry{withTag(0x0001, ascii("S")), rationals(bo, 0x0002, 33, 51, 0)}}
+	ifd1 := &tiffIFD{entries: []tiffEntry{short(bo, 0x0103, 6), {tag: tagGPSIFD, typ: 4, count: 1, sub: gps}}}
+	return buildTIFF(bo, &tiffIFD{entries: []tiffEntry{short(bo, tagOrientation, 3)}, next: ifd1})
+}
+
+func TestGPSEverywhere(t *testing.T) {
+	gpsXMP := strings.Replace(testXMP, `xmlns:dc=`, `xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.5N" xmlns:dc=`, 1)
+	cases := map[string][]byte{
+		"jpeg gps in IFD1": insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("Exif\x00\x00"), exifWithGPSInIFD1())),
+		"jpeg gps in XMP":  insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("http://ns.adobe.com/xap/1.0/\x00"), []byte(gpsXMP))),
+		"png gps in a text chunk": func() []byte {
+			p := encodePNG(t, 8, 8)
+			return slices.Concat(p[:33], chunk("tEXt", []byte("exif:GPSLatitude\x0048/1, 51/1, 29/1")), p[33:])
+		}(),
+		"webp gps in XMP": riff(vp8x(0x04, 2, 2), riffChunk("VP8L", vp8l(2, 2, colorOf(1, 1, 1))), riffChunk("XMP ", []byte(gpsXMP))),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			if g := gpsTags(exiftool(t, b)); len(g) == 0 {
+				t.Fatalf("the test file has no GPS for exiftool")
+			}
+			_, out := mustGuard(t, b, Options{Strip: StripGPS})
+			if g := gpsTags(exiftool(t, out)); len(g) > 0 {
+				t.Errorf("exiftool still finds %v", g)
+			}
+		})
+	}
+}
+
+// WebP with StripAll and no orientation: the EXIF chunk becomes JUNK of the same size.
+func TestWebPExifWithoutOrientation(t *testing.T) {
+	exif := buildTIFF(binary.LittleEndian, &tiffIFD{entries: []tiffEntry{withTag(0x010F, ascii("TestCam"))}})
+	orig := riff(vp8x(0x08, 2, 2), riffChunk("VP8L", vp8l(2, 2, colorOf(1, 1, 1))), riffChunk("EXIF", exif))
+	_, out := mustGuard(t, orig, Options{Strip: StripAll})
+	if len(out) != len(orig) || bytes.Contains(out, []byte("EXIF")) || !bytes.Contains(out, []byte("JUNK")) {
+		t.Errorf("EXIF chunk not turned into JUNK of the same size")
+	}
+	tags := exiftool(t, out)
+	if _, ok := tags["IFD0:Make"]; ok {
+		t.Errorf("exiftool still finds the camera")
+	}
+	if w, ok := tags["ExifTool:Warning"]; ok {
+		t.Errorf("exiftool warns: %v", w)
+	}
+}
+
+// With StripOff a PNG, like a JPEG, goes on through the caller's own reader.
+func TestOffKeepsTheReader(t *testing.T) {
+	for name, b := range map[string][]byte{"png": photoPNG(t, 200, 200, true), "webp": photoWebP(300, 300)} {
+		if len(b) <= sniffLen {
+			b = append(b, make([]byte, sniffLen)...) // trailing bytes: the guard does not look
+		}
+		rest := bytes.NewReader(b[sniffLen:])
+		res, err := Guard(b[:sniffLen], rest, Options{Strip: StripOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Rest != io.Reader(rest) {
+			t.Errorf("%s: Rest is %T", name, res.Rest)
+		}
+	}
+}

@@ -47,7 +47,7 @@ func guardPNG(s *source, opts Options) (Result, error) {
 // pngNext reads the next chunk's header and decides what becomes of it.
 func pngNext(w *chunkWalker, opts Options) error {
 	const f = "PNG"
-	hdr := make([]byte, 8)
+	hdr := w.hdr[:]
 	if err := w.readFull(hdr, "the chunk list (no IEND)"); err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func webpNext(w *chunkWalker, left *int64, opts Options) error {
 		w.tail = true
 		return nil
 	}
-	hdr := make([]byte, 8)
+	hdr := w.hdr[:]
 	if err := w.readFull(hdr, "the RIFF chunks"); err != nil {
 		return err
 	}
