@@ -202,9 +202,9 @@ func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:l
 // source is the file as Guard walks it: win holds what has been read (head first, then more
 // from r, up to limit bytes past head), pos is how far the walk has gone.
 type source struct {
-	win   []byte
-	pos   int
-	r     io.Reader
+	win     []byte
+	pos     int
+	r       io.Reader
 	limit   int // bytes Guard may read from r into win
 	extra   int // bytes read from r so far
 	bounded bool

@@ -39,7 +39,7 @@ type chunkWalker struct {
 	tail   bool
 	image  bool // the image data has begun
 	err    error
-	hdr    [8]byte // the chunk header being given out: out may point into it until consumed
+	hdr    [8]byte                    // the chunk header being given out: out may point into it until consumed
 	next   func(w *chunkWalker) error // reads the next chunk: sets out, pass, tail, image
 }
 
