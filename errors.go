@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -34,6 +36,8 @@ var (
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
+	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
+	errImageMetadataTooLarge = apiError{http.StatusRequestEntityTooLarge, "the image's metadata is larger than " + formatBytes(imageguard.DefaultMaxMetadataBytes)}
 )
 
 // errBadField is a 400 about one text field of the form.

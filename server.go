@@ -77,6 +77,7 @@ func (cfg config) uploadLimits() uploadLimits {
 		uploadTimeout: cfg.uploadTimeout,
 		maxConcurrent: cfg.maxConcurrent,
 		idleTimeout:   cfg.bodyIdleTimeout,
+		image:         cfg.image,
 	}
 }
 
@@ -87,7 +88,7 @@ func corsOptions(cfg config) cors.Options {
 		AllowedOrigins: cfg.allowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id"},
-		ExposedHeaders: []string{"X-Request-Id", "Retry-After"},
+		ExposedHeaders: []string{"X-Request-Id", "Retry-After", metadataRemovedHeader},
 		MaxAge:         600,
 	}
 }

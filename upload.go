@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gabriel-vasile/mimetype"
+
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.
@@ -27,6 +29,7 @@ type uploadLimits struct {
 	uploadTimeout time.Duration
 	maxConcurrent int           // uploads at once; more get 503
 	idleTimeout   time.Duration // the client may send nothing for this long
+	image         imageguard.Options
 }
 
 const (
@@ -134,6 +137,10 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		base, _, _ := strings.Cut(got.String(), ";")
 		return nil, errTypeNotAllowed(base, lim.allowedTypes)
 	}
+	head, file, removed, err := guardImage(head, file, lim)
+	if err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -163,6 +170,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	case bodyErr != nil:
 		return nil, bodyError(bodyErr, lim)
 	case upErr == nil:
+		w.Header().Set(metadataRemovedHeader, removed)
 		return result, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
 		return nil, fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
@@ -472,7 +480,15 @@ func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
 	if !ok {
 		bp := b.copies.Get().(*[]byte)
 		defer b.copies.Put(bp)
-		return copyPieces(w, b.Read, *bp)
+		// What w holds back must not wait on the client: once nothing more has arrived, the
+		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).
+		flush := func() error {
+			if f, ok := w.(flusher); ok && (b.more == nil || !b.more()) {
+				return f.flush()
+			}
+			return nil
+		}
+		return copyPieces(w, b.Read, *bp, flush)
 	}
 	var total int64
 	for {
@@ -580,9 +596,10 @@ func (b *idleBody) resume() {
 	_ = b.rc.SetReadDeadline(time.Time{}) // fails only when unsupported
 }
 
-// copyPieces writes what read yields into w, one piece of buf at a time. Unlike io.CopyBuffer it
-// never hands off to a WriterTo or ReaderFrom, so the WriteTo methods that call it choose the piece size.
-func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte) (int64, error) {
+// copyPieces writes what read yields into w, one piece of buf at a time, calling afterWrite
+// after each write. Unlike io.CopyBuffer it never hands off to a WriterTo or ReaderFrom, so the
+// WriteTo methods that call it choose the piece size.
+func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte, afterWrite func() error) (int64, error) {
 	var total int64
 	for {
 		n, err := read(buf)
@@ -591,6 +608,9 @@ func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte) (int64,
 			total += int64(m)
 			if werr != nil {
 				return total, werr
+			}
+			if err := afterWrite(); err != nil {
+				return total, err
 			}
 		}
 		if errors.Is(err, io.EOF) {

@@ -9,13 +9,14 @@
 // used to sniff its type) and holds rest, a reader of everything after them. Guard returns
 // Result.Prefix, the bytes to send first, and Result.Rest, the reader of what follows:
 //
-//   - JPEG, in every mode, and PNG, WebP and GIF with Strip off: Rest is rest itself, untouched, so
+//   - JPEG, in every mode, and PNG, WebP and GIF with StripOff: Rest is rest itself, untouched, so
 //     a caller that type-asserts rest for a faster path (pieces of its own buffer) keeps it.
 //     For JPEG, only the segments before the first SOS (start of scan) are walked: the Exif
 //     standard puts APP1 right after SOI, and the image size (SOFn) must come before SOS. What
 //     follows the first SOS (the entropy-coded data, later scans, a trailer after EOI such as
-//     an MPF secondary image or a motion-photo video) is passed on as it is.
-//   - PNG and WebP with Strip gps or all: Rest wraps rest. It keeps walking chunk by chunk,
+//     an MPF secondary image or a motion-photo video) is passed on as it is. With StripOff the
+//     walk ends at the frame header (SOFn).
+//   - PNG and WebP with StripGPS or StripAll: Rest wraps rest (Result.Wrapped). It keeps walking chunk by chunk,
 //     passing image data through by length without holding it, because text chunks, eXIf, and
 //     WebP's EXIF and XMP chunks may come after the image data. Such a chunk is held whole
 //     (at most Options.MaxMetadataBytes) and rewritten. A structure problem found there comes
@@ -127,6 +128,9 @@ type Result struct {
 	// Removed is the policy the file went through: "gps" or "all" for a JPEG, PNG or WebP
 	// walked with that mode (whether or not it had such metadata), "none" otherwise.
 	Removed string
+	// Wrapped is true when Rest is not the reader given to Guard but a walker over it, whose
+	// Read may fail with this package's errors.
+	Wrapped bool
 	Format  string // "jpeg", "png", "webp", "gif", or "" for a format Guard does not know
 	Width   int64  // from the header; 0 for an unknown format
 	Height  int64

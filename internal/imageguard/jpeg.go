@@ -94,6 +94,9 @@ func guardJPEG(s *source, opts Options) (Result, error) {
 			if err := opts.checkSize(f, w, h); err != nil {
 				return Result{}, err
 			}
+			if opts.Strip == StripOff { // the size is all that is needed
+				return Result{Prefix: s.win, Rest: s.r, Removed: "none", Format: "jpeg", Width: w, Height: h}, nil
+			}
 		case opts.Strip == StripOff:
 		case m == mAPP1 && len(payload) >= 6 && string(payload[:5]) == "Exif\x00":
 			tiff, ch, err := rewriteExif(payload[6:], opts.Strip, f)

@@ -40,7 +40,7 @@ func guardPNG(s *source, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res.Prefix = append(b[:len(b):len(b)], prefix...)
-	res.Rest = cw
+	res.Rest, res.Wrapped = cw, true
 	return res, nil
 }
 

@@ -87,7 +87,7 @@ func guardWebP(s *source, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res.Prefix = append(prefix, more...)
-	res.Rest = cw
+	res.Rest, res.Wrapped = cw, true
 	return res, nil
 }
 

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"cloudinary-upload-api/internal/imageguard"
+)
+
+// metadataRemovedHeader tells the client which metadata policy its file went through.
+const metadataRemovedHeader = "X-Metadata-Removed"
+
+// guardImage applies STRIP_METADATA and the pixel limits to a file whose first bytes, head,
+// have been read (and its type sniffed) and whose rest is file. It returns the bytes to send
+// first, the reader of the rest, and what was removed ("gps", "all" or "none"). For a JPEG,
+// and for any file with STRIP_METADATA=off, the reader is file itself, so a pieceReader keeps
+// its fast path; a PNG or WebP being stripped comes through the guard's chunk walker.
+func guardImage(head []byte, file io.Reader, lim uploadLimits) ([]byte, io.Reader, string, error) {
+	res, err := imageguard.Guard(head, file, lim.image)
+	if err != nil {
+		return nil, nil, "", imageError(err, lim)
+	}
+	rest := res.Rest
+	if res.Wrapped {
+		rest = &guardedFile{r: res.Rest}
+	}
+	return res.Prefix, rest, res.Removed, nil
+}
+
+// guardedFile turns the guard's errors met after the first bytes went out (a chunk cut short,
+// a metadata chunk over the limit) into the client's 400 or 413. The upload is abandoned: the
+// uploader never finishes a file whose read failed.
+type guardedFile struct{ r io.Reader }
+
+func (g *guardedFile) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		if api := imageAPIError(err); api != nil {
+			return n, fmt.Errorf("%w: %w", *api, err)
+		}
+	}
+	return n, err
+}
+
+// imageError explains why the guard refused a file; a failure to read the body is the body's.
+func imageError(err error, lim uploadLimits) error {
+	if api := imageAPIError(err); api != nil {
+		return fmt.Errorf("%w: %w", *api, err)
+	}
+	return bodyError(err, lim)
+}
+
+func imageAPIError(err error) *apiError {
+	var size *imageguard.SizeError
+	var bad *imageguard.MalformedError
+	switch {
+	case errors.As(err, &size):
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
+			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
+	case errors.As(err, &bad):
+		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
+	case errors.Is(err, imageguard.ErrMetadataTooLarge):
+		return &errImageMetadataTooLarge
+	}
+	return nil
+}
