@@ -417,6 +417,15 @@ func TestReadErrorsPassThrough(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("err %v, want the reader's error", err)
 	}
+	// A request body that ends before its part does says io.ErrUnexpectedEOF: that is the
+	// body's problem, not a malformed image.
+	for _, b := range [][]byte{orig, photoPNG(t, 8, 8, false)} {
+		rest = io.MultiReader(bytes.NewReader(b[100:200]), iotest.ErrReader(io.ErrUnexpectedEOF))
+		_, err = Guard(b[:100], rest, Options{})
+		if !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrMalformed) {
+			t.Errorf("err %v, want the reader's io.ErrUnexpectedEOF", err)
+		}
+	}
 }
 
 func TestMetadataWindow(t *testing.T) {

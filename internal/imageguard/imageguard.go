@@ -238,14 +238,11 @@ func (s *source) fill(n int) error {
 		chunk = min(chunk, s.limit-s.extra)
 		grown := make([]byte, len(s.win), len(s.win)+chunk)
 		copy(grown, s.win)
-		m, err := io.ReadAtLeast(s.r, grown[len(s.win):len(s.win)+chunk], need)
+		m, err := readAtLeast(s.r, grown[len(s.win):len(s.win)+chunk], need)
 		s.win = grown[:len(s.win)+m]
 		s.extra += m
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return errTruncated
-		}
 		if err != nil {
-			return fmt.Errorf("imageguard: reading the file: %w", err)
+			return err
 		}
 	}
 	return nil
@@ -280,4 +277,25 @@ func truncation(format string, err error, what string) error {
 		return malformed(format, "the file ends inside %s", what)
 	}
 	return err
+}
+
+// readAtLeast reads at least min bytes into b. Unlike io.ReadAtLeast it keeps the reader's own
+// errors apart from the file's end: io.EOF where more must follow is errTruncated (the image is
+// cut short), while a reader's io.ErrUnexpectedEOF (a request body that ended before its part
+// did) is the reader's, returned wrapped.
+func readAtLeast(r io.Reader, b []byte, min int) (int, error) {
+	n := 0
+	for n < min {
+		m, err := r.Read(b[n:])
+		n += m
+		switch {
+		case n >= min:
+			return n, nil
+		case err == io.EOF:
+			return n, errTruncated
+		case err != nil:
+			return n, fmt.Errorf("imageguard: reading the file: %w", err)
+		}
+	}
+	return n, nil
 }

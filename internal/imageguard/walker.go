@@ -55,7 +55,7 @@ func (w *chunkWalker) Read(p []byte) (int, error) {
 		case w.pass > 0:
 			n, err := w.src.Read(p[:min(int64(len(p)), w.pass)])
 			w.pass -= int64(n)
-			if errors.Is(err, io.EOF) {
+			if err == io.EOF {
 				if w.pass > 0 {
 					w.err = malformed(w.format, "the file ends inside a chunk")
 					return n, w.err
@@ -77,8 +77,8 @@ func (w *chunkWalker) Read(p []byte) (int, error) {
 
 // readFull reads len(b) bytes of the chunk being walked.
 func (w *chunkWalker) readFull(b []byte, what string) error {
-	_, err := io.ReadFull(w.src, b)
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	_, err := readAtLeast(w.src, b, len(b))
+	if errors.Is(err, errTruncated) {
 		return malformed(w.format, "the file ends inside %s", what)
 	}
 	return err
