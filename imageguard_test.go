@@ -290,3 +290,36 @@ func guardTestHugeMetadata(t *testing.T) []byte {
 	}
 	return append(out, b[2:]...)
 }
+
+// A PNG whose structure breaks after its image data has begun going upstream: the upload
+// fails with 400 and nothing is stored, in Cloudinary or on disk.
+func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
+	b := guardTestPNG(t)
+	broken := slices.Concat(b[:len(b)-12], []byte{0, 0, 0, 40, 't', 'E', 'X', 't', 'c', 'u', 't'}) // a tEXt cut short, no IEND
+	for _, store := range []string{"cloudinary", "local"} {
+		t.Run(store, func(t *testing.T) {
+			fake := newFakeCloudinary(t)
+			env := baseEnv(t, fake)
+			dir := t.TempDir()
+			if store == "local" {
+				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
+			}
+			srv := startServer(t, env)
+			ct, body := multipartBody(t, nil, "broken.png", broken)
+			resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+			var got apiErrorBody
+			decodeBody(t, resp, &got)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "malformed PNG: the file ends inside") {
+				t.Errorf("status %d %q, want 400 naming the cut chunk", resp.StatusCode, got.Error.Message)
+			}
+			if n := len(fake.uploads()); n != 0 {
+				t.Errorf("the fake stored %d uploads", n)
+			}
+			for _, f := range listFiles(t, dir) {
+				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
+					t.Errorf("the local store kept %s", f)
+				}
+			}
+		})
+	}
+}
