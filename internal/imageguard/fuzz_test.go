@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"image"
+	_ "image/gif"
+	_ "image/jpeg"
+	_ "image/png"
 	"io"
 	"slices"
 	"testing"
@@ -54,6 +58,11 @@ func FuzzGuard(f *testing.F) {
 			return
 		}
 		out := append(slices.Clone(res.Prefix), rest...)
+		// Differential: where the standard library's decoders read a size, it is the guard's.
+		if cfg, format, err := image.DecodeConfig(bytes.NewReader(out)); err == nil && format == res.Format &&
+			(int64(cfg.Width) != res.Width || int64(cfg.Height) != res.Height) {
+			t.Fatalf("%s: the guard read %d × %d, image.DecodeConfig %d × %d", format, res.Width, res.Height, cfg.Width, cfg.Height)
+		}
 		if m == StripOff || res.Removed == "none" {
 			if !bytes.Equal(out, b) {
 				t.Fatalf("mode %s, Removed %q: the file changed", m, res.Removed)
