@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/gif"
 	"image/jpeg"
 	"image/png"
 	"io"
@@ -140,7 +141,7 @@ func TestNothingToStripIsByteForByte(t *testing.T) {
 		"bare jpeg":        encodeJPEG(t, 16, 16),
 		"png":              encodePNG(t, 16, 16),
 		"webp":             riff(riffChunk("VP8L", vp8l(3, 2, colorOf(1, 2, 3)))),
-		"gif":              append([]byte("GIF89a\x10\x00\x10\x00\x00\x00\x00"), 0x3b),
+		"gif":              encodeGIF(t, 3, 16, 16, 0, 0),
 		"tiff":             photoExif(binary.LittleEndian, true),
 	}
 	for name, b := range cases {
@@ -278,6 +279,7 @@ func TestPixelLimits(t *testing.T) {
 		{"one side too long", pngBomb(t, 20_001, 10), Options{}, 20_001, 10},
 		{"over MAX_PIXELS", pngBomb(t, 1000, 1000), Options{MaxPixels: 999_999}, 1000, 1000},
 		{"gif", []byte("GIF89a\xff\xff\xff\xff\x00\x00\x00;"), Options{}, 65535, 65535},
+		{"gif frame past the canvas", gifFrameAt(t, 20_000, 50), Options{}, 20_016, 66},
 		{"webp vp8x", riff(vp8x(0, 1<<24, 1<<24)), Options{}, 1 << 24, 1 << 24},
 		{"webp vp8l", riff(riffChunk("VP8L", vp8l(16384, 16384, colorOf(0, 0, 0)))), Options{MaxDimension: 16383}, 16384, 16384},
 	}
@@ -516,5 +518,58 @@ func TestOffKeepsTheReader(t *testing.T) {
 		if res.Rest != io.Reader(rest) {
 			t.Errorf("%s: Rest is %T", name, res.Rest)
 		}
+	}
+}
+
+// encodeGIF is an animated GIF of n frames of w × h, the last one at (x, y) on a canvas that
+// holds them all.
+func encodeGIF(t testing.TB, n, w, h, x, y int) []byte {
+	pal := color.Palette{color.Black, color.White}
+	g := &gif.GIF{Config: image.Config{Width: w + x, Height: h + y, ColorModel: pal}}
+	for i := range n {
+		r := image.Rect(0, 0, w, h)
+		if i == n-1 {
+			r = r.Add(image.Pt(x, y))
+		}
+		img := image.NewPaletted(r, pal)
+		for j := range img.Pix {
+			img.Pix[j] = uint8((i + j) % 2)
+		}
+		g.Image = append(g.Image, img)
+		g.Delay = append(g.Delay, 10)
+	}
+	var b bytes.Buffer
+	if err := gif.EncodeAll(&b, g); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// gifFrameAt is a GIF whose canvas is small but whose second frame sits at (x, y).
+func gifFrameAt(t testing.TB, x, y int) []byte {
+	b := encodeGIF(t, 2, 16, 16, 0, 0)
+	// Move the second image descriptor (the last 0x2C with a 16 × 16 size) to (x, y).
+	i := bytes.LastIndex(b, []byte{0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x10, 0x00})
+	binary.LittleEndian.PutUint16(b[i:], uint16(x))
+	binary.LittleEndian.PutUint16(b[i+2:], uint16(y))
+	return b
+}
+
+func TestGIFFrames(t *testing.T) {
+	b := encodeGIF(t, 4, 30, 20, 5, 7)
+	res, out := mustGuard(t, append(b, make([]byte, 4000)...)[:len(b)], Options{})
+	if !bytes.Equal(out, b) || res.Width != 35 || res.Height != 27 || res.Removed != "none" {
+		t.Errorf("result %+v, same bytes %v", res, bytes.Equal(out, b))
+	}
+	if _, err := gif.DecodeAll(bytes.NewReader(out)); err != nil {
+		t.Errorf("decode: %v", err)
+	}
+	// No trailer after the last frame: passed, as decoders take it.
+	if _, out := mustGuard(t, b[:len(b)-1], Options{}); !bytes.Equal(out, b[:len(b)-1]) {
+		t.Errorf("a GIF without its trailer changed")
+	}
+	// Cut inside a frame's data: refused.
+	if _, _, err := guard(t, b[:len(b)-20], Options{}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a GIF cut inside its data: err %v", err)
 	}
 }

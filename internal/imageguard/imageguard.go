@@ -9,7 +9,7 @@
 // used to sniff its type) and holds rest, a reader of everything after them. Guard returns
 // Result.Prefix, the bytes to send first, and Result.Rest, the reader of what follows:
 //
-//   - JPEG, in every mode, and PNG, WebP and GIF with StripOff: Rest is rest itself, untouched, so
+//   - JPEG, in every mode, and PNG and WebP with StripOff: Rest is rest itself, untouched, so
 //     a caller that type-asserts rest for a faster path (pieces of its own buffer) keeps it.
 //     For JPEG, only the segments before the first SOS (start of scan) are walked: the Exif
 //     standard puts APP1 right after SOI, and the image size (SOFn) must come before SOS. What
@@ -22,6 +22,9 @@
 //     (at most Options.MaxMetadataBytes) and rewritten. A structure problem found there comes
 //     out of Rest.Read as an error (Is ErrMalformed) after the Prefix and some bytes were given
 //     out: the caller must then abandon the upload, never store what it sent.
+//   - GIF, in every mode: Rest wraps rest, to check every frame's size and position against the
+//     limits (some decoders size their buffers by the frames, not the canvas). Nothing is
+//     removed (GIF has no EXIF), Removed is "none", and the bytes pass unchanged.
 //   - Any other format (TIFF, HEIC, AVIF, SVG...): Prefix is head, Rest is rest, Removed "none",
 //     no pixel limit (the storage applies its own).
 //
