@@ -27,6 +27,7 @@ func seeds(t testing.TB) [][]byte {
 		insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("Exif\x00\x00"), gpsInIFD1)),
 		riff(riffChunk("VP8L", vp8l(2, 2, colorOf(1, 2, 3))), riffChunk("EXIF", photoExif(binary.BigEndian, true))),
 		[]byte("GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
+		encodeGIF(t, 2, 4, 3, 1, 1),
 	)
 }
 
