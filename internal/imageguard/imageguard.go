@@ -190,7 +190,7 @@ func (o Options) checkSize(format string, w, h int64) error {
 // send instead. See the package comment for the contract.
 func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 	opts = opts.withDefaults()
-	src := &source{win: head, r: rest, limit: opts.MaxMetadataBytes, bounded: true}
+	src := &source{win: head[:len(head):len(head)], r: rest, limit: opts.MaxMetadataBytes, bounded: true}
 	switch {
 	case hasPrefix(head, "\xff\xd8\xff"):
 		return guardJPEG(src, opts)
@@ -239,10 +239,14 @@ func (s *source) fill(n int) error {
 		}
 		chunk := max(need, 32<<10)
 		chunk = min(chunk, s.limit-s.extra)
-		grown := make([]byte, len(s.win), len(s.win)+chunk)
-		copy(grown, s.win)
-		m, err := readAtLeast(s.r, grown[len(s.win):len(s.win)+chunk], need)
-		s.win = grown[:len(s.win)+m]
+		if cap(s.win)-len(s.win) < chunk { // grow by doubling: slices given out keep the old array
+			grown := make([]byte, len(s.win), max(2*cap(s.win), len(s.win)+chunk))
+			copy(grown, s.win)
+			s.win = grown
+		}
+		// Bytes past len(s.win) belong to no slice given out (they are all capped at their length).
+		m, err := readAtLeast(s.r, s.win[len(s.win):len(s.win)+chunk], need)
+		s.win = s.win[:len(s.win)+m]
 		s.extra += m
 		if err != nil {
 			return err
