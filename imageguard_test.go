@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"hash/crc32"
 	"image"
+	"image/color"
+	"image/gif"
 	"image/jpeg"
 	"image/png"
 	"io"
@@ -322,4 +324,23 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// guardTestGIFFrameFar is a two-frame GIF whose canvas is 16 × 16 but whose second frame sits
+// at x = 30,000: seen only as the file streams, after its first bytes went upstream.
+func guardTestGIFFrameFar(t *testing.T) []byte {
+	pal := color.Palette{color.Black, color.White}
+	g := &gif.GIF{Config: image.Config{Width: 16, Height: 16, ColorModel: pal}}
+	for range 2 {
+		g.Image = append(g.Image, image.NewPaletted(image.Rect(0, 0, 16, 16), pal))
+		g.Delay = append(g.Delay, 10)
+	}
+	var buf bytes.Buffer
+	if err := gif.EncodeAll(&buf, g); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	i := bytes.LastIndex(b, []byte{0x2C, 0, 0, 0, 0, 16, 0, 16, 0})
+	binary.LittleEndian.PutUint16(b[i+1:], 30_000)
+	return b
 }
