@@ -40,6 +40,23 @@ var (
 	errImageMetadataTooLarge = apiError{http.StatusRequestEntityTooLarge, "the image's metadata is larger than " + formatBytes(imageguard.DefaultMaxMetadataBytes)}
 )
 
+// imageAPIError is what the client is told when internal/imageguard refuses a file, or nil
+// for an error that is not the guard's (a failure to read the body).
+func imageAPIError(err error) *apiError {
+	var size *imageguard.SizeError
+	var bad *imageguard.MalformedError
+	switch {
+	case errors.As(err, &size):
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
+			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
+	case errors.As(err, &bad):
+		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
+	case errors.Is(err, imageguard.ErrMetadataTooLarge):
+		return &errImageMetadataTooLarge
+	}
+	return nil
+}
+
 // errBadField is a 400 about one text field of the form.
 func errBadField(format string, args ...any) apiError {
 	return apiError{http.StatusBadRequest, fmt.Sprintf(format, args...)}

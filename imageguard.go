@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"cloudinary-upload-api/internal/imageguard"
 )
@@ -51,19 +50,4 @@ func imageError(err error, lim uploadLimits) error {
 		return fmt.Errorf("%w: %w", *api, err)
 	}
 	return bodyError(err, lim)
-}
-
-func imageAPIError(err error) *apiError {
-	var size *imageguard.SizeError
-	var bad *imageguard.MalformedError
-	switch {
-	case errors.As(err, &size):
-		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
-			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
-	case errors.As(err, &bad):
-		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
-	case errors.Is(err, imageguard.ErrMetadataTooLarge):
-		return &errImageMetadataTooLarge
-	}
-	return nil
 }

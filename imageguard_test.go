@@ -298,7 +298,7 @@ func guardTestHugeMetadata(t *testing.T) []byte {
 func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 	b := guardTestPNG(t)
 	broken := slices.Concat(b[:len(b)-12], []byte{0, 0, 0, 40, 't', 'E', 'X', 't', 'c', 'u', 't'}) // a tEXt cut short, no IEND
-	for _, store := range []string{"cloudinary", "local"} {
+	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
 			env := baseEnv(t, fake)
@@ -307,8 +307,16 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
 			}
 			srv := startServer(t, env)
-			ct, body := multipartBody(t, nil, "broken.png", broken)
-			resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+			var resp *http.Response
+			if store == "cloudinary-chunked" {
+				var err error
+				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(broken), -1); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				ct, body := multipartBody(t, nil, "broken.png", broken)
+				resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+			}
 			var got apiErrorBody
 			decodeBody(t, resp, &got)
 			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "malformed PNG: the file ends inside") {
