@@ -61,8 +61,10 @@
 // names the problem), ErrTooManyPixels (as a *SizeError with the image's size), and
 // ErrMetadataTooLarge (the segments before the image data, or one metadata chunk, exceed
 // Options.MaxMetadataBytes). An error reading rest is returned wrapped, so errors.As finds
-// the reader's own error. A JPEG, PNG or WebP is refused when it cannot be walked exactly,
-// even with StripOff when its size is what cannot be found: never a half-stripped file.
+// the reader's own error. With StripGPS or StripAll, a JPEG, PNG or WebP that cannot be walked
+// exactly is refused: never a half-stripped file. With StripOff only what leads to the size is
+// walked (a JPEG up to its SOFn, a PNG's IHDR, a WebP's first chunk), and refused only when
+// that is broken. A GIF is walked to its end in every mode.
 package imageguard
 
 import (
