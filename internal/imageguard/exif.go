@@ -2,6 +2,7 @@ package imageguard
 
 import (
 	"encoding/binary"
+	"errors"
 	"slices"
 )
 
@@ -67,6 +68,16 @@ func parseExif(b []byte, format string) (*exifBlock, error) {
 			return nil, malformed(format, "EXIF block with more than %d IFDs", maxIFDs)
 		}
 		n, err := e.entries(t.off)
+		partial := false
+		if err != nil && !t.gps && errors.As(err, new(*pastEnd)) {
+			// Cameras and editors leave IFDs that run past the block (a thumbnail's IFD1 cut
+			// off, say). Readers read what fits, so that is what is walked for GPS pointers;
+			// nothing past the end can hold one.
+			n, partial, err = max(0, (len(b)-int(t.off)-2)/12), true, nil
+			if uint64(t.off)+2 > uint64(len(b)) {
+				n = 0
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -92,6 +103,9 @@ func parseExif(b []byte, format string) (*exifBlock, error) {
 					return nil, err
 				}
 				if tag == tagGPSIFD {
+					if partial {
+						return nil, malformed(format, "EXIF GPS pointer in an IFD that runs past the end of the block")
+					}
 					e.gpsParents = append(e.gpsParents, t.off)
 				}
 				for _, o := range offs {
@@ -99,7 +113,7 @@ func parseExif(b []byte, format string) (*exifBlock, error) {
 				}
 			}
 		}
-		if t.chain {
+		if t.chain && !partial {
 			if next := e.bo.Uint32(b[int(t.off)+2+12*n:]); next != 0 {
 				queue = append(queue, todo{off: next, chain: true})
 			}
@@ -112,17 +126,23 @@ func parseExif(b []byte, format string) (*exifBlock, error) {
 // entries checks that the IFD at off lies inside the block and returns its entry count.
 func (e *exifBlock) entries(off uint32) (int, error) {
 	if uint64(off)+2 > uint64(len(e.b)) {
-		return 0, malformed(e.format, "EXIF IFD offset %d past the end of the %d-byte block", off, len(e.b))
+		return 0, &pastEnd{malformed(e.format, "EXIF IFD offset %d past the end of the %d-byte block", off, len(e.b))}
 	}
 	n := int(e.bo.Uint16(e.b[off:]))
 	if n > maxIFDEntries {
 		return 0, malformed(e.format, "EXIF IFD with %d entries (at most %d)", n, maxIFDEntries)
 	}
 	if int(off)+2+12*n+4 > len(e.b) {
-		return 0, malformed(e.format, "EXIF IFD of %d entries runs past the end of the block", n)
+		return 0, &pastEnd{malformed(e.format, "EXIF IFD of %d entries runs past the end of the block", n)}
 	}
 	return n, nil
 }
+
+// pastEnd marks an IFD that does not fit in its block: an error for a GPS IFD, which must be
+// overwritten whole, and read as far as it goes for the others.
+type pastEnd struct{ error }
+
+func (p *pastEnd) Unwrap() error { return p.error }
 
 // pointers reads the IFD offsets of a pointer tag.
 func (e *exifBlock) pointers(tag, typ uint16, count uint32, field []byte) ([]uint32, error) {

@@ -573,3 +573,22 @@ func TestGIFFrames(t *testing.T) {
 		t.Errorf("a GIF cut inside its data: err %v", err)
 	}
 }
+
+// A sloppy EXIF block (IFD1's offset past the end, as when a thumbnail was cut off) is read as
+// far as it goes, as readers do: its GPS is still removed, and the photo is not refused.
+func TestSloppyExifStillStripped(t *testing.T) {
+	tiff := photoExif(binary.BigEndian, true)
+	binary.BigEndian.PutUint32(tiff[8+2+12*5:], uint32(len(tiff)+1000)) // IFD0's next IFD
+	orig := insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("Exif\x00\x00"), tiff))
+	if exiftool(t, orig)["GPS:GPSLatitude"] == nil {
+		t.Fatal("exiftool finds no GPS in the sloppy original")
+	}
+	_, out := mustGuard(t, orig, Options{Strip: StripGPS})
+	tags := exiftool(t, out)
+	if g := gpsTags(tags); len(g) > 0 {
+		t.Errorf("exiftool still finds %v", g)
+	}
+	if tags["IFD0:Make"] != "TestCam" {
+		t.Errorf("Make lost: %v", tags["IFD0:Make"])
+	}
+}
