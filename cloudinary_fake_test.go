@@ -57,6 +57,7 @@ type fakeUpload struct {
 	chunks   []string    // Content-Range header of each chunk, in order; nil for single-request uploads
 	header   http.Header // headers of the (last) request
 	response []byte      // the JSON body the fake answered
+	prefix   []byte      // the file's first fakePrefixBytes bytes (all of a small file)
 }
 
 // tags returns the tags the upload asked for, from a comma-separated tags field or from tags[N] / tags[] fields.
@@ -485,6 +486,7 @@ func (f *fakeCloudinary) misbehave(w http.ResponseWriter, r *http.Request, b fak
 // finish stores the upload (or finds the existing one when overwrite=false) and answers with its resource.
 func (f *fakeCloudinary) finish(w http.ResponseWriter, resourceType string, u fakeUpload, etag string, prefix []byte) {
 	p := fakeCollapseParams(u.params)
+	u.prefix = prefix
 	format, width, height, isImage := fakeDetectImage(prefix)
 	originalFilename := fakeStripExt(path.Base(u.filename))
 	if fo := p.Get("filename_override"); fo != "" {

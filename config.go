@@ -17,6 +17,7 @@ import (
 	"github.com/gabriel-vasile/mimetype"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
@@ -70,6 +71,9 @@ func envVars() []envVar {
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
 		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
+		{name: "STRIP_METADATA", def: "gps", help: "Metadata removed from JPEG, PNG and WebP uploads, without re-encoding: gps (the location only), all (everything but the colour profile and orientation) or off"},
+		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
+		{name: "MAX_IMAGE_DIMENSION", def: "20000", help: "Longest side of an accepted image, in pixels; longer gets 413"},
 		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
 		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true); empty: /metrics is open to anyone who can reach it", secret: true},
 	}
@@ -132,6 +136,7 @@ type config struct {
 	maxFilesPerRequest int
 	fileFields         []string
 	readHeaderTimeout  time.Duration
+	image              imageguard.Options // STRIP_METADATA, MAX_PIXELS, MAX_IMAGE_DIMENSION
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -319,6 +324,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if cfg.minRate, err = parseMinRate(get("MIN_UPLOAD_RATE")); err != nil {
 		problems = append(problems, err)
+	}
+
+	if cfg.image.Strip, err = imageguard.ParseMode(get("STRIP_METADATA")); err != nil {
+		bad("STRIP_METADATA", "gps, all or off")
+	}
+	if n, err := strconv.ParseInt(get("MAX_PIXELS"), 10, 64); err == nil && n > 0 {
+		cfg.image.MaxPixels = n
+	} else {
+		bad("MAX_PIXELS", "a positive number of pixels")
+	}
+	if n, err := strconv.ParseInt(get("MAX_IMAGE_DIMENSION"), 10, 64); err == nil && n > 0 {
+		cfg.image.MaxDimension = n
+	} else {
+		bad("MAX_IMAGE_DIMENSION", "a positive number of pixels")
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")

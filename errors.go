@@ -11,6 +11,7 @@ import (
 
 	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -46,6 +47,8 @@ var (
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
+	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
+	errImageMetadataTooLarge = apiError{http.StatusRequestEntityTooLarge, "the image's metadata is larger than " + formatBytes(imageguard.DefaultMaxMetadataBytes)}
 )
 
 // formError maps an error of the form reader to what the client sees; ok is false for an
@@ -117,6 +120,23 @@ func admissionError(err error) error {
 		return fmt.Errorf("%w: while waiting to be admitted: %w", errClientGone, err)
 	}
 	return err // ErrNeverFits: loadConfig makes sure every upload fits; a 500 if not
+}
+
+// imageAPIError is what the client is told when internal/imageguard refuses a file, or nil
+// for an error that is not the guard's (a failure to read the body).
+func imageAPIError(err error) *apiError {
+	var size *imageguard.SizeError
+	var bad *imageguard.MalformedError
+	switch {
+	case errors.As(err, &size):
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
+			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
+	case errors.As(err, &bad):
+		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
+	case errors.Is(err, imageguard.ErrMetadataTooLarge):
+		return &errImageMetadataTooLarge
+	}
+	return nil
 }
 
 // errBadField is a 400 about one text field of the form.

@@ -100,6 +100,7 @@ func (cfg config) uploadLimits() uploadLimits {
 		maxFiles:      cfg.maxFilesPerRequest,
 		fileFields:    cfg.fileFields,
 		signable:      cfg.signableParams,
+		image:         cfg.image,
 	}
 }
 
@@ -111,7 +112,7 @@ func corsOptions(cfg config) cors.Options {
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
-		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy"},
+		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader},
 		MaxAge:         600,
 	}
 }

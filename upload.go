@@ -20,6 +20,7 @@ import (
 	"github.com/gabriel-vasile/mimetype"
 
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.
@@ -31,6 +32,7 @@ type uploadLimits struct {
 	maxFiles      int           // file parts per request (MAX_FILES_PER_REQUEST)
 	fileFields    []string      // names of the parts taken as files (FILE_FIELDS)
 	signable      []string      // text fields a client may set: the parameters POST /sign signs (SIGNABLE_PARAMS)
+	image         imageguard.Options
 }
 
 const (
@@ -104,8 +106,9 @@ type uploadBuffers struct {
 
 // fileSlot is what became of one file part of the form: Cloudinary's result, or why not.
 type fileSlot struct {
-	result []byte
-	err    error
+	result  []byte
+	removed string // what the image guard removed from a stored file: gps, all or none
+	err     error
 }
 
 // maxBodyBytes bounds the whole request body: every file at its limit, plus the form around them.
@@ -185,8 +188,8 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.filename = cleanFilename(filename)
 			p.baseURL = requestBaseURL(r)
 			p.chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
-			result, err := uploadFile(r, part, up, p, lim, bufs, idle)
-			slots = append(slots, fileSlot{result: result, err: err})
+			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
+			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
 		break // past MAX_FILES_PER_REQUEST: nothing more is read
@@ -194,6 +197,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	if len(fields.ignored) > 0 {
 		loggerFrom(r.Context()).DebugContext(r.Context(), "form fields ignored", "fields", fields.ignored)
 	}
+	setMetadataRemoved(w, slots)
 	switch {
 	case len(slots) == 0:
 		return 0, nil, errNoFilePart(lim.fileFields)
@@ -249,26 +253,31 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 }
 
 // uploadFile streams one file part to the uploader: sniffed, capped and timed.
-func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadParams, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, error) {
+// It returns Cloudinary's result and what the image guard removed from the file ("gps", "all" or "none").
+func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadParams, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, string, error) {
 	head := make([]byte, sniffLen)
 	n, err := io.ReadFull(part, head)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, bodyError(err, lim)
+		return nil, "", bodyError(err, lim)
 	}
 	if n == 0 {
-		return nil, errEmptyFile
+		return nil, "", errEmptyFile
 	}
 	head = head[:n]
 	if got := sniffType(head); !typeAllowed(got, lim.allowedTypes) {
 		base, _, _ := strings.Cut(got.String(), ";")
-		return nil, errTypeNotAllowed(base, lim.allowedTypes)
+		return nil, "", errTypeNotAllowed(base, lim.allowedTypes)
+	}
+	head, file, removed, err := guardImage(head, part, lim)
+	if err != nil {
+		return nil, "", err
 	}
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	body := &uploadBody{
 		head:    head,
-		file:    part,
+		file:    file, // part itself unless the guard must walk the whole file
 		limit:   lim.maxFileBytes,
 		timeout: lim.uploadTimeout,
 		copies:  &bufs.copies,
@@ -289,15 +298,15 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadPar
 	bodyErr := body.stop(idle)
 	switch {
 	case bodyErr != nil:
-		return nil, bodyError(bodyErr, lim)
+		return nil, "", bodyError(bodyErr, lim)
 	case upErr == nil:
-		return result, nil
+		return result, removed, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
-		return nil, fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
+		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
 	case r.Context().Err() != nil:
-		return nil, fmt.Errorf("%w: %w", errClientGone, upErr)
+		return nil, "", fmt.Errorf("%w: %w", errClientGone, upErr)
 	}
-	return nil, upErr
+	return nil, "", upErr
 }
 
 // drainBody reads and drops what is left of a request body whose answer is an error, so that
@@ -587,7 +596,15 @@ func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
 	if !ok {
 		bp := b.copies.Get().(*[]byte)
 		defer b.copies.Put(bp)
-		return copyPieces(w, b.Read, *bp)
+		// What w holds back must not wait on the client: once nothing more has arrived, the
+		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).
+		flush := func() error {
+			if f, ok := w.(flusher); ok && (b.more == nil || !b.more()) {
+				return f.flush()
+			}
+			return nil
+		}
+		return copyPieces(w, b.Read, *bp, flush)
 	}
 	var total int64
 	for {
@@ -658,9 +675,10 @@ func (b *uploadBody) stop(idle *idleBody) error {
 	return b.err
 }
 
-// copyPieces writes what read yields into w, one piece of buf at a time. Unlike io.CopyBuffer it
-// never hands off to a WriterTo or ReaderFrom, so the WriteTo methods that call it choose the piece size.
-func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte) (int64, error) {
+// copyPieces writes what read yields into w, one piece of buf at a time, calling afterWrite
+// after each write. Unlike io.CopyBuffer it never hands off to a WriterTo or ReaderFrom, so the
+// WriteTo methods that call it choose the piece size.
+func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte, afterWrite func() error) (int64, error) {
 	var total int64
 	for {
 		n, err := read(buf)
@@ -669,6 +687,9 @@ func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte) (int64,
 			total += int64(m)
 			if werr != nil {
 				return total, werr
+			}
+			if err := afterWrite(); err != nil {
+				return total, err
 			}
 		}
 		if errors.Is(err, io.EOF) {

@@ -241,6 +241,11 @@ func TestUploadErrors(t *testing.T) {
 		{name: "too_large_by_content_length_one_file_a_request_is_413", env: map[string]string{"MAX_UPLOAD_BYTES": "1000", "MAX_FILES_PER_REQUEST": "1"}, body: form(nil, "big.png", func(t *testing.T) []byte {
 			return append(testPNG(t, 8, 8), make([]byte, 100_000)...)
 		}), wantStatus: 413, wantMessage: "file is larger than the limit of 1000 bytes"},
+		{name: "malformed_image_is_400", body: form(nil, "a.jpg", guardTestTwoSOF), wantStatus: 400, wantMessage: "cannot be read exactly: malformed JPEG: two frame headers"},
+		{name: "pixel_bomb_is_413", body: form(nil, "bomb.png", guardTestBomb), wantStatus: 413, wantMessage: "image is 100000 × 100000 pixels"},
+		{name: "pixel_bomb_is_413_with_strip_off", env: map[string]string{"STRIP_METADATA": "off"}, body: form(nil, "bomb.png", guardTestBomb), wantStatus: 413, wantMessage: "image is 100000 × 100000 pixels"},
+		{name: "gif_frame_past_the_limits_is_413", body: form(nil, "far.gif", guardTestGIFFrameFar), wantStatus: 413, wantMessage: "image is 30016 × 16 pixels", upstream: true},
+		{name: "image_metadata_over_1mib_is_413", body: form(nil, "a.jpg", guardTestHugeMetadata), wantStatus: 413, wantMessage: "metadata is larger than 1 MiB"},
 		{name: "cloudinary_401_is_502", env: map[string]string{"CLOUDINARY_URL": ""}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "rejected the server's credentials", upstream: true},
 		{name: "cloudinary_500_is_502", behaviour: &fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
 		{name: "cloudinary_html_502_is_502", behaviour: &fakeBehaviour{status: 502, contentType: "text/html", body: "<html><body>Bad Gateway</body></html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"cloudinary-upload-api/internal/imageguard"
+)
+
+// metadataRemovedHeader tells the client which metadata policy its file went through.
+const metadataRemovedHeader = "X-Metadata-Removed"
+
+// guardImage applies STRIP_METADATA and the pixel limits to a file whose first bytes, head,
+// have been read (and its type sniffed) and whose rest is file. It returns the bytes to send
+// first, the reader of the rest, and what was removed ("gps", "all" or "none"). For a JPEG,
+// for a PNG or WebP with STRIP_METADATA=off, and for formats the guard does not know, the
+// reader is file itself, so a pieceReader keeps its fast path; a PNG or WebP being stripped,
+// and a GIF (whose every frame is checked), come through the guard's walker.
+func guardImage(head []byte, file io.Reader, lim uploadLimits) ([]byte, io.Reader, string, error) {
+	res, err := imageguard.Guard(head, file, lim.image)
+	if err != nil {
+		return nil, nil, "", imageError(err, lim)
+	}
+	rest := res.Rest
+	if res.Wrapped {
+		rest = &guardedFile{r: res.Rest}
+	}
+	return res.Prefix, rest, res.Removed, nil
+}
+
+// guardedFile turns the guard's errors met after the first bytes went out (a chunk cut short,
+// a metadata chunk over the limit) into the client's 400 or 413. The upload is abandoned: the
+// uploader never finishes a file whose read failed.
+type guardedFile struct{ r io.Reader }
+
+func (g *guardedFile) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		if api := imageAPIError(err); api != nil {
+			return n, fmt.Errorf("%w: %w", *api, err)
+		}
+	}
+	return n, err
+}
+
+// imageError explains why the guard refused a file; a failure to read the body is the body's.
+func imageError(err error, lim uploadLimits) error {
+	if api := imageAPIError(err); api != nil {
+		return fmt.Errorf("%w: %w", *api, err)
+	}
+	return bodyError(err, lim)
+}
+
+// setMetadataRemoved says, in X-Metadata-Removed, what the guard removed from each file part:
+// one value for one file, a comma-separated list in the order of the parts for several ("none"
+// for a file that was not stored). Nothing is said when no file was stored.
+func setMetadataRemoved(w http.ResponseWriter, slots []fileSlot) {
+	values := make([]string, len(slots))
+	stored := false
+	for i, s := range slots {
+		values[i] = "none"
+		if s.err == nil && s.removed != "" {
+			values[i], stored = s.removed, true
+		}
+	}
+	if stored {
+		w.Header().Set(metadataRemovedHeader, strings.Join(values, ", "))
+	}
+}
