@@ -90,7 +90,7 @@ func run(args []string, out io.Writer) error {
 	}
 	env := append(environ(),
 		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=info",
-		"RATE_LIMIT=off", // one load generator is one client: the per-client limit would answer 429
+		"RATE_LIMIT=off", "MAX_UPLOADS_PER_CLIENT=off", // one load generator is one client: the per-client limits would answer 429
 		"CLOUDINARY_URL=cloudinary://123:secret@demo?upload_prefix=http://"+up.Addr,
 		"MAX_UPLOAD_BYTES="+strconv.FormatInt(*size+1, 10),
 		"MAX_CONCURRENT_UPLOADS="+strconv.Itoa(*conc))
@@ -162,7 +162,7 @@ func run(args []string, out io.Writer) error {
 func environ() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if name, _, _ := strings.Cut(kv, "="); !strings.Contains(",PORT,ENV_FILE,LOG_LEVEL,RATE_LIMIT,CLOUDINARY_URL,MAX_UPLOAD_BYTES,MAX_CONCURRENT_UPLOADS,CHUNK_SIZE,", ","+name+",") {
+		if name, _, _ := strings.Cut(kv, "="); !strings.Contains(",PORT,ENV_FILE,LOG_LEVEL,RATE_LIMIT,MAX_UPLOADS_PER_CLIENT,CLOUDINARY_URL,MAX_UPLOAD_BYTES,MAX_CONCURRENT_UPLOADS,CHUNK_SIZE,", ","+name+",") {
 			env = append(env, kv)
 		}
 	}
