@@ -284,7 +284,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	// Short grace and window so the test takes a fraction of a second; the rule is the same.
-	env["MIN_UPLOAD_RATE"] = "64KiB/s,grace=300ms,window=300ms"
+	env["MIN_UPLOAD_RATE"] = "64KiB/s,grace=1s,window=500ms"
 	env["MAX_UPLOADS_PER_CLIENT"] = "off" // all 32 get in: the rate alone must deal with them
 	env["RATE_LIMIT"] = "off"
 	env["METRICS"] = "true"

@@ -171,3 +171,39 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfigAdmission(t *testing.T) {
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.uploadMemory != 256<<20 || cfg.admissionWait != 2*time.Second || cfg.maxConcurrent != 0 || cfg.maxPerClient != 8 {
+		t.Errorf("defaults: memory %d, wait %s, cap %d, per client %d", cfg.uploadMemory, cfg.admissionWait, cfg.maxConcurrent, cfg.maxPerClient)
+	}
+	if r := cfg.minRate; r.BytesPerSecond != 8192 || r.Grace != 10*time.Second || r.Window != 20*time.Second {
+		t.Errorf("MIN_UPLOAD_RATE default: %+v", r)
+	}
+	cfg, err = loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud",
+		"UPLOAD_MEMORY": "1GiB", "MAX_CONCURRENT_UPLOADS": "3", "MAX_UPLOADS_PER_CLIENT": "off",
+		"MIN_UPLOAD_RATE": "40KB/s,grace=5s,window=30s", "ADMISSION_WAIT": "0s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.uploadMemory != 1<<30 || cfg.maxConcurrent != 3 || cfg.maxPerClient != 0 || cfg.admissionWait != 0 ||
+		cfg.minRate.BytesPerSecond != 40000 || cfg.minRate.Grace != 5*time.Second || cfg.minRate.Window != 30*time.Second {
+		t.Errorf("set values not read: %+v", cfg)
+	}
+	if cfg, err := loadConfig(mapGetenv(map[string]string{"MIN_UPLOAD_RATE": "off"})); err != nil || !cfg.minRate.Off() {
+		t.Errorf("MIN_UPLOAD_RATE=off: %v, %+v", err, cfg.minRate)
+	}
+	_, err = loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud",
+		"UPLOAD_MEMORY": "10MiB", "MAX_UPLOADS_PER_CLIENT": "-1", "MIN_UPLOAD_RATE": "fast", "ADMISSION_WAIT": "soon"}))
+	for _, name := range []string{"UPLOAD_MEMORY", "MAX_UPLOADS_PER_CLIENT", "MIN_UPLOAD_RATE", "ADMISSION_WAIT"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error %v does not name %s", err, name)
+		}
+	}
+	if err != nil && !strings.Contains(err.Error(), "one chunked upload") {
+		t.Errorf("a budget smaller than one chunked upload is not explained: %v", err)
+	}
+}

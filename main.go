@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
 // harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
-const runtimeHeadroom = 48 << 20
+const runtimeHeadroom = 32 << 20
 
 // newLogger writes structured lines to w.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {

@@ -3,6 +3,7 @@
 // GB uploaded and its throughput beside sending the same bytes straight to the fake.
 //
 //	go run ./tools/loadcheck -size 50000000 -c 4 -n 16
+//	go run ./tools/loadcheck -fair -size 1000000 -c 200
 //
 // It builds the server from the repository root (the working directory) unless -server is given.
 // With -floor it also sends the uploads through a bare forwarder (this binary re-executed with
@@ -58,6 +59,10 @@ func run(args []string, out io.Writer) error {
 	server := fs.String("server", "", "server binary (default: go build the working directory)")
 	chunk := fs.String("chunk", "", "CHUNK_SIZE for the server (default: the server's default)")
 	floor := fs.Bool("floor", false, "also measure a bare forwarder: the floor of any proxy's cost")
+	fair := fs.Bool("fair", false, "instead: the server on its defaults under a crowd (-c uploads of -size at once, 8 per address), then under slow clients from one address while another uploads")
+	slowHeaders := fs.Int("slow-headers", 1000, "with -fair: connections that trickle their headers")
+	slowBodies := fs.Int("slow-bodies", 200, "with -fair: connections that trickle their bodies")
+	attack := fs.Duration("attack", 30*time.Second, "with -fair: how long the good client uploads among the slow ones")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,9 +85,12 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("go build: %w\n%s", err, b)
 		}
 	}
-	env := append(os.Environ(),
+	if *fair {
+		return fairCheck(bin, up.Addr, *size, *conc, *slowHeaders, *slowBodies, *attack, out)
+	}
+	env := append(environ(),
 		"PORT=0", "ENV_FILE=/nonexistent/.env", "LOG_LEVEL=info",
-		"RATE_LIMIT=off", // one load generator is one client: the per-client limit would answer 429
+		"RATE_LIMIT=off", "MAX_UPLOADS_PER_CLIENT=off", // one load generator is one client: the per-client limits would answer 429
 		"CLOUDINARY_URL=cloudinary://123:secret@demo?upload_prefix=http://"+up.Addr,
 		"MAX_UPLOAD_BYTES="+strconv.FormatInt(*size+1, 10),
 		"MAX_CONCURRENT_UPLOADS="+strconv.Itoa(*conc))
@@ -148,6 +156,17 @@ func run(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "server:  %7.1f MB/s  %7.1f uploads/s  (%.0f%% of direct)\n", gb*1e3/serverDur.Seconds(), float64(*n)/serverDur.Seconds(), 100*directDur.Seconds()/serverDur.Seconds())
 	fmt.Fprintf(out, "server CPU: %.2f s in all, %.2f s/GB;  peak RSS: %.1f MiB\n", serverCPU, serverCPU/gb, float64(hwm)/(1<<20))
 	return nil
+}
+
+// environ is the environment the server is started with, without the variables loadcheck sets.
+func environ() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); !strings.Contains(",PORT,ENV_FILE,LOG_LEVEL,RATE_LIMIT,MAX_UPLOADS_PER_CLIENT,CLOUDINARY_URL,MAX_UPLOAD_BYTES,MAX_CONCURRENT_UPLOADS,CHUNK_SIZE,", ","+name+",") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // measure drives the uploads at url and returns how long they took and the CPU seconds that
