@@ -319,9 +319,10 @@ func xhrPosts(t *testing.T, tab context.Context, url string) int {
 
 // libBackend is a server that stores what it receives, and a way to read back what it stored.
 type libBackend struct {
-	name   string
-	srv    *testServer
-	stored func(t *testing.T) []string // SHA-256 of every stored file, in the order stored where known
+	name    string
+	srv     *testServer
+	stored  func(t *testing.T) []string // SHA-256 of every stored file
+	ordered bool                        // stored lists them in the order they were stored
 }
 
 func startLibBackends(t *testing.T, origin string) []libBackend {
@@ -334,7 +335,7 @@ func startLibBackends(t *testing.T, origin string) []libBackend {
 		env["MAX_UPLOAD_BYTES"] = "1048576"
 		env["ALLOWED_ORIGINS"] = origin
 	}
-	out = append(out, libBackend{name: "fake_cloudinary", srv: startServer(t, fakeEnv), stored: func(t *testing.T) []string {
+	out = append(out, libBackend{name: "fake_cloudinary", srv: startServer(t, fakeEnv), ordered: true, stored: func(t *testing.T) []string {
 		var sums []string
 		for _, u := range fake.uploads() {
 			sums = append(sums, u.sha256)
@@ -381,14 +382,19 @@ func paths(files []libFile) []string {
 	return out
 }
 
-// checkArrived fails unless every file was stored byte for byte.
+// checkArrived fails unless every file was stored byte for byte, and, where the store tells, in order.
 func checkArrived(t *testing.T, b libBackend, files []libFile) {
 	t.Helper()
 	stored := b.stored(t)
+	var want []string
 	for _, f := range files {
+		want = append(want, f.sha)
 		if !slices.Contains(stored, f.sha) {
 			t.Errorf("%s did not arrive byte for byte (sha256 %s not stored)", f.name, f.sha)
 		}
+	}
+	if b.ordered && len(stored) >= len(want) && !slices.Equal(stored[len(stored)-len(want):], want) {
+		t.Errorf("the last %d files stored are not the files picked, in order", len(want))
 	}
 }
 
