@@ -174,12 +174,16 @@ func (s *libSite) servePage(w http.ResponseWriter, r *http.Request) {
 	case "dropzone":
 		body = `<link rel="stylesheet" href="/node_modules/dropzone/dist/dropzone.css">
 <script type="importmap">{"imports": {"dropzone": "/node_modules/dropzone/dist/dropzone.mjs"}}</script>
-<div id="uploader"></div>` + script(lib+".js")
+<div id="uploader" class="dropzone"></div>` + script(lib+".js")
 	case "blueimp":
 		body = `<script src="/node_modules/jquery/dist/jquery.min.js"></script>
 <script src="/node_modules/blueimp-file-upload/js/vendor/jquery.ui.widget.js"></script>
 <script src="/node_modules/blueimp-file-upload/js/jquery.fileupload.js"></script>
-<input id="fileupload" type="file" name="files[]" multiple>
+<form>
+  <input name="tags" value="blueimp, browser">
+  <input name="comment" value="blueimp posts every input of the surrounding form">
+  <input id="fileupload" type="file" name="files[]" multiple>
+</form>
 <ul id="uploads"></ul>
 <script src="/snippet/blueimp.js?api=` + url.QueryEscape(api) + `"></script>`
 	case "form":
@@ -278,6 +282,7 @@ func uploadWith(t *testing.T, tab context.Context, site *libSite, lib, api strin
 	if err != nil {
 		t.Fatalf("%s: read the page: %v", lib, err)
 	}
+	screenshot(t, tab, "lib-"+strings.ReplaceAll(t.Name(), "/", "-")+".png")
 	return items
 }
 
@@ -589,30 +594,44 @@ func TestBrowserLibraries(t *testing.T) {
 // TestREADMELibrarySnippets keeps the README's snippets the tested ones: each file in
 // testdata/browserlibs that TestBrowserLibraries runs is in the README, after a
 // <!-- snippet: path --> line, as the fenced block that follows it, byte for byte.
+// go test -run TestREADMELibrarySnippets -update copies the files into the README.
 func TestREADMELibrarySnippets(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	readme := string(b)
 	for _, name := range []string{"uppy.js", "filepond.js", "dropzone.js", "blueimp.js", "form.html"} {
 		marker := "<!-- snippet: " + browserLibsDir + "/" + name + " -->\n"
-		if n := strings.Count(string(readme), marker); n != 1 {
+		if n := strings.Count(readme, marker); n != 1 {
 			t.Errorf("README has %d %q lines, want 1", n, strings.TrimSpace(marker))
 			continue
 		}
-		_, rest, _ := strings.Cut(string(readme), marker)
+		before, rest, _ := strings.Cut(readme, marker)
 		fence, rest, ok := strings.Cut(rest, "\n")
 		if !ok || !strings.HasPrefix(fence, "```") {
 			t.Errorf("README: no fenced block right after %q", strings.TrimSpace(marker))
 			continue
 		}
-		block, _, ok := strings.Cut(rest, "\n```\n")
+		block, after, ok := strings.Cut(rest, "\n```\n")
 		if !ok {
 			t.Errorf("README: the block after %q does not end", strings.TrimSpace(marker))
 			continue
 		}
-		if want := readSnippet(t, name); block+"\n" != want {
-			t.Errorf("README's %s snippet differs from %s/%s (the tested one):\nREADME:\n%s\nfile:\n%s", name, browserLibsDir, name, block, want)
+		want := readSnippet(t, name)
+		if block+"\n" == want {
+			continue
+		}
+		if *update {
+			readme = before + marker + fence + "\n" + want + "```\n" + after
+			continue
+		}
+		t.Errorf("README's %s snippet differs from %s/%s, the tested one (go test -run TestREADMELibrarySnippets -update copies it):\nREADME:\n%s\nfile:\n%s",
+			name, browserLibsDir, name, block, want)
+	}
+	if *update && readme != string(b) {
+		if err := os.WriteFile("README.md", []byte(readme), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -1,4 +1,5 @@
-// Dropzone 6: npm install dropzone. In the page: <div id="uploader"></div> and dropzone/dist/dropzone.css.
+// Dropzone 6: npm install dropzone. In the page: <div id="uploader" class="dropzone"></div>
+// and dropzone/dist/dropzone.css.
 import Dropzone from 'dropzone'
 
 new Dropzone('#uploader', {
