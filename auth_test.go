@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"cloudinary-upload-api/internal/formstream"
 )
 
 func tokenConfig(t testing.TB, tokens string) config {
@@ -187,7 +190,7 @@ func FuzzFormFields(f *testing.F) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		p, file, err := readFieldsUntilFile(multipart.NewReader(&buf, w.Boundary()), lim)
+		p, file, err := readFieldsForTest(&buf, w.Boundary(), lim)
 		if err != nil {
 			var api apiError
 			if !errors.As(err, &api) || api.status != http.StatusBadRequest {
@@ -223,6 +226,27 @@ func TestLoadConfigAccessVariables(t *testing.T) {
 	for _, name := range []string{"RATE_LIMIT", "TRUST_PROXY", "SIGNABLE_PARAMS", "READ_HEADER_TIMEOUT"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}
+
+// readFieldsForTest reads the text fields before the first file part as serveUpload does.
+func readFieldsForTest(r io.Reader, boundary string, lim uploadLimits) (uploadParams, *formstream.Part, error) {
+	form := formstream.NewReader(r, boundary, nil, formstream.Limits{NonFileBytes: formOverhead, HeaderBytes: formOverhead})
+	fields := formFields{seen: map[string]bool{}}
+	for {
+		part, err := form.NextPart()
+		if errors.Is(err, io.EOF) {
+			return fields.p, nil, errNoFilePart(lim.fileFields)
+		}
+		if err != nil {
+			return fields.p, nil, bodyError(err, lim)
+		}
+		if _, ok := part.FileName(); ok {
+			return fields.p, part, nil
+		}
+		if err := fields.read(part, part.Name(), lim); err != nil {
+			return fields.p, nil, err
 		}
 	}
 }

@@ -17,11 +17,12 @@ import (
 
 // uploadParams are the per-upload choices a client may make.
 type uploadParams struct {
-	publicID string   // empty: the store picks one
-	tags     []string // may be empty
-	filename string   // the client's file name, base name only; may be empty
-	baseURL  string   // this server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
-	chunked  bool     // the file may not fit one request (size unknown or too large): send it in chunks
+	publicID string            // empty: the store picks one
+	tags     []string          // may be empty
+	extra    map[string]string // the other parameters of SIGNABLE_PARAMS the client set (context, …), checked by clientParam
+	filename string            // the client's file name, base name only; may be empty
+	baseURL  string            // this server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
+	chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
 }
 
 // uploader stores one file and answers with the upload result as JSON,
@@ -97,7 +98,7 @@ func (c *cloudinaryUploader) send(ctx context.Context, file io.Reader, p uploadP
 	if p.publicID != "" {
 		params.Overwrite = api.Bool(false) // a client must not replace someone else's file
 	}
-	fields, err := c.endpoint.signedFields(params, time.Now()) // signed afresh for every chunk: never stale
+	fields, err := c.endpoint.signedFields(params, p.extra, time.Now()) // signed afresh for every chunk: never stale
 	if err != nil {
 		return nil, err
 	}

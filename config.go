@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,8 @@ func envVars() []envVar {
 		{name: "PORT", def: "8080", help: "TCP port to listen on (Heroku sets it)"},
 		{name: "ALLOWED_ORIGINS", def: "*", help: "Comma-separated origins allowed by CORS, or * for any"},
 		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB); may be far larger, since files over Cloudinary's 100 MiB single-request limit go up in chunks"},
+		{name: "MAX_FILES_PER_REQUEST", def: "10", help: "File parts one POST /upload may carry, each uploaded in order; a file past it is answered with 400 and the rest of the form is not read. The request body may be this many times MAX_UPLOAD_BYTES"},
+		{name: "FILE_FIELDS", def: "file,files,files[],filepond", help: "Names of the form parts taken as files (a part with a filename); a file under another name is refused with 400"},
 		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything; SVG must be named"},
 		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into"},
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
@@ -61,6 +64,9 @@ func envVars() []envVar {
 		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true); empty: /metrics is open to anyone who can reach it", secret: true},
 	}
 }
+
+// fileFieldRE is what a FILE_FIELDS name may be: what the upload libraries use, files[] included.
+var fileFieldRE = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]]{1,64}$`)
 
 // secret is a string that never prints itself.
 type secret string
@@ -102,11 +108,13 @@ type config struct {
 	metrics         bool   // serve GET /metrics
 	metricsToken    secret // empty: no token needed
 
-	uploadTokens      *tokenSet // nil: anyone may upload
-	rateLimit         rateSpec
-	trustProxy        bool
-	signableParams    []string
-	readHeaderTimeout time.Duration
+	uploadTokens       *tokenSet // nil: anyone may upload
+	rateLimit          rateSpec
+	trustProxy         bool
+	signableParams     []string
+	maxFilesPerRequest int
+	fileFields         []string
+	readHeaderTimeout  time.Duration
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -225,6 +233,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if cfg.signableParams, err = parseSignableParams(get("SIGNABLE_PARAMS")); err != nil {
 		problems = append(problems, err)
+	}
+	if n, err := strconv.Atoi(get("MAX_FILES_PER_REQUEST")); err == nil && n >= 1 && n <= 1000 {
+		cfg.maxFilesPerRequest = n
+	} else {
+		bad("MAX_FILES_PER_REQUEST", "a number of files from 1 to 1000")
+	}
+	cfg.fileFields = splitList(get("FILE_FIELDS"))
+	for _, f := range cfg.fileFields {
+		if !fileFieldRE.MatchString(f) || slices.Contains(cfg.signableParams, f) {
+			problems = append(problems, fmt.Errorf("FILE_FIELDS: %q is not a form field name, or is one of SIGNABLE_PARAMS", truncate(f, 64)))
+		}
+	}
+	if len(cfg.fileFields) == 0 {
+		bad("FILE_FIELDS", "at least one form field name")
 	}
 	if creds != nil {
 		if err := validateSigningParams(creds.params); err != nil {

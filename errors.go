@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -22,7 +23,6 @@ var (
 	errMethodNotAllowed    = apiError{http.StatusMethodNotAllowed, "method not allowed"}
 	errNotMultipart        = apiError{http.StatusUnsupportedMediaType, "Content-Type must be multipart/form-data with a boundary"}
 	errMalformedBody       = apiError{http.StatusBadRequest, "malformed multipart body"}
-	errNoFilePart          = apiError{http.StatusBadRequest, `form has no "file" part`}
 	errEmptyFile           = apiError{http.StatusBadRequest, "file is empty"}
 	errBodyIncomplete      = apiError{http.StatusBadRequest, "request body ended before the file was complete"}
 	errUpstreamCredentials = apiError{http.StatusBadGateway, "Cloudinary rejected the server's credentials"}
@@ -34,7 +34,48 @@ var (
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
+	errFormTooLarge        = apiError{http.StatusBadRequest, "form fields and part headers are larger than " + formatBytes(formOverhead) + " (files not counted)"}
+	errTooManyParts        = apiError{http.StatusBadRequest, fmt.Sprintf("form has more than %d parts", maxFormParts)}
+	errNoDelimiter         = apiError{http.StatusBadRequest, "the body has no delimiter line of the boundary its Content-Type gives"}
+	errTransferEncoding    = apiError{http.StatusBadRequest, "form parts with a Content-Transfer-Encoding are not accepted"}
+	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 )
+
+// errNoFilePart is the 400 for a form without a file part.
+func errNoFilePart(fileFields []string) apiError {
+	return apiError{http.StatusBadRequest, fmt.Sprintf("form has no file part (a part with a filename, named %s)", orList(fileFields))}
+}
+
+// errNotFileField is the 400 for a file part under a name FILE_FIELDS does not list.
+func errNotFileField(name string, fileFields []string) apiError {
+	return apiError{http.StatusBadRequest, fmt.Sprintf("file part %q is not accepted: send files as %s", truncate(name, 64), orList(fileFields))}
+}
+
+// errTooManyFiles is the 400 for the file part past MAX_FILES_PER_REQUEST.
+func errTooManyFiles(limit int) apiError {
+	return apiError{http.StatusBadRequest, fmt.Sprintf("not stored: at most %d files per request", limit)}
+}
+
+// errBodyTooLarge is the 413 for a request body over the bound of MAX_FILES_PER_REQUEST files
+// of MAX_UPLOAD_BYTES; with one file per request it is the file's own 413.
+func errBodyTooLarge(lim uploadLimits) apiError {
+	if lim.maxFiles <= 1 {
+		return errTooLarge(lim.maxFileBytes)
+	}
+	return apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request is larger than the limit of %d files of %s", lim.maxFiles, formatBytes(lim.maxFileBytes))}
+}
+
+// orList writes names as "a, b or c", each quoted.
+func orList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	if len(q) < 2 {
+		return strings.Join(q, "")
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
 
 // errBadField is a 400 about one text field of the form.
 func errBadField(format string, args ...any) apiError {
@@ -56,21 +97,43 @@ func errUpstreamRejected(message string) apiError {
 	return apiError{http.StatusBadRequest, "Cloudinary rejected the file: " + message}
 }
 
-// writeError answers in Cloudinary's shape. A 5xx is logged with its cause; the client never sees the cause.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	log := loggerFrom(r.Context())
+// asAPIError is what the client sees of err: the apiError it wraps, else a 500.
+func asAPIError(err error) apiError {
 	apiErr := errInternal
 	if !errors.As(err, &apiErr) {
 		apiErr = errInternal
 	}
+	return apiErr
+}
+
+// logClientError logs err as the client will see it: a 5xx with its cause as an error, a
+// refusal as information.
+func logClientError(r *http.Request, err error) apiError {
+	log := loggerFrom(r.Context())
+	apiErr := asAPIError(err)
 	if apiErr.status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "status", apiErr.status, "err", err)
 	} else {
 		log.InfoContext(r.Context(), "request refused", "status", apiErr.status, "err", err)
 	}
-	body := map[string]map[string]string{"error": {"message": apiErr.message}}
-	if err := encode(w, apiErr.status, body); err != nil {
-		log.WarnContext(r.Context(), "write error response", "err", err)
+	return apiErr
+}
+
+// errorMessage is the inside of Cloudinary's error shape.
+type errorMessage struct {
+	Message string `json:"message"`
+}
+
+// errorBody is Cloudinary's error shape: {"error":{"message":…}}.
+func errorBody(e apiError) map[string]errorMessage {
+	return map[string]errorMessage{"error": {Message: e.message}}
+}
+
+// writeError answers in Cloudinary's shape. A 5xx is logged with its cause; the client never sees the cause.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	apiErr := logClientError(r, err)
+	if err := encode(w, apiErr.status, errorBody(apiErr)); err != nil {
+		loggerFrom(r.Context()).WarnContext(r.Context(), "write error response", "err", err)
 	}
 }
 

@@ -126,10 +126,10 @@ func TestHostileInput(t *testing.T) {
 		{name: "bad_boundary", contentType: "multipart/form-data; boundary=other", body: func() io.Reader {
 			return strings.NewReader(filePart(`form-data; name="file"; filename="a.png"`, png) + end)
 		},
-			status: 400, message: `no "file" part`},
+			status: 400, message: "no delimiter line of the boundary"},
 		{name: "unterminated_part_header", contentType: mp, body: func() io.Reader {
 			return strings.NewReader("--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n")
-		}, status: 400, message: `no "file" part`}, // the body ended before any part began
+		}, status: 400, message: "request body ended"}, // the body ended in the part's headers
 		{name: "unterminated_file_part", contentType: mp, body: func() io.Reader {
 			return strings.NewReader("--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + string(big))
 		}, status: 400, message: "request body ended before the file was complete", upstream: true},
@@ -142,16 +142,16 @@ func TestHostileInput(t *testing.T) {
 		{name: "one_megabyte_part_header", contentType: mp, body: func() io.Reader {
 			return io.MultiReader(strings.NewReader("--"+b+"\r\nContent-Disposition: form-data; name=\"file\"; filename=\""),
 				repeatReader("a", 1<<20), strings.NewReader("\"\r\n\r\n"+string(png)+"\r\n"+end))
-		}, status: 400, message: "part headers before the file are larger than 64 KiB"},
+		}, status: 400, message: "form fields and part headers are larger than 64 KiB"},
 		{name: "fifty_megabyte_text_field", contentType: mp, body: func() io.Reader {
 			return io.MultiReader(strings.NewReader("--"+b+"\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\n"),
 				repeatReader("t", 50<<20), strings.NewReader("\r\n"+filePart(`form-data; name="file"; filename="a.png"`, png)+end))
 		}, status: 400, message: `"tags" is longer than 2048 bytes`},
 		{name: "file_part_without_name", contentType: mp, body: func() io.Reader { return strings.NewReader(filePart(`form-data; filename="a.png"`, png) + end) },
 			status: 400, message: "form part without a name"},
-		{name: "two_file_parts_only_first_taken", contentType: mp, body: func() io.Reader {
+		{name: "two_file_parts_both_stored", contentType: mp, body: func() io.Reader {
 			return strings.NewReader(filePart(`form-data; name="file"; filename="a.png"`, png) + filePart(`form-data; name="file"; filename="b.png"`, big) + end)
-		}, status: 200, stored: 1, upstream: true},
+		}, status: 200, stored: 2, upstream: true},
 		{name: "filename_with_dotdot", contentType: mp, body: func() io.Reader {
 			return strings.NewReader(filePart(`form-data; name="file"; filename="../../etc/passwd.png"`, png) + end)
 		}, status: 200, stored: 1, upstream: true},

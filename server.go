@@ -77,6 +77,9 @@ func (cfg config) uploadLimits() uploadLimits {
 		uploadTimeout: cfg.uploadTimeout,
 		maxConcurrent: cfg.maxConcurrent,
 		idleTimeout:   cfg.bodyIdleTimeout,
+		maxFiles:      cfg.maxFilesPerRequest,
+		fileFields:    cfg.fileFields,
+		signable:      cfg.signableParams,
 	}
 }
 
@@ -86,7 +89,8 @@ func corsOptions(cfg config) cors.Options {
 	return cors.Options{
 		AllowedOrigins: cfg.allowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
-		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id"},
+		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
+		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
 		ExposedHeaders: []string{"X-Request-Id", "Retry-After"},
 		MaxAge:         600,
 	}

@@ -119,3 +119,29 @@ func TestCORS(t *testing.T) {
 		})
 	}
 }
+
+func TestCORSAllowsUploadLibraryHeaders(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s", "ALLOWED_ORIGINS": "https://app.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	for _, asked := range []string{
+		"cache-control,x-requested-with", // Dropzone's preflight, as Chromium sends it: lower case, sorted
+		"x-requested-with",               // blueimp's
+		"authorization,cache-control,content-type,x-request-id,x-requested-with",
+	} {
+		req := httptest.NewRequest(http.MethodOptions, "/upload", nil)
+		req.Header.Set("Origin", "https://app.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", asked)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Origin") != "https://app.example" ||
+			strings.ToLower(rec.Header().Get("Access-Control-Allow-Headers")) != asked {
+			t.Errorf("preflight asking for %s: %d, allow-origin %q, allow-headers %q", asked, rec.Code,
+				rec.Header().Get("Access-Control-Allow-Origin"), rec.Header().Get("Access-Control-Allow-Headers"))
+		}
+	}
+}

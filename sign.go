@@ -187,11 +187,6 @@ func signValue(name string, raw json.RawMessage) (string, error) {
 		} else if json.Unmarshal(raw, &s) != nil {
 			return "", errBadField("tags must be a list of strings or a comma-separated string")
 		}
-		tags, err := parseTags(s)
-		if err != nil {
-			return "", err
-		}
-		return strings.Join(tags, ","), nil
 	case "context":
 		var obj map[string]string
 		if json.Unmarshal(raw, &obj) == nil && obj != nil {
@@ -203,6 +198,19 @@ func signValue(name string, raw json.RawMessage) (string, error) {
 		if json.Unmarshal(raw, &s) != nil {
 			return "", errBadField("parameter %q must be a string", name)
 		}
+	}
+	return clientParam(name, s)
+}
+
+// clientParam checks the value of one parameter a client chose, as the string Cloudinary takes
+// in its form, and returns it cleaned: the one check for POST /sign and the fields of POST /upload.
+func clientParam(name, s string) (string, error) {
+	if name == "tags" {
+		tags, err := parseTags(s)
+		if err != nil {
+			return "", err
+		}
+		return strings.Join(tags, ","), nil
 	}
 	s = strings.TrimSpace(s)
 	if len(s) > maxFieldBytes || !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {

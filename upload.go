@@ -1,15 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gabriel-vasile/mimetype"
+
+	"cloudinary-upload-api/internal/formstream"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.
@@ -27,10 +30,14 @@ type uploadLimits struct {
 	uploadTimeout time.Duration
 	maxConcurrent int           // uploads at once; more get 503
 	idleTimeout   time.Duration // the client may send nothing for this long
+	maxFiles      int           // file parts per request (MAX_FILES_PER_REQUEST)
+	fileFields    []string      // names of the parts taken as files (FILE_FIELDS)
+	signable      []string      // text fields a client may set: the parameters POST /sign signs (SIGNABLE_PARAMS)
 }
 
 const (
-	formOverhead   = 64 << 10 // boundaries, part headers and text fields allowed on top of the file
+	formOverhead   = 64 << 10 // boundaries, part headers and text fields allowed on top of the files
+	maxFormParts   = 1000     // parts of one form, files and text fields
 	maxFieldBytes  = 2048     // one text field
 	maxPublicIDLen = 255      // Cloudinary's limit
 	maxTags        = 50
@@ -49,12 +56,12 @@ var errClientGone = apiError{499, "client closed the request"}
 // retryAfterBusy is what a client refused for lack of a slot is told to wait, in seconds.
 const retryAfterBusy = "5"
 
-// handleUpload serves POST /upload: it streams the form's file part to the uploader.
+// handleUpload serves POST /upload: it streams each file part of the form to the uploader, in order.
 // At most lim.maxConcurrent uploads run at once; more are refused at once rather than queued.
 func handleUpload(up uploader, lim uploadLimits) http.Handler {
 	slots := make(chan struct{}, lim.maxConcurrent)
 	bufs := &uploadBuffers{
-		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, requestBufferBytes) }},
+		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
 		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -67,14 +74,17 @@ func handleUpload(up uploader, lim uploadLimits) http.Handler {
 			return
 		}
 		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
-		result, err := serveUpload(w, r, up, lim, bufs)
+		status, result, err := serveUpload(w, r, up, lim, bufs)
 		if err != nil {
 			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
 			drainBody(w, r, body)
 			return
 		}
-		if err := writeJSON(w, http.StatusOK, result); err != nil {
+		if err := writeJSON(w, status, result); err != nil {
 			loggerFrom(r.Context()).WarnContext(r.Context(), "write upload result", "err", err)
+		}
+		if status != http.StatusOK {
+			drainBody(w, r, body)
 		}
 	})
 }
@@ -82,47 +92,160 @@ func handleUpload(up uploader, lim uploadLimits) http.Handler {
 // uploadBuffers are reused between requests: large buffers make large reads and writes,
 // which is most of the difference in CPU per byte.
 type uploadBuffers struct {
-	readers sync.Pool // *bufio.Reader of requestBufferBytes under the multipart reader
+	readers sync.Pool // *[]byte of requestBufferBytes: the form reader's buffer, which files go upstream from
 	copies  sync.Pool // *[]byte of copyBufferBytes for uploadBody.WriteTo when the file is not a pieceReader
 }
 
-func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) ([]byte, error) {
+// fileSlot is what became of one file part of the form: Cloudinary's result, or why not.
+type fileSlot struct {
+	result []byte
+	err    error
+}
+
+// maxBodyBytes bounds the whole request body: every file at its limit, plus the form around them.
+func (lim uploadLimits) maxBodyBytes() int64 {
+	files := int64(max(lim.maxFiles, 1))
+	if lim.maxFileBytes > (math.MaxInt64-formOverhead)/files {
+		return math.MaxInt64
+	}
+	return files*lim.maxFileBytes + formOverhead
+}
+
+// serveUpload reads the form and uploads each file part in order. It answers with a status
+// and a body, or with an error for the whole request (then nothing was stored).
+func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) (int, []byte, error) {
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
-		return nil, errNotMultipart
+		return 0, nil, errNotMultipart
 	}
-	maxBody := lim.maxFileBytes + formOverhead
+	maxBody := lim.maxBodyBytes()
 	if r.ContentLength > maxBody {
-		return nil, errTooLarge(lim.maxFileBytes) // answered before reading a byte
+		return 0, nil, errBodyTooLarge(lim) // answered before reading a byte
 	}
 	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout}
 	r.Body = http.MaxBytesReader(w, idle, maxBody)
-	// Text fields and part headers (Go's multipart reader takes 10 MiB of headers per part) must
-	// fit in formOverhead: nothing before the file makes the server buffer more than that.
-	preamble := &preambleLimit{r: r.Body, left: formOverhead}
-	// multipart reads through its own 4 KiB bufio.Reader; a large one beneath it turns
-	// thousands of small reads of the connection into few large ones.
-	br := bufs.readers.Get().(*bufio.Reader)
-	br.Reset(preamble)
-	defer func() {
-		br.Reset(nil)
-		bufs.readers.Put(br)
-	}()
-	tap := &preambleTap{br: br}
-	form := multipart.NewReader(tap, params["boundary"])
+	buf := bufs.readers.Get().(*[]byte)
+	defer bufs.readers.Put(buf)
+	// Everything but the files (part headers, text fields) must fit in formOverhead: nothing
+	// else makes the server read, or buffer, more than that.
+	form := formstream.NewReader(r.Body, params["boundary"], *buf, formstream.Limits{
+		NonFileBytes: formOverhead, HeaderBytes: formOverhead, Parts: maxFormParts,
+	})
+	fields := formFields{seen: map[string]bool{}}
+	var slots []fileSlot
+	var formErr error // the form broke after a file part
+	files := 0
+	for {
+		part, err := form.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if len(slots) == 0 {
+				return 0, nil, bodyError(err, lim)
+			}
+			if slots[len(slots)-1].err == nil { // else that file's failure already says why
+				formErr = bodyError(err, lim)
+			}
+			break
+		}
+		name := part.Name()
+		filename, isFile := part.FileName()
+		if !isFile {
+			if files > 0 { // text fields after the first file are not used, as with S3's browser POST
+				fields.ignore(name)
+				continue
+			}
+			if err := fields.read(part, name, lim); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		files++
+		switch {
+		case files > lim.maxFiles:
+			slots = append(slots, fileSlot{err: errTooManyFiles(lim.maxFiles)})
+		case name == "":
+			slots = append(slots, fileSlot{err: errBadField("form part without a name")})
+			continue
+		case !slices.Contains(lim.fileFields, name):
+			slots = append(slots, fileSlot{err: errNotFileField(name, lim.fileFields)})
+			continue
+		case files > 1 && fields.p.publicID != "":
+			slots = append(slots, fileSlot{err: errPublicIDOneFile})
+			continue
+		default:
+			p := fields.p
+			p.filename = cleanFilename(filename)
+			p.baseURL = requestBaseURL(r)
+			p.chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			result, err := uploadFile(r, part, up, p, lim, bufs, idle)
+			slots = append(slots, fileSlot{result: result, err: err})
+			continue
+		}
+		break // past MAX_FILES_PER_REQUEST: nothing more is read
+	}
+	if len(fields.ignored) > 0 {
+		loggerFrom(r.Context()).DebugContext(r.Context(), "form fields ignored", "fields", fields.ignored)
+	}
+	switch {
+	case len(slots) == 0:
+		return 0, nil, errNoFilePart(lim.fileFields)
+	case len(slots) == 1 && formErr == nil: // one file answers as it always has
+		if slots[0].err != nil {
+			return 0, nil, slots[0].err
+		}
+		return http.StatusOK, slots[0].result, nil
+	}
+	return filesAnswer(r, slots, formErr)
+}
 
-	p, part, err := readFieldsUntilFile(form, lim)
+// filesAnswer is the answer for several file parts: {"files":[…]}, one entry per part in
+// order, Cloudinary's result or {"error":{"message":…}}. Its status is 200 when every file was
+// stored, else the first failure's, which is also the answer's own top-level error.
+func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte, error) {
+	entries := make([]json.RawMessage, len(slots))
+	var first error
+	for i, s := range slots {
+		if s.err == nil {
+			entries[i] = s.result
+			continue
+		}
+		api := logClientError(r, s.err)
+		entry, err := json.Marshal(errorBody(api))
+		if err != nil {
+			return 0, nil, fmt.Errorf("encode json: %w", err)
+		}
+		entries[i] = entry
+		if first == nil {
+			first = s.err
+		}
+	}
+	answer := struct {
+		Error *errorMessage     `json:"error,omitempty"`
+		Files []json.RawMessage `json:"files"`
+	}{Files: entries}
+	status := http.StatusOK
+	if first == nil && formErr != nil {
+		first = formErr
+		logClientError(r, formErr)
+	}
+	if first != nil {
+		api := asAPIError(first)
+		status = api.status
+		answer.Error = &errorMessage{Message: api.message}
+	}
+	body, err := json.Marshal(answer)
 	if err != nil {
-		return nil, err
+		return 0, nil, fmt.Errorf("encode json: %w", err)
 	}
-	var file io.Reader = part
-	if fast := tap.fileReader(params["boundary"]); fast != nil {
-		file = fast
-	}
-	p.baseURL = requestBaseURL(r)
-	preamble.release()
+	return status, body, nil
+}
+
+// uploadFile streams one file part to the uploader: sniffed, capped and timed.
+func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadParams, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, error) {
 	head := make([]byte, sniffLen)
-	n, err := io.ReadFull(file, head)
+	n, err := io.ReadFull(part, head)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil, bodyError(err, lim)
 	}
@@ -139,17 +262,16 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	defer cancel(nil)
 	body := &uploadBody{
 		head:    head,
-		file:    file,
+		file:    part,
 		limit:   lim.maxFileBytes,
 		timeout: lim.uploadTimeout,
 		copies:  &bufs.copies,
-		// The multipart reader hands out at most 4 KiB per Read (its own bufio.Reader): while
-		// br holds bytes already received, more can be read without waiting on the client.
-		more: func() bool { return br.Buffered() > 0 },
+		// While the form reader holds file bytes already received, more can be read without
+		// waiting on the client.
+		more: func() bool { return part.Buffered() > 0 },
 	}
 	// A body of known size that fits one request streams straight through; any other goes in
 	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
-	p.chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
 	if !p.chunked {
 		// The timer runs while the uploader holds the file and is not reading it:
 		// before the first read, between reads, and after the last one until the answer.
@@ -188,80 +310,63 @@ func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
 	}
 }
 
-// readFieldsUntilFile reads the text fields that precede the file part and returns at the file part.
-// Fields after the file part are never read, as with S3's browser POST.
-func readFieldsUntilFile(form *multipart.Reader, lim uploadLimits) (uploadParams, *multipart.Part, error) {
-	var p uploadParams
-	seen := map[string]bool{}
-	for {
-		part, err := form.NextPart()
-		if errors.Is(err, io.EOF) {
-			return p, nil, errNoFilePart
-		}
-		if err != nil {
-			return p, nil, bodyError(err, lim)
-		}
-		name := part.FormName()
-		if name == "file" {
-			p.filename = cleanFilename(part.FileName())
-			return p, part, nil
-		}
-		if name == "" {
-			return p, nil, errBadField("form part without a name")
-		}
-		if name != "public_id" && name != "tags" {
-			return p, nil, errBadField("unknown form field %q (accepted: public_id, tags, file)", truncate(name, 64))
-		}
-		if seen[name] {
-			return p, nil, errBadField("form field %q appears twice", name)
-		}
-		seen[name] = true
-		value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
-		if err != nil {
-			return p, nil, bodyError(err, lim)
-		}
-		if len(value) > maxFieldBytes {
-			return p, nil, errBadField("form field %q is longer than %d bytes", name, maxFieldBytes)
-		}
-		switch name {
-		case "public_id":
-			p.publicID = strings.TrimSpace(string(value))
-			if err := validatePublicID(p.publicID); err != nil {
-				return p, nil, err
-			}
-		case "tags":
-			if p.tags, err = parseTags(string(value)); err != nil {
-				return p, nil, err
-			}
-		}
+// formFields are the text fields read before the first file part.
+type formFields struct {
+	p       uploadParams
+	seen    map[string]bool
+	ignored []string // names of fields the server does not use, for the log
+}
+
+// maxIgnoredLogged bounds how many ignored field names the debug line lists.
+const maxIgnoredLogged = 20
+
+func (f *formFields) ignore(name string) {
+	if len(f.ignored) < maxIgnoredLogged {
+		f.ignored = append(f.ignored, truncate(name, 64))
 	}
 }
 
-var errPreambleTooLarge = apiError{http.StatusBadRequest, "form fields and part headers before the file are larger than " + formatBytes(formOverhead)}
-
-// preambleLimit fails reads past left bytes until release, which the handler calls at the file part.
-type preambleLimit struct {
-	r        io.Reader
-	left     int64
-	released bool
+// read takes one text field: a parameter the client may choose (SIGNABLE_PARAMS, checked as
+// POST /sign checks it), or a field the server does not use, read and ignored.
+func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) error {
+	if name == "" {
+		return errBadField("form part without a name")
+	}
+	if !slices.Contains(lim.signable, name) {
+		f.ignore(name) // formstream skips it, within formOverhead
+		return nil
+	}
+	if f.seen[name] {
+		return errBadField("form field %q appears twice", name)
+	}
+	f.seen[name] = true
+	value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+	if err != nil {
+		return bodyError(err, lim)
+	}
+	if len(value) > maxFieldBytes {
+		return errBadField("form field %q is longer than %d bytes", name, maxFieldBytes)
+	}
+	v, err := clientParam(name, string(value))
+	if err != nil {
+		return err
+	}
+	switch name {
+	case "public_id":
+		f.p.publicID = v
+	case "tags":
+		f.p.tags = splitList(v)
+	default:
+		if v == "" {
+			return nil // left out, as POST /sign leaves it out
+		}
+		if f.p.extra == nil {
+			f.p.extra = map[string]string{}
+		}
+		f.p.extra[name] = v
+	}
+	return nil
 }
-
-func (p *preambleLimit) Read(b []byte) (int, error) {
-	if p.released {
-		return p.r.Read(b)
-	}
-	if p.left <= 0 {
-		return 0, errPreambleTooLarge
-	}
-	if int64(len(b)) > p.left {
-		b = b[:p.left]
-	}
-	n, err := p.r.Read(b)
-	p.left -= int64(n)
-	return n, err
-}
-
-func (p *preambleLimit) release() { p.released = true }
 
 // bodyError explains a failure to read the request body.
 func bodyError(err error, lim uploadLimits) error {
@@ -271,8 +376,21 @@ func bodyError(err error, lim uploadLimits) error {
 	case errors.As(err, &api):
 		return err
 	case errors.As(err, &maxBytes):
+		if lim.maxFiles > 1 {
+			return fmt.Errorf("%w: %w", errBodyTooLarge(lim), err)
+		}
 		return fmt.Errorf("%w: %w", errTooLarge(lim.maxFileBytes), err)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	case errors.Is(err, formstream.ErrTooLarge), errors.Is(err, formstream.ErrHeaderTooLarge):
+		return fmt.Errorf("%w: %w", errFormTooLarge, err)
+	case errors.Is(err, formstream.ErrTooManyParts):
+		return fmt.Errorf("%w: %w", errTooManyParts, err)
+	case errors.Is(err, formstream.ErrTransferEncoding):
+		return fmt.Errorf("%w: %w", errTransferEncoding, err)
+	case errors.Is(err, formstream.ErrNoDelimiter):
+		return fmt.Errorf("%w: %w", errNoDelimiter, err)
+	case errors.Is(err, formstream.ErrMalformed):
+		return fmt.Errorf("%w: %w", errMalformedBody, err)
+	case errors.Is(err, formstream.ErrTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return fmt.Errorf("%w: %w", errBodyIncomplete, err)
 	}
 	var netErr interface{ Timeout() bool }
@@ -386,7 +504,7 @@ type uploadBody struct {
 // that what arrived from the client goes upstream without a copy in between. It calls
 // beforeWait before it waits on the client.
 type pieceReader interface {
-	nextPiece(beforeWait func() error) ([]byte, error)
+	NextPiece(beforeWait func() error) ([]byte, error)
 }
 
 // flusher is a writer that may hold back small writes (smallWrites) until flush.
@@ -500,7 +618,7 @@ func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
 	if len(b.head) > 0 {
 		piece, b.head = b.head, nil
 	} else {
-		piece, err = pieces.nextPiece(func() error {
+		piece, err = pieces.NextPiece(func() error {
 			// What w holds back must not wait on the client; and the watchdog runs while
 			// Cloudinary takes it, stopping only once the client is being waited on.
 			if f, ok := w.(flusher); ok {

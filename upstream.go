@@ -49,12 +49,17 @@ func newUploadEndpoint(conf *cldconfig.Configuration, creds *credentials) upload
 }
 
 // signedFields are the form fields of one upload, with timestamp, signature and api_key, as the
-// SDK's signRequest makes them. (UploadParams' lists are api.CldAPIArray: one comma-joined field
+// SDK's signRequest makes them; extra adds fields UploadParams does not carry as they are. (UploadParams' lists are api.CldAPIArray: one comma-joined field
 // each, so every field is signed as it is sent.)
-func (e uploadEndpoint) signedFields(params cldupload.UploadParams, now time.Time) (url.Values, error) {
+func (e uploadEndpoint) signedFields(params cldupload.UploadParams, extra map[string]string, now time.Time) (url.Values, error) {
 	fields, err := api.StructToParams(params)
 	if err != nil {
 		return nil, fmt.Errorf("upload parameters: %w", err)
+	}
+	for k, v := range extra { // the client's other signable parameters, as POST /sign signs them
+		if !fields.Has(k) {
+			fields.Set(k, v)
+		}
 	}
 	fields.Set("timestamp", strconv.FormatInt(now.Unix(), 10))
 	sig, err := api.SignParametersUsingAlgoAndVersion(fields, string(e.apiSecret), e.algorithm, e.version)

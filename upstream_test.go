@@ -53,7 +53,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SDK's timestamp: %v", err)
 			}
-			fields, err := ours.endpoint.signedFields(params, time.Unix(ts, 0))
+			fields, err := ours.endpoint.signedFields(params, nil, time.Unix(ts, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
