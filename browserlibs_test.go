@@ -509,6 +509,21 @@ func TestBrowserLibraries(t *testing.T) {
 					t.Errorf("Uppy with bundle: true sent %d requests, want 1", n)
 				}
 				checkArrived(t, b, three)
+
+				// One answer for the whole bundle: a refused file fails it, and Uppy shows every file
+				// with that message, though the others were stored (the answer lists them).
+				first := newLibFile(t, "uppy-bundle-first.png", uniquePNG(t, &seq))
+				last := newLibFile(t, "uppy-bundle-last.png", uniquePNG(t, &seq))
+				items := uploadWith(t, tab, site, "uppy-bundle", api, paths([]libFile{first, text, last}))
+				if len(items) != 3 {
+					t.Fatalf("Uppy shows %d files, want 3: %+v", len(items), items)
+				}
+				for _, it := range items {
+					if it.OK || it.Error != notImage {
+						t.Errorf("bundle with a refused file: %s shown as %+v, want the error %q", it.Name, it, notImage)
+					}
+				}
+				checkArrived(t, b, []libFile{first, last})
 			})
 			t.Run("filepond", func(t *testing.T) {
 				one := newLibFile(t, "filepond-one.png", uniquePNG(t, &seq))
