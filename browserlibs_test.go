@@ -579,6 +579,27 @@ func TestBrowserLibraries(t *testing.T) {
 						t.Errorf("form with %s: the browser shows %s, want the message %q", f.name, body, want)
 					}
 				}
+
+				// The second of three refused: the error on top, and every file's fate in order.
+				first := newLibFile(t, "form-first.png", uniquePNG(t, &seq))
+				last := newLibFile(t, "form-last.png", uniquePNG(t, &seq))
+				var mixed struct {
+					Error struct{ Message string } `json:"error"`
+					Files []struct {
+						OriginalFilename string                   `json:"original_filename"`
+						Error            struct{ Message string } `json:"error"`
+					} `json:"files"`
+				}
+				body = submitForm(t, tab, site, api, paths([]libFile{first, text, last}))
+				if err := json.Unmarshal([]byte(body), &mixed); err != nil {
+					t.Fatalf("form answer is not JSON: %v: %s", err, body)
+				}
+				if mixed.Error.Message != notImage || len(mixed.Files) != 3 ||
+					mixed.Files[0].OriginalFilename != "form-first" || mixed.Files[1].Error.Message != notImage ||
+					mixed.Files[2].OriginalFilename != "form-last" {
+					t.Errorf("form with the second of three refused: the browser shows %s", body)
+				}
+				checkArrived(t, b, []libFile{first, last})
 			})
 		})
 	}
