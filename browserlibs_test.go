@@ -98,7 +98,7 @@ func readSnippet(t *testing.T, name string) string {
 type libSite struct {
 	srv     *httptest.Server
 	dir     string
-	bundles map[string][]byte // "uppy.js", "uppy-bundle.js": esbuild's output
+	bundles map[string][]byte // by /snippet/ name: esbuild's Uppy bundles, the defaults pages' scripts
 }
 
 func newLibSite(t *testing.T) *libSite {
