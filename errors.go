@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"cloudinary-upload-api/internal/formstream"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -40,6 +42,26 @@ var (
 	errTransferEncoding    = apiError{http.StatusBadRequest, "form parts with a Content-Transfer-Encoding are not accepted"}
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 )
+
+// formError maps an error of the form reader to what the client sees; ok is false for an
+// error of the request body itself, which bodyError explains.
+func formError(err error) (api apiError, ok bool) {
+	switch {
+	case errors.Is(err, formstream.ErrTooLarge), errors.Is(err, formstream.ErrHeaderTooLarge):
+		return errFormTooLarge, true
+	case errors.Is(err, formstream.ErrTooManyParts):
+		return errTooManyParts, true
+	case errors.Is(err, formstream.ErrTransferEncoding):
+		return errTransferEncoding, true
+	case errors.Is(err, formstream.ErrNoDelimiter): // before ErrTruncated, which it wraps
+		return errNoDelimiter, true
+	case errors.Is(err, formstream.ErrTruncated):
+		return errBodyIncomplete, true
+	case errors.Is(err, formstream.ErrMalformed):
+		return errMalformedBody, true
+	}
+	return apiError{}, false
+}
 
 // errNoFilePart is the 400 for a form without a file part.
 func errNoFilePart(fileFields []string) apiError {

@@ -372,3 +372,25 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 		t.Fatalf("largest write %d bytes; want pieces larger than the copy buffer's %d", up.maxWrite, copyBufferBytes)
 	}
 }
+
+func TestUploadIgnoredFieldsCountAgainstTheFormBudget(t *testing.T) {
+	t.Parallel()
+	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	for _, tc := range []struct {
+		name   string
+		size   int
+		status int
+	}{
+		{"within 64 KiB", 60 << 10, http.StatusOK},
+		{"over 64 KiB", 70 << 10, http.StatusBadRequest},
+	} {
+		ct, body := buildForm(t, field("description", strings.Repeat("d", tc.size)), filePartOf("file", "a.png", testPNG(t, 2, 2)))
+		req := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || tc.status != http.StatusOK && !strings.Contains(rec.Body.String(), "form fields and part headers are larger than 64 KiB") {
+			t.Errorf("%s: %d %s, want %d", tc.name, rec.Code, rec.Body, tc.status)
+		}
+	}
+}

@@ -375,22 +375,13 @@ func bodyError(err error, lim uploadLimits) error {
 	switch {
 	case errors.As(err, &api):
 		return err
-	case errors.As(err, &maxBytes):
-		if lim.maxFiles > 1 {
-			return fmt.Errorf("%w: %w", errBodyTooLarge(lim), err)
-		}
-		return fmt.Errorf("%w: %w", errTooLarge(lim.maxFileBytes), err)
-	case errors.Is(err, formstream.ErrTooLarge), errors.Is(err, formstream.ErrHeaderTooLarge):
-		return fmt.Errorf("%w: %w", errFormTooLarge, err)
-	case errors.Is(err, formstream.ErrTooManyParts):
-		return fmt.Errorf("%w: %w", errTooManyParts, err)
-	case errors.Is(err, formstream.ErrTransferEncoding):
-		return fmt.Errorf("%w: %w", errTransferEncoding, err)
-	case errors.Is(err, formstream.ErrNoDelimiter):
-		return fmt.Errorf("%w: %w", errNoDelimiter, err)
-	case errors.Is(err, formstream.ErrMalformed):
-		return fmt.Errorf("%w: %w", errMalformedBody, err)
-	case errors.Is(err, formstream.ErrTruncated), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	case errors.As(err, &maxBytes): // the whole body's bound: each file's own is uploadBody's
+		return fmt.Errorf("%w: %w", errBodyTooLarge(lim), err)
+	}
+	if api, ok := formError(err); ok {
+		return fmt.Errorf("%w: %w", api, err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: %w", errBodyIncomplete, err)
 	}
 	var netErr interface{ Timeout() bool }

@@ -15,7 +15,11 @@
 //     then the line break. Lines end in CRLF; a body whose first delimiter line ends in a bare
 //     LF is read with LF line breaks throughout, as some clients send. The line break before a
 //     delimiter belongs to the delimiter, not to the content before it. A closing delimiter
-//     ("--boundary--") may end the body without a line break.
+//     ("--boundary--") may end the body without a line break. In a part's content, a line break
+//     and "--boundary" end the content when a space, a tab, CR, LF, "--" or the body's end
+//     follows (as mime/multipart decides); the rest of that line must then be a delimiter's.
+//   - A part is a file when its Content-Disposition has a filename parameter (RFC 7578 §4.2),
+//     whatever else it says; Name is the name of a form-data disposition.
 //   - Limits (Limits): the bytes of everything but file content (preamble, delimiters, headers,
 //     the content of parts without a filename), the size of one part's headers, and the
 //     number of parts. A zero field is no limit.
@@ -408,7 +412,8 @@ func (p *Part) readHeaders() error {
 		return headerLimitErr(rd, limit)
 	}
 	if rd.hdr == nil {
-		rd.hdr = bufio.NewReader(nil)
+		// Small: textproto joins longer lines itself, and most header blocks are one line.
+		rd.hdr = bufio.NewReaderSize(nil, 256)
 	}
 	rd.hdr.Reset(bytes.NewReader(rd.buf[rd.r : rd.r+size]))
 	h, err := textproto.NewReader(rd.hdr).ReadMIMEHeader()
