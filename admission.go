@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // perUploadOverhead is what an upload holds besides its read, copy and chunk buffers: the
@@ -16,10 +17,12 @@ import (
 const perUploadOverhead = 128 << 10
 
 // uploadReservation is the memory one upload reserves from UPLOAD_MEMORY: its read buffer and
-// copy buffer, and when it goes to Cloudinary in chunks, a chunk buffer (CHUNK_SIZE and the
-// byte read ahead).
+// copy buffer, the image guard's window (an image's metadata before its image data, up to
+// imageguard.DefaultMaxMetadataBytes, which may stand twice for a moment while its buffer
+// grows), and when it goes to Cloudinary in chunks, a chunk buffer (CHUNK_SIZE and the byte
+// read ahead).
 func (cfg config) uploadReservation(chunked bool) int64 {
-	n := int64(requestBufferBytes + copyBufferBytes + perUploadOverhead)
+	n := int64(requestBufferBytes + copyBufferBytes + perUploadOverhead + 2*imageguard.DefaultMaxMetadataBytes)
 	if chunked && cfg.storage == "cloudinary" {
 		n += cfg.chunkSize + 1
 	}

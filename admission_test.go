@@ -199,10 +199,11 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	cfg := testConfig()
 	cfg.chunkSize = minChunkBytes
 	streamed := cfg.uploadReservation(false)
-	env["UPLOAD_MEMORY"] = strconv.FormatInt(cfg.uploadReservation(true), 10) // 4 streamed uploads, not 5
-	if n := cfg.uploadReservation(true) / streamed; n != 4 {
-		t.Fatalf("the budget fits %d streamed uploads; the test wants 4", n)
+	budget := 4*streamed + streamed/2 // 4 streamed uploads, not 5
+	if budget < cfg.uploadReservation(true) {
+		t.Fatalf("a budget of %d bytes is refused at start-up: a chunked upload needs %d", budget, cfg.uploadReservation(true))
 	}
+	env["UPLOAD_MEMORY"] = strconv.FormatInt(budget, 10)
 	env["ADMISSION_WAIT"] = "100ms"
 	srv := startServer(t, env)
 	var held []*heldUpload

@@ -242,7 +242,10 @@ func (s *source) fill(n int) error {
 		chunk := max(need, 32<<10)
 		chunk = min(chunk, s.limit-s.extra)
 		if cap(s.win)-len(s.win) < chunk { // grow by doubling: slices given out keep the old array
-			grown := make([]byte, len(s.win), max(2*cap(s.win), len(s.win)+chunk))
+			// Never past what limit allows, so the arrays held add up to at most twice the
+			// window (what the server's memory budget counts for it).
+			most := len(s.win) - s.extra + s.limit
+			grown := make([]byte, len(s.win), min(max(2*cap(s.win), len(s.win)+chunk), most))
 			copy(grown, s.win)
 			s.win = grown
 		}
