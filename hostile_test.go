@@ -130,9 +130,6 @@ func TestHostileInput(t *testing.T) {
 		{name: "unterminated_part_header", contentType: mp, body: func() io.Reader {
 			return strings.NewReader("--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n")
 		}, status: 400, message: "request body ended"}, // the body ended in the part's headers
-		{name: "unterminated_file_part", contentType: mp, body: func() io.Reader {
-			return strings.NewReader("--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + string(big))
-		}, status: 400, message: "request body ended before the file was complete", upstream: true},
 		{name: "ten_thousand_tiny_parts", contentType: mp, body: func() io.Reader {
 			return io.MultiReader(repeatReader("--"+b+"\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\na\r\n", 10_000), strings.NewReader(end))
 		}, status: 400, message: `"tags" appears twice`},
@@ -161,6 +158,12 @@ func TestHostileInput(t *testing.T) {
 		{name: "svg_named_png", contentType: mp, body: func() io.Reader {
 			return strings.NewReader(filePart(`form-data; name="file"; filename="a.png"`, []byte(`<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>`)) + end)
 		}, status: 415, message: "image/svg+xml is not allowed"},
+		// Last: its upstream request is cut off when the body ends, and may reach the fake only
+		// after the client has its answer. A row after it could count that straggler as its own.
+		// (The other rows that reach Cloudinary finish their requests before they answer.)
+		{name: "unterminated_file_part", contentType: mp, body: func() io.Reader {
+			return strings.NewReader("--" + b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + string(big))
+		}, status: 400, message: "request body ended before the file was complete", upstream: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
