@@ -354,3 +354,37 @@ func guardTestGIFFrameFar(t *testing.T) []byte {
 	binary.LittleEndian.PutUint16(b[i+1:], 30_000)
 	return b
 }
+
+// Several files in one request: each is guarded on its own, and X-Metadata-Removed lists what
+// was removed from each file part in order ("none" for one that was refused).
+func TestImageGuardSeveralFiles(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+	jpg, png := guardTestJPEG(t), guardTestPNG(t)
+	ct, body := buildForm(t, filePartOf("file", "a.jpg", jpg), filePartOf("file", "bomb.png", guardTestBomb(t)), filePartOf("file", "c.png", png))
+	resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+	var got filesAnswerBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error == nil || !strings.Contains(got.Error.Message, "image is 100000 × 100000 pixels") {
+		t.Fatalf("status %d, error %+v; want the bomb's 413 on top", resp.StatusCode, got.Error)
+	}
+	if len(got.Files) != 3 || got.Files[0]["public_id"] == nil || got.Files[2]["public_id"] == nil {
+		t.Fatalf("files %v; want stored, refused, stored", got.Files)
+	}
+	if h := resp.Header.Get("X-Metadata-Removed"); h != "gps, none, gps" {
+		t.Errorf("X-Metadata-Removed %q, want %q", h, "gps, none, gps")
+	}
+	ups := fake.uploads()
+	if len(ups) != 2 {
+		t.Fatalf("fake stored %d files, want 2", len(ups))
+	}
+	for i, orig := range [][]byte{jpg, png} {
+		if int64(len(ups[i].prefix)) != ups[i].bytes {
+			t.Fatalf("fake kept %d of %d bytes", len(ups[i].prefix), ups[i].bytes)
+		}
+		if tags := exiftoolTags(t, ups[i].prefix); tags["GPS:GPSLatitude"] != nil || tags["IFD0:Make"] != "Cam" {
+			t.Errorf("file %d: exiftool finds %v; want no GPS, the rest kept", i, tags)
+		}
+		samePixels(t, orig, ups[i].prefix)
+	}
+}
