@@ -176,28 +176,36 @@ func matches(example, message string) bool {
 	return example == message
 }
 
-// TestREADMEErrorTable: every row's status and example messages are ones the code answers with,
-// and every error the code answers with is in the table.
+// TestREADMEErrorTable: every row of the README's error table, and of its full form in
+// docs/api.md, has a status and example messages that the code answers with, and every error the
+// code answers with is in both.
 func TestREADMEErrorTable(t *testing.T) {
-	rows := tableRows(section(t, readFile(t, "README.md"), "Errors"))
+	for _, page := range []string{"README.md", filepath.Join("docs", "api.md")} {
+		t.Run(filepath.Base(page), func(t *testing.T) {
+			checkErrorTable(t, page, tableRows(section(t, readFile(t, page), "Errors")))
+		})
+	}
+}
+
+func checkErrorTable(t *testing.T, page string, rows [][]string) {
 	if len(rows) < 20 {
-		t.Fatalf("README's error table has %d rows", len(rows))
+		t.Fatalf("%s's error table has %d rows", page, len(rows))
 	}
 	known := append(producibleErrors(t), notOurs...)
 	used := make([]bool, len(known))
 	for _, row := range rows {
 		if len(row) != 3 {
-			t.Errorf("error row %q: want 3 cells", row)
+			t.Errorf("%s: error row %q: want 3 cells", page, row)
 			continue
 		}
 		status, err := strconv.Atoi(row[0])
 		if err != nil {
-			t.Errorf("error row %q: status %q", row, row[0])
+			t.Errorf("%s: error row %q: status %q", page, row, row[0])
 			continue
 		}
 		examples := codeSpan.FindAllStringSubmatch(row[2], -1)
 		if len(examples) == 0 {
-			t.Errorf("error row %q: no message", row)
+			t.Errorf("%s: error row %q: no message", page, row)
 		}
 		for _, ex := range examples {
 			found := false
@@ -207,13 +215,13 @@ func TestREADMEErrorTable(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("README error row %d %q: the code has no such error", status, ex[1])
+				t.Errorf("%s: error row %d %q: the code has no such error", page, status, ex[1])
 			}
 		}
 	}
 	for i, k := range known {
 		if !used[i] {
-			t.Errorf("the code answers %d %q, which the README's error table does not list", k.status, k.message)
+			t.Errorf("the code answers %d %q, which %s's error table does not list", k.status, k.message, page)
 		}
 	}
 }
