@@ -286,7 +286,8 @@ func checkVariableRows(t *testing.T, page string, rows [][]string) {
 var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
 // TestDocLinks: every relative link of the README and docs/ names a file that exists, and every
-// #anchor a heading of its page (as GitHub makes anchors of headings).
+// #anchor a heading of its page (as GitHub makes anchors of headings); and the README links to
+// every page of docs/.
 func TestDocLinks(t *testing.T) {
 	pages, err := filepath.Glob(filepath.Join("docs", "*.md"))
 	if err != nil {
@@ -301,6 +302,12 @@ func TestDocLinks(t *testing.T) {
 		a := headingAnchors(readFile(t, page))
 		anchors[page] = a
 		return a
+	}
+	readme := readFile(t, "README.md")
+	for _, page := range pages[:len(pages)-1] {
+		if !strings.Contains(readme, "]("+filepath.ToSlash(page)) {
+			t.Errorf("README.md does not link to %s", page)
+		}
 	}
 	for _, page := range pages {
 		text := withoutCode(readFile(t, page))
