@@ -22,12 +22,12 @@ import (
 
 // The upload libraries, as a new user sets them up, in real Chromium. Their versions are pinned
 // in testdata/browserlibs/package.json and package-lock.json; .ci/run installs them with npm ci.
-// Each library runs the README's snippet for it (kept in testdata/browserlibs, checked against the
-// README by TestREADMELibrarySnippets) from a page on another origin than the server's.
+// Each library runs its documented snippet (kept in testdata/browserlibs, checked against
+// docs/upload-libraries.md by TestREADMELibrarySnippets) from a page on another origin than the server's.
 
 const (
 	browserLibsDir = "testdata/browserlibs"
-	// snippetAPI is the server's address in the README's snippets; the test pages get the test server's.
+	// snippetAPI is the server's address in the documented snippets; the test pages get the test server's.
 	snippetAPI = "https://your-app.herokuapp.com"
 )
 
@@ -65,8 +65,8 @@ func bundleUppy(t *testing.T, dir, source string) []byte {
 	return out
 }
 
-// libDefaults are the libraries on their documented defaults, without the option the README adds:
-// what a user sees before adding it, and so why the README adds it.
+// libDefaults are the libraries on their documented defaults, without the option the snippets add:
+// what a user sees before adding it, and so why the snippets add it.
 func libDefaults() map[string]string {
 	return map[string]string{
 		"uppy-defaults.js": `import Uppy from '@uppy/core'
@@ -83,7 +83,7 @@ new Dropzone('#uploader', { url: '` + snippetAPI + `/upload' })
 	}
 }
 
-// readSnippet reads one of the README's snippets.
+// readSnippet reads one of the documented snippets.
 func readSnippet(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(browserLibsDir, name))
@@ -286,7 +286,7 @@ func uploadWith(t *testing.T, tab context.Context, site *libSite, lib, api strin
 	return items
 }
 
-// submitForm picks files in the README's plain form, submits it, and returns the answer the
+// submitForm picks files in the documented plain form, submits it, and returns the answer the
 // browser shows in place of the page.
 func submitForm(t *testing.T, tab context.Context, site *libSite, api string, files []string) string {
 	t.Helper()
@@ -604,8 +604,8 @@ func TestBrowserLibraries(t *testing.T) {
 		})
 	}
 
-	// On their defaults the libraries hide our message (what the README's options are for), and
-	// Uppy sends a refused file four times. If a new version changes that, the README must change.
+	// On their defaults the libraries hide our message (what the snippets' options are for), and
+	// Uppy sends a refused file four times. If a new version changes that, docs/upload-libraries.md must change.
 	t.Run("defaults", func(t *testing.T) {
 		api := backends[len(backends)-1].srv.url
 		tab := newTab(t, browser)
@@ -627,31 +627,41 @@ func TestBrowserLibraries(t *testing.T) {
 	})
 }
 
-// TestREADMELibrarySnippets keeps the README's snippets the tested ones: each file in
-// testdata/browserlibs that TestBrowserLibraries runs is in the README, after a
-// <!-- snippet: path --> line, as the fenced block that follows it, byte for byte.
-// go test -run TestREADMELibrarySnippets -update copies the files into the README.
+// snippetPage is where the README sends readers for the libraries' snippets.
+const snippetPage = "docs/upload-libraries.md"
+
+// TestREADMELibrarySnippets keeps the documented snippets the tested ones: each file in
+// testdata/browserlibs that TestBrowserLibraries runs is in docs/upload-libraries.md (which the
+// README links to), after a <!-- snippet: path --> line, as the fenced block that follows it,
+// byte for byte. go test -run TestREADMELibrarySnippets -update copies the files into the page.
 func TestREADMELibrarySnippets(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+	readmeText, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(b)
+	if !strings.Contains(string(readmeText), "]("+snippetPage+")") {
+		t.Errorf("README.md does not link to %s", snippetPage)
+	}
+	b, err := os.ReadFile(snippetPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
 	for _, name := range []string{"uppy.js", "filepond.js", "dropzone.js", "blueimp.js", "form.html"} {
 		marker := "<!-- snippet: " + browserLibsDir + "/" + name + " -->\n"
-		if n := strings.Count(readme, marker); n != 1 {
-			t.Errorf("README has %d %q lines, want 1", n, strings.TrimSpace(marker))
+		if n := strings.Count(page, marker); n != 1 {
+			t.Errorf("%s has %d %q lines, want 1", snippetPage, n, strings.TrimSpace(marker))
 			continue
 		}
-		before, rest, _ := strings.Cut(readme, marker)
+		before, rest, _ := strings.Cut(page, marker)
 		fence, rest, ok := strings.Cut(rest, "\n")
 		if !ok || !strings.HasPrefix(fence, "```") {
-			t.Errorf("README: no fenced block right after %q", strings.TrimSpace(marker))
+			t.Errorf("%s: no fenced block right after %q", snippetPage, strings.TrimSpace(marker))
 			continue
 		}
 		block, after, ok := strings.Cut(rest, "\n```\n")
 		if !ok {
-			t.Errorf("README: the block after %q does not end", strings.TrimSpace(marker))
+			t.Errorf("%s: the block after %q does not end", snippetPage, strings.TrimSpace(marker))
 			continue
 		}
 		want := readSnippet(t, name)
@@ -659,14 +669,14 @@ func TestREADMELibrarySnippets(t *testing.T) {
 			continue
 		}
 		if *update {
-			readme = before + marker + fence + "\n" + want + "```\n" + after
+			page = before + marker + fence + "\n" + want + "```\n" + after
 			continue
 		}
-		t.Errorf("README's %s snippet differs from %s/%s, the tested one (go test -run TestREADMELibrarySnippets -update copies it):\nREADME:\n%s\nfile:\n%s",
-			name, browserLibsDir, name, block, want)
+		t.Errorf("%s's %s snippet differs from %s/%s, the tested one (go test -run TestREADMELibrarySnippets -update copies it):\npage:\n%s\nfile:\n%s",
+			snippetPage, name, browserLibsDir, name, block, want)
 	}
-	if *update && readme != string(b) {
-		if err := os.WriteFile("README.md", []byte(readme), 0o644); err != nil {
+	if *update && page != string(b) {
+		if err := os.WriteFile(snippetPage, []byte(page), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

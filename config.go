@@ -21,8 +21,8 @@ import (
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
-// envVar describes one environment variable: the loader, .env.example and the
-// README all follow this table.
+// envVar describes one environment variable: the loader, --help, .env.example, app.json and
+// docs/configuration.md all follow this table.
 type envVar struct {
 	name   string
 	def    string
@@ -30,7 +30,10 @@ type envVar struct {
 	secret bool
 }
 
-// envVars is the one table of the server's variables.
+// envVars is the one table of the server's variables. docs/configuration.md is generated from it
+// (tools/gendocs reads it as source: keep each row string literals):
+//
+//go:generate go run ./tools/gendocs -config config.go -out docs/configuration.md
 func envVars() []envVar {
 	return []envVar{
 		{name: "CLOUDINARY_URL", help: "Cloudinary credentials as cloudinary://API_KEY:API_SECRET@CLOUD_NAME, with optional query parameters such as upload_prefix (what the SDK and Heroku's Cloudinary add-on use)", secret: true},
