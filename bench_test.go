@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cloudinary-upload-api/internal/cloudinary"
 	"encoding/json"
 	"io"
 	"mime/multipart"
@@ -86,8 +87,8 @@ func BenchmarkUpload(b *testing.B) {
 		up := lightUpstream(b)
 		cfg := testConfig()
 		cfg.maxUploadBytes = 1 << 30
-		sdkUp, err := newCloudinaryUploader(&credentials{cloudName: "demo", apiKey: "k", apiSecret: "s",
-			params: url.Values{"upload_prefix": {up.URL}}}, "", "", cfg.chunkOptions())
+		sdkUp, err := newCloudinaryUploader(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
+			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,8 +151,8 @@ func BenchmarkUploadRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg.rateLimit = spec
-		sdkUp, err := newCloudinaryUploader(&credentials{cloudName: "demo", apiKey: "k", apiSecret: "s",
-			params: url.Values{"upload_prefix": {up.URL}}}, "", "", cfg.chunkOptions())
+		sdkUp, err := newCloudinaryUploader(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
+			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
 			b.Fatal(err)
 		}

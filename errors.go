@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 )
@@ -159,13 +160,43 @@ func errUpstreamRejected(message string) apiError {
 	return apiError{http.StatusBadRequest, "Cloudinary rejected the file: " + message}
 }
 
-// asAPIError is what the client sees of err: the apiError it wraps, else a 500.
+// asAPIError is what the client sees of err: the apiError it wraps, else what storeError
+// makes of a store's error, else a 500.
 func asAPIError(err error) apiError {
-	apiErr := errInternal
-	if !errors.As(err, &apiErr) {
-		apiErr = errInternal
+	var apiErr apiError
+	if errors.As(err, &apiErr) {
+		return apiErr
 	}
-	return apiErr
+	if apiErr, _, ok := storeError(err); ok {
+		return apiErr
+	}
+	return errInternal
+}
+
+// storeError is the one table from the stores' error values to what the client sees and to the
+// kind that the metrics count (upstream_errors_total's label). ok is false for an error that is none of them. The first row that matches wins:
+// a timeout wraps the failure it cut short.
+func storeError(err error) (api apiError, kind string, ok bool) {
+	var rejected *cloudinary.RejectedError
+	switch {
+	case errors.Is(err, cloudinary.ErrTimeout):
+		return errUpstreamTimeout, "timeout", true
+	case errors.Is(err, cloudinary.ErrCredentials):
+		return errUpstreamCredentials, "credentials", true
+	case errors.Is(err, cloudinary.ErrFailed):
+		return errUpstreamFailed, "server_error", true
+	case errors.Is(err, cloudinary.ErrUnreachable):
+		return errUpstreamUnreachable, "unreachable", true
+	case errors.Is(err, cloudinary.ErrNotJSON):
+		return errUpstreamNotJSON, "bad_answer", true
+	case errors.Is(err, cloudinary.ErrRateLimited):
+		return errUpstreamRateLimited, "rate_limited", true
+	case errors.As(err, &rejected):
+		return errUpstreamRejected(rejected.Message), "rejected", true
+	case errors.Is(err, cloudinary.ErrEmptyFile):
+		return errEmptyFile, "rejected", true
+	}
+	return apiError{}, "", false
 }
 
 // logClientError logs err as the client will see it: a 5xx with its cause as an error, a

@@ -191,7 +191,6 @@ func (u measuredUploader) upload(ctx context.Context, file io.Reader, p uploadPa
 // upstreamErrorKind says which way the store failed, or "" when the failure was not the store's:
 // the client's body broke off or was too large, or the client went away.
 func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
-	var api apiError
 	switch {
 	case bodyFailed:
 		return ""
@@ -199,19 +198,11 @@ func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
 		return "timeout"
 	case ctx.Err() != nil:
 		return ""
-	case errors.Is(err, errUpstreamCredentials):
-		return "credentials"
-	case errors.Is(err, errUpstreamFailed):
-		return "server_error"
-	case errors.Is(err, errUpstreamUnreachable):
-		return "unreachable"
-	case errors.Is(err, errUpstreamNotJSON):
-		return "bad_answer"
-	case errors.Is(err, errUpstreamRateLimited):
-		return "rate_limited"
-	case errors.Is(err, errUpstreamTimeout):
-		return "timeout"
-	case errors.As(err, &api) && api.status < 500:
+	}
+	if _, kind, ok := storeError(err); ok {
+		return kind
+	}
+	if asAPIError(err).status < 500 { // the store refused the file, in the client's terms
 		return "rejected"
 	}
 	return "other"
@@ -263,13 +254,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// flush passes on the writer's flush, when it has one: what it holds back must not be stuck here.
-func (c *countingWriter) flush() error {
+// Flush passes on the writer's Flush, when it has one: what it holds back must not be stuck here.
+func (c *countingWriter) Flush() error {
 	f, ok := c.w.(flusher)
 	if !ok {
 		return nil
 	}
-	err := f.flush()
+	err := f.Flush()
 	if err != nil {
 		c.failed = true
 	}

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 func TestMetrics(t *testing.T) {
@@ -160,18 +163,21 @@ func TestUpstreamErrorKind(t *testing.T) {
 		err  error
 		want string
 	}{
-		{errUpstreamCredentials, "credentials"},
-		{errUpstreamRateLimited, "rate_limited"},
-		{errUpstreamUnreachable, "unreachable"},
-		{errUpstreamNotJSON, "bad_answer"},
-		{errUpstreamRejected("Invalid image file"), "rejected"},
+		{fmt.Errorf("%w: 401", cloudinary.ErrCredentials), "credentials"},
+		{cloudinary.ErrRateLimited, "rate_limited"},
+		{cloudinary.ErrUnreachable, "unreachable"},
+		{cloudinary.ErrNotJSON, "bad_answer"},
+		{cloudinary.ErrFailed, "server_error"},
+		{fmt.Errorf("%w: %w: %w", cloudinary.ErrTimeout, cloudinary.ErrStalled, cloudinary.ErrUnreachable), "timeout"},
+		{&cloudinary.RejectedError{Status: 400, Message: "Invalid image file"}, "rejected"},
+		{errTooLarge(1), "rejected"},
 		{io.ErrUnexpectedEOF, "other"},
 	} {
 		if got := upstreamErrorKind(t.Context(), tc.err, false); got != tc.want {
 			t.Errorf("upstreamErrorKind(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
-	if got := upstreamErrorKind(t.Context(), errUpstreamUnreachable, true); got != "" {
+	if got := upstreamErrorKind(t.Context(), cloudinary.ErrUnreachable, true); got != "" {
 		t.Errorf("a failed client body counted as an upstream error %q", got)
 	}
 }

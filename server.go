@@ -50,7 +50,7 @@ func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *me
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits(), adm))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
-	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, time.Now))))
+	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))

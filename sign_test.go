@@ -227,10 +227,10 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 func TestSignUsesConfiguredAlgorithm(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.cloudinary.params = url.Values{"signature_algorithm": {"sha256"}}
-	sc := newSigningConfig(cfg, nil)
-	if sc.algorithm != "sha256" || sc.version != 2 {
-		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", sc.algorithm, sc.version)
+	cfg.cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
+	sc := newSigningConfig(cfg, cfg.signer(), nil)
+	if a, v := sc.signer.Algorithm(), sc.signer.Version(); a != "sha256" || v != 2 {
+		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", a, v)
 	}
 	if _, err := loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://k:s@c?signature_algorithm=md5"})); err == nil || !strings.Contains(err.Error(), "signature_algorithm") {
 		t.Errorf("err = %v, want signature_algorithm refused", err)

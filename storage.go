@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 )
 
@@ -8,11 +9,11 @@ import (
 // The returned func releases it at shutdown.
 func openStore(cfg config, logger *slog.Logger) (uploader, func() error, error) {
 	if cfg.storage == "cloudinary" {
-		up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset, cfg.chunkOptions())
+		up, err := newCloudinaryUploader(cfg.cloudinary, cfg.cloudinaryOptions())
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("CLOUDINARY_URL: %w", err)
 		}
-		logger.Info("storing uploads in Cloudinary", "store", "cloudinary", "cloud_name", cfg.cloudinary.cloudName, "folder", cfg.uploadFolder)
+		logger.Info("storing uploads in Cloudinary", "store", "cloudinary", "cloud_name", cfg.cloudinary.CloudName, "folder", cfg.uploadFolder)
 		return up, func() error { return nil }, nil
 	}
 	s, err := newLocalStore(cfg.uploadDir, cfg.uploadFolder, cfg.publicURL)

@@ -513,9 +513,10 @@ type pieceReader interface {
 	NextPiece(beforeWait func() error) ([]byte, error)
 }
 
-// flusher is a writer that may hold back small writes (smallWrites) until flush.
+// flusher is a writer that may hold back small writes until Flush (internal/cloudinary's
+// request writer does).
 type flusher interface {
-	flush() error
+	Flush() error
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -600,7 +601,7 @@ func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
 		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).
 		flush := func() error {
 			if f, ok := w.(flusher); ok && (b.more == nil || !b.more()) {
-				return f.flush()
+				return f.Flush()
 			}
 			return nil
 		}
@@ -636,7 +637,7 @@ func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
 			// What w holds back must not wait on the client; and the watchdog runs while
 			// Cloudinary takes it, stopping only once the client is being waited on.
 			if f, ok := w.(flusher); ok {
-				if err := f.flush(); err != nil {
+				if err := f.Flush(); err != nil {
 					return err
 				}
 			}

@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +51,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SDK's timestamp: %v", err)
 			}
-			fields, err := ours.endpoint.signedFields(params, nil, time.Unix(ts, 0))
+			fields, err := ours.client.Fields(tc.p.store(), time.Unix(ts, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +69,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if err != nil || res.Error.Message != "" {
 				t.Fatalf("SDK upload: %v %q", err, res.Error.Message)
 			}
-			if _, err := ours.send(context.Background(), bytes.NewReader(pic), tc.p, nil); err != nil {
+			if _, err := ours.upload(context.Background(), bytes.NewReader(pic), tc.p); err != nil {
 				t.Fatalf("our upload: %v", err)
 			}
 			got := fake.uploads()
@@ -104,7 +102,9 @@ func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := newCloudinaryUploader(creds, folder, preset, testConfig().chunkOptions())
+	opts := testConfig().cloudinaryOptions()
+	opts.Folder, opts.Preset = folder, preset
+	up, err := newCloudinaryUploader(creds, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,34 +144,4 @@ func equalValues(a, b url.Values) bool {
 		}
 	}
 	return true
-}
-
-// readAnswer turns what Cloudinary may answer into what the client is told.
-func TestReadAnswer(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		status int
-		body   string
-		want   error // nil: the body is the result
-	}{
-		{"result", 200, ` {"public_id":"x","bytes":3}` + "\n", nil},
-		{"error with 400", 400, `{"error":{"message":"Invalid image file"}}`, errUpstreamRejected("Invalid image file")},
-		{"bad signature", 401, `{"error":{"message":"Invalid Signature abc"}}`, errUpstreamCredentials},
-		{"rate limited", 420, `{"error":{"message":"Rate Limit Exceeded"}}`, errUpstreamRateLimited},
-		{"edge's HTML 502", 502, `<html><body>Bad Gateway</body></html>`, errUpstreamFailed},
-		{"HTML with 200", 200, `<html></html>`, errUpstreamNotJSON},
-		{"JSON that is not an object", 200, `[1,2]`, errUpstreamNotJSON},
-		{"500 without a message", 500, `{}`, errUpstreamFailed},
-		{"answer too long", 200, `{"a":"` + strings.Repeat("x", maxUpstreamAnswer) + `"}`, errUpstreamNotJSON},
-	} {
-		resp := &http.Response{StatusCode: tc.status, Body: io.NopCloser(strings.NewReader(tc.body))}
-		got, err := readAnswer(resp)
-		switch {
-		case tc.want == nil && (err != nil || string(got) != strings.TrimSpace(tc.body)):
-			t.Errorf("%s: %s, %v; want the body as it came", tc.name, got, err)
-		case tc.want != nil && !errors.Is(err, tc.want):
-			t.Errorf("%s: %v; want %v", tc.name, err, tc.want)
-		}
-	}
 }
