@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cloudinary-upload-api/internal/localstore"
+
 	"errors"
 	"io/fs"
 	"mime"
@@ -11,10 +13,10 @@ import (
 )
 
 // handleFiles serves GET /files/{name}: the local store's files, immutable once written.
-func handleFiles(s *localStore) http.Handler {
+func handleFiles(s *localstore.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		f, rec, err := s.open(name)
+		f, rec, err := s.Open(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			writeError(w, r, errNotFound)
 			return

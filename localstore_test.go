@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cloudinary-upload-api/internal/localstore"
+
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -27,12 +29,13 @@ func newLocalServer(t *testing.T, env map[string]string) (http.Handler, string) 
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	s, err := newLocalStore(dir, cfg.uploadFolder, cfg.publicURL)
+	cfg.uploadDir = dir
+	s, err := newLocalStore(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return newServer(discardLogger(), cfg, s, newHealthState()), dir
+	return newServer(discardLogger(), cfg, localStorage(s), newHealthState()), dir
 }
 
 func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
@@ -258,7 +261,7 @@ func TestLocalStoreRemovesStaleTemps(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "tmp", ".upload-crashed"), []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := newLocalStore(dir, "", "")
+	s, err := localstore.New(dir, "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +310,7 @@ func TestStorageChoice(t *testing.T) {
 
 func TestUploadPage(t *testing.T) {
 	t.Parallel()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	rec := serve(h, httptest.NewRequest(http.MethodGet, "/", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /: %d %s", rec.Code, rec.Header().Get("Content-Type"))
@@ -337,14 +340,14 @@ func TestUploadPage(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.demoPage = false
-	off := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	off := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	if r := serve(off, httptest.NewRequest(http.MethodGet, "/", nil)); r.Code != http.StatusNotFound {
 		t.Errorf("DEMO_PAGE=false: GET / is %d, want 404", r.Code)
 	}
 
 	cfg = testConfig()
 	cfg.publicURL = "https://uploads.example.com/base"
-	withPublic := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	withPublic := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	csp = serve(withPublic, httptest.NewRequest(http.MethodGet, "/", nil)).Header().Get("Content-Security-Policy")
 	if want := "img-src 'self' https://uploads.example.com https://res.cloudinary.com"; !strings.Contains(csp, want) {
 		t.Errorf("with PUBLIC_URL, CSP %q lacks %q", csp, want)
@@ -382,14 +385,14 @@ func TestEarlyErrorReachesClientStillSending(t *testing.T) {
 func TestLocalStoreFailureIs500(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	s, err := newLocalStore(t.TempDir(), "", "")
+	s, err := localstore.New(t.TempDir(), "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil { // every write now fails, as on a broken disk
 		t.Fatal(err)
 	}
-	h := newServer(discardLogger(), cfg, s, newHealthState())
+	h := newServer(discardLogger(), cfg, localStorage(s), newHealthState())
 	rec := serve(h, uploadReq(t, nil, "a.png", testPNG(t, 2, 2)))
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"internal error"`) {
 		t.Errorf("upload to a broken store: %d %s, want 500 internal error", rec.Code, rec.Body)

@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer debug.SetMemoryLimit(prev)
 	}
 
-	up, closeStore, err := openStore(cfg, logger)
+	st, closeStore, err := openStore(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		health.redis = conn
 	}
 	srv := &http.Server{
-		Handler:           newServer(logger, cfg, up, health),
+		Handler:           newServer(logger, cfg, st, health),
 		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
 		// MaxHeaderBytes: Go answers 431 itself, in plain text, past this plus 4 KiB of slack.
 		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cloudinary-upload-api/internal/store"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -124,16 +125,6 @@ func (m *metrics) watchRedis(conn *ratelimit.Conn) {
 	)
 }
 
-// storeName names the store an uploader writes to, for the store label.
-func storeName(up uploader) string {
-	if s, ok := up.(interface{ storeName() string }); ok {
-		return s.storeName()
-	}
-	return "other"
-}
-
-func (c *cloudinaryUploader) storeName() string { return "cloudinary" }
-
 // outcome sorts an answer's status into the outcome label.
 func outcome(status int) string {
 	switch {
@@ -173,11 +164,9 @@ type measuredUploader struct {
 	m    *metrics
 }
 
-func (u measuredUploader) storeName() string { return storeName(u.next) }
-
-func (u measuredUploader) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+func (u measuredUploader) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	body := &countingReader{r: file}
-	result, err := u.next.upload(ctx, body, p)
+	result, err := u.next.Upload(ctx, body, p)
 	if err == nil {
 		u.m.uploadBytes.Add(float64(body.n.Load()))
 		return result, nil
@@ -289,5 +278,3 @@ func handleMetrics(m *metrics, token secret) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
-
-func (s *localStore) storeName() string { return "local" }

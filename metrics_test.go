@@ -129,7 +129,7 @@ func TestMetricsOpenWithoutToken(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.metrics = true
-	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	rec := httptestGet(h, "/metrics")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `uploads_total{outcome="ok",store="other"} 0`) {
 		t.Errorf("GET /metrics without a token = %d:\n%.300s", rec.Code, rec.Body.String())

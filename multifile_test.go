@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cloudinary-upload-api/internal/store"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -298,7 +299,7 @@ func TestUploadIgnoredFieldsAreLogged(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := newServer(logger, testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(logger, testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	ct, body := buildForm(t, field("relativePath", "null"), field("name", "a.png"), filePartOf("file", "a.png", testPNG(t, 2, 2)))
 	req := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
 	req.Header.Set("Content-Type", ct)
@@ -321,7 +322,7 @@ type pieceRecorder struct {
 	n        int64
 }
 
-func (u *pieceRecorder) upload(_ context.Context, file io.Reader, _ uploadParams) (json.RawMessage, error) {
+func (u *pieceRecorder) Upload(_ context.Context, file io.Reader, _ store.Params) (json.RawMessage, error) {
 	inner := file
 	if c, ok := inner.(*countingReader); ok { // the metrics' counter, which keeps WriteTo
 		inner = c.r
@@ -371,7 +372,7 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 			cfg := testConfig()
 			cfg.maxUploadBytes = 8 << 20
 			cfg.image.Strip = tc.strip
-			h := newServer(discardLogger(), cfg, up, newHealthState())
+			h := newServer(discardLogger(), cfg, testStorage(up), newHealthState())
 			img := append(tc.image(t), bytes.Repeat([]byte{7}, 3<<20)...) // after the image's end: nothing the guard reads
 			ct, body := buildForm(t, filePartOf("file", "a.img", img))
 			req := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
@@ -396,7 +397,7 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 
 func TestUploadIgnoredFieldsCountAgainstTheFormBudget(t *testing.T) {
 	t.Parallel()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	for _, tc := range []struct {
 		name   string
 		size   int

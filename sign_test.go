@@ -209,14 +209,14 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+		h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/sign", strings.NewReader(`{}`)))
 		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "signed direct uploads need Cloudinary credentials") {
 			t.Errorf("%s: %d %s, want 501 JSON", name, rec.Code, rec.Body)
 		}
 	}
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/sign", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "POST" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cloudinary-upload-api/internal/store"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -588,7 +589,7 @@ func FuzzUpload(f *testing.F) {
 	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\na,b\r\n--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nGIF89a\r\n--x--"))
 	f.Add("multipart/form-data; boundary=\"\"", []byte("--\r\n"))
 	f.Add("text/plain", []byte("hello"))
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		req, err := http.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
 		if err != nil {
@@ -609,10 +610,13 @@ func FuzzUpload(f *testing.F) {
 // acceptAllUploader stores nothing and answers like Cloudinary would.
 type acceptAllUploader struct{}
 
-func (acceptAllUploader) upload(_ context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+// testStorage is a store of the tests' own, with no routes of its own.
+func testStorage(up uploader) storage { return storage{up: up, name: "other"} }
+
+func (acceptAllUploader) Upload(_ context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	n, err := io.Copy(io.Discard, file)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.publicID, n)), nil
+	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.PublicID, n)), nil
 }

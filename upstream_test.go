@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"cloudinary-upload-api/internal/cloudinary"
+	"cloudinary-upload-api/internal/store"
 	"context"
 	"io"
 	"net/http"
@@ -24,19 +26,19 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		query  string // added to CLOUDINARY_URL
-		p      uploadParams
+		p      store.Params
 		folder string
 		preset string
 	}{
-		{name: "no choices", p: uploadParams{}},
-		{name: "every field", p: uploadParams{publicID: "shots/cat-1", tags: []string{"a", "b&c", "d"}, filename: "cat photo.png"}, folder: "incoming", preset: "signed-preset"},
-		{name: "sha256 signatures", query: "&signature_algorithm=sha256", p: uploadParams{tags: []string{"x", "y"}}},
-		{name: "signature version 1", query: "&signature_version=1", p: uploadParams{tags: []string{"a&b"}}},
+		{name: "no choices", p: store.Params{}},
+		{name: "every field", p: store.Params{PublicID: "shots/cat-1", Tags: []string{"a", "b&c", "d"}, Filename: "cat photo.png"}, folder: "incoming", preset: "signed-preset"},
+		{name: "sha256 signatures", query: "&signature_algorithm=sha256", p: store.Params{Tags: []string{"x", "y"}}},
+		{name: "signature version 1", query: "&signature_version=1", p: store.Params{Tags: []string{"a&b"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			params := cldupload.UploadParams{PublicID: tc.p.publicID, Tags: tc.p.tags, Folder: tc.folder,
-				UploadPreset: tc.preset, FilenameOverride: tc.p.filename}
-			if tc.p.publicID != "" {
+			params := cldupload.UploadParams{PublicID: tc.p.PublicID, Tags: tc.p.Tags, Folder: tc.folder,
+				UploadPreset: tc.preset, FilenameOverride: tc.p.Filename}
+			if tc.p.PublicID != "" {
 				params.Overwrite = api.Bool(false)
 			}
 			pic := fakeTestPNG(t, 3, 2)
@@ -51,7 +53,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SDK's timestamp: %v", err)
 			}
-			fields, err := ours.client.Fields(tc.p.store(), time.Unix(ts, 0))
+			fields, err := ours.Fields(tc.p, time.Unix(ts, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +71,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if err != nil || res.Error.Message != "" {
 				t.Fatalf("SDK upload: %v %q", err, res.Error.Message)
 			}
-			if _, err := ours.upload(context.Background(), bytes.NewReader(pic), tc.p); err != nil {
+			if _, err := ours.Upload(context.Background(), bytes.NewReader(pic), tc.p); err != nil {
 				t.Fatalf("our upload: %v", err)
 			}
 			got := fake.uploads()
@@ -90,7 +92,7 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 }
 
 // newTestCloudinaryUploader is ours for the fake's credentials at prefix, its connections closed with the test.
-func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset string) *cloudinaryUploader {
+func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset string) *cloudinary.Client {
 	t.Helper()
 	cldURL := "cloudinary://" + fakeAPIKey + ":" + fakeAPISecret + "@" + fakeCloudName + "?upload_prefix=" + url.QueryEscape(prefix) + query
 	creds, err := loadCredentials(func(k string) string {
@@ -104,11 +106,11 @@ func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset strin
 	}
 	opts := testConfig().cloudinaryOptions()
 	opts.Folder, opts.Preset = folder, preset
-	up, err := newCloudinaryUploader(creds, opts)
+	up, err := cloudinary.New(creds, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(up.client.CloseIdleConnections)
+	t.Cleanup(up.CloseIdleConnections)
 	return up
 }
 
