@@ -23,7 +23,10 @@ type apiError struct {
 
 func (e apiError) Error() string { return e.message }
 
-// The errors a client can see, one per row of the README's error table.
+// The errors a client can see, one per row of the README's error table. The functions below
+// the block build the rows whose message carries a detail (a limit, a name, Cloudinary's own
+// message); storeError, formError, admissionError and imageAPIError map the internal packages'
+// errors onto these.
 var (
 	errNotFound            = apiError{http.StatusNotFound, "not found"}
 	errMethodNotAllowed    = apiError{http.StatusMethodNotAllowed, "method not allowed"}
@@ -48,6 +51,15 @@ var (
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
+	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
+	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
+	errMetricsToken        = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
+	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
+	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
+	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxSignBody)}
+	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
+	errClientGone = apiError{499, "client closed the request"}
 	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
 	errImageMetadataTooLarge = apiError{http.StatusRequestEntityTooLarge, "the image's metadata is larger than " + formatBytes(imageguard.DefaultMaxMetadataBytes)}
 )

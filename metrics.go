@@ -256,9 +256,6 @@ func (c *countingWriter) Flush() error {
 	return err
 }
 
-// errMetricsToken is the 401 for GET /metrics without the METRICS_TOKEN.
-var errMetricsToken = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
-
 // handleMetrics serves GET /metrics in Prometheus's text format, behind METRICS_TOKEN when it is set.
 func handleMetrics(m *metrics, token secret) http.Handler {
 	h := promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})

@@ -57,13 +57,6 @@ type signingConfig struct {
 	now      func() time.Time
 }
 
-var (
-	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
-	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
-	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
-	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than 16 KiB"}
-)
-
 const maxSignBody = 16 << 10
 
 // signResponse is POST /sign's answer: everything a page needs to POST the file straight to Cloudinary.

@@ -51,8 +51,6 @@ const (
 	drainTimeout  = 15 * time.Second
 )
 
-// errClientGone is logged when the client disconnected; nobody reads the answer.
-var errClientGone = apiError{499, "client closed the request"}
 
 // retryAfterBusy is what a client refused for lack of memory or of its own places is told to
 // wait, in seconds.
