@@ -70,7 +70,7 @@ func envVars() []envVar {
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
 		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
-		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
+		{name: "LOG_FORMAT", def: "auto", help: "Log format: json, text, or auto: text when stdout is a terminal (with the page's address first), else json"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
 		{name: "STRIP_METADATA", def: "gps", help: "Metadata removed from JPEG, PNG and WebP uploads, without re-encoding: gps (the location only), all (everything but the colour profile and orientation) or off"},
 		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
@@ -329,8 +329,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")
-	if cfg.logFormat != "json" && cfg.logFormat != "text" {
-		bad("LOG_FORMAT", "json or text")
+	if cfg.logFormat != "json" && cfg.logFormat != "text" && cfg.logFormat != "auto" {
+		bad("LOG_FORMAT", "json, text or auto")
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "debug, info, warn or error")

@@ -51,7 +51,6 @@ const (
 	drainTimeout  = 15 * time.Second
 )
 
-
 // retryAfterBusy is what a client refused for lack of memory or of its own places is told to
 // wait, in seconds.
 const retryAfterBusy = "5"
