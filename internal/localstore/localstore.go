@@ -82,7 +82,7 @@ type localResult struct {
 
 const (
 	localFilesDir = "files"
-	MetaDir       = "meta"
+	metaDir       = "meta"
 	localTmpDir   = "tmp"
 	localTmpGlob  = ".upload-"
 	FilesRoute    = "/files/" // the path under which the answers' URLs say the files are served
@@ -110,7 +110,7 @@ func New(dir, folder, publicURL string, warn func(ctx context.Context, msg strin
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", dir, err)
 	}
-	for _, sub := range []string{localFilesDir, MetaDir, localTmpDir} {
+	for _, sub := range []string{localFilesDir, metaDir, localTmpDir} {
 		if err := root.MkdirAll(sub, 0o750); err != nil {
 			return nil, errors.Join(fmt.Errorf("%q: %w", dir, err), root.Close())
 		}
@@ -246,7 +246,7 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 	if err := s.root.Link(tmpName, path.Join(localFilesDir, rec.File)); err != nil {
 		// Only a leftover from a crash between claim and link can be in the way: keep the claim
 		// consistent by giving it up.
-		return nil, errors.Join(fmt.Errorf("local store: place file: %w", err), s.root.Remove(path.Join(MetaDir, key+".json")))
+		return nil, errors.Join(fmt.Errorf("local store: place file: %w", err), s.root.Remove(path.Join(metaDir, key+".json")))
 	}
 	return s.answer(rec, p.BaseURL, false)
 }
@@ -264,7 +264,7 @@ func (s *Store) claim(key string, rec Record) (*Record, error) {
 	if err := s.root.WriteFile(tmpName, b, 0o640); err != nil {
 		return nil, fmt.Errorf("local store: write record: %w", err)
 	}
-	err = s.root.Link(tmpName, path.Join(MetaDir, key+".json"))
+	err = s.root.Link(tmpName, path.Join(metaDir, key+".json"))
 	if errors.Is(err, fs.ErrExist) {
 		old, err := s.readMeta(key)
 		if err != nil {
@@ -280,7 +280,7 @@ func (s *Store) claim(key string, rec Record) (*Record, error) {
 
 func (s *Store) readMeta(key string) (Record, error) {
 	var m Record
-	b, err := s.root.ReadFile(path.Join(MetaDir, key+".json"))
+	b, err := s.root.ReadFile(path.Join(metaDir, key+".json"))
 	if err != nil {
 		return m, fmt.Errorf("local store: read record: %w", err)
 	}
