@@ -279,8 +279,8 @@ func TestStorageChoice(t *testing.T) {
 		wantStore string
 	}{
 		{"auto_without_credentials_is_local", map[string]string{}, "local"},
-		{"auto_with_credentials_is_cloudinary", map[string]string{"CLOUDINARY_URL": fake.cloudinaryURL()}, "cloudinary"},
-		{"local_even_with_credentials", map[string]string{"STORAGE": "local", "CLOUDINARY_URL": fake.cloudinaryURL()}, "local"},
+		{"auto_with_credentials_is_cloudinary", map[string]string{"CLOUDINARY_URL": fake.CloudinaryURL()}, "cloudinary"},
+		{"local_even_with_credentials", map[string]string{"STORAGE": "local", "CLOUDINARY_URL": fake.CloudinaryURL()}, "local"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := localEnv(t)

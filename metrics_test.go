@@ -38,7 +38,7 @@ func TestMetrics(t *testing.T) {
 	if got := upload([]byte("plain text")); got != http.StatusUnsupportedMediaType {
 		t.Fatalf("text upload: %d", got)
 	}
-	fake.setBehaviour(fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`})
+	fake.SetBehaviour(fakeBehaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`})
 	if got := upload(img); got != http.StatusBadGateway {
 		t.Fatalf("upload to a failing Cloudinary: %d", got)
 	}

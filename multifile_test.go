@@ -90,16 +90,16 @@ func TestUploadSeveralFilesArriveInOrder(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || got.Error != nil || len(got.Files) != 3 {
 		t.Fatalf("status %d, answer %+v; want 200 with three files", resp.StatusCode, got)
 	}
-	ups := fake.uploads()
+	ups := fake.Uploads()
 	if len(ups) != 3 {
 		t.Fatalf("fake stored %d files, want 3", len(ups))
 	}
 	for i, up := range ups {
-		if up.sha256 != sha256Hex(imgs[i]) || up.params.Get("filename_override") != names[i] {
-			t.Errorf("upload %d: %s %q, want %s %q (in order, byte for byte)", i, up.sha256, up.params.Get("filename_override"), sha256Hex(imgs[i]), names[i])
+		if up.SHA256 != sha256Hex(imgs[i]) || up.Params.Get("filename_override") != names[i] {
+			t.Errorf("upload %d: %s %q, want %s %q (in order, byte for byte)", i, up.SHA256, up.Params.Get("filename_override"), sha256Hex(imgs[i]), names[i])
 		}
-		if strings.Join(up.tags(), ",") != "trip" {
-			t.Errorf("upload %d: tags %v, want the form's tags on every file", i, up.tags())
+		if strings.Join(up.Tags(), ",") != "trip" {
+			t.Errorf("upload %d: tags %v, want the form's tags on every file", i, up.Tags())
 		}
 		if got.Files[i]["bytes"] != float64(len(imgs[i])) || got.Files[i]["public_id"] == nil {
 			t.Errorf("answer entry %d = %v, want Cloudinary's result for file %d", i, got.Files[i], i)
@@ -148,7 +148,7 @@ func TestUploadSeveralFilesOneRefused(t *testing.T) {
 	if len(got.Files) != 3 || got.Files[0]["public_id"] == nil || !strings.Contains(entryError(got.Files[1]), "text/plain is not allowed") || got.Files[2]["public_id"] == nil {
 		t.Fatalf("files %v; want stored, refused, stored", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 2 || ups[0].sha256 != sha256Hex(imgs[0]) || ups[1].sha256 != sha256Hex(imgs[2]) {
+	if ups := fake.Uploads(); len(ups) != 2 || ups[0].SHA256 != sha256Hex(imgs[0]) || ups[1].SHA256 != sha256Hex(imgs[2]) {
 		t.Fatalf("fake stored %d files, want the first and third", len(ups))
 	}
 }
@@ -167,7 +167,7 @@ func TestUploadPublicIDWithTwoFiles(t *testing.T) {
 	if len(got.Files) != 2 || got.Files[0]["public_id"] != "cats/tom" || !strings.Contains(entryError(got.Files[1]), "public_id names one file") {
 		t.Fatalf("files %v; want the first named cats/tom, the second refused", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Get("public_id") != "cats/tom" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Get("public_id") != "cats/tom" {
 		t.Fatalf("fake stored %+v, want only the first file, as cats/tom", ups)
 	}
 }
@@ -188,7 +188,7 @@ func TestUploadMaxFilesPerRequest(t *testing.T) {
 	if len(got.Files) != 3 || got.Files[1]["public_id"] == nil || !strings.Contains(entryError(got.Files[2]), "at most 2 files") {
 		t.Fatalf("files %v; want two stored and the third refused", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 2 {
+	if ups := fake.Uploads(); len(ups) != 2 {
 		t.Fatalf("fake stored %d files, want 2", len(ups))
 	}
 }
@@ -208,7 +208,7 @@ func TestUploadLibraryForms(t *testing.T) {
 		{"a surrounding form's inputs", []formPart{field("folder", "elsewhere"), field("overwrite", "true"), field("upload_preset", "x"), filePartOf("files", "a.png", img)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(fake.uploads())
+			before := len(fake.Uploads())
 			ct, body := buildForm(t, tc.parts...)
 			resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 			var got map[string]any
@@ -216,12 +216,12 @@ func TestUploadLibraryForms(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || got["public_id"] == nil || got["files"] != nil {
 				t.Fatalf("status %d, answer %v; want one file's answer as always", resp.StatusCode, got)
 			}
-			ups := fake.uploads()
-			if len(ups) != before+1 || ups[len(ups)-1].sha256 != sha256Hex(img) {
+			ups := fake.Uploads()
+			if len(ups) != before+1 || ups[len(ups)-1].SHA256 != sha256Hex(img) {
 				t.Fatalf("fake stored %d files, want the one sent", len(ups)-before)
 			}
 			for _, name := range []string{"relativePath", "name", "type", "filepond", "folder", "overwrite", "upload_preset"} {
-				if v := ups[len(ups)-1].params[name]; v != nil {
+				if v := ups[len(ups)-1].Params[name]; v != nil {
 					t.Errorf("the client's %q field reached Cloudinary: %q", name, v)
 				}
 			}
@@ -240,7 +240,7 @@ func TestUploadFilePartUnderAnotherName(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || got.Error.Message != want {
 		t.Fatalf("%d %q, want 400 %q", resp.StatusCode, got.Error.Message, want)
 	}
-	if n := fake.requestCount(); n != 0 {
+	if n := fake.RequestCount(); n != 0 {
 		t.Fatalf("%d requests reached Cloudinary", n)
 	}
 }
@@ -252,7 +252,7 @@ func TestUploadContextIsSignedLikeSign(t *testing.T) {
 	ct, body := buildForm(t, field("context", `alt=a cat|caption=on the mat`), filePartOf("file", "a.png", testPNG(t, 3, 3)))
 	resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 	decodeOK(t, resp, "upload with context") // the fake checks the signature over every field
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Get("context") != "alt=a cat|caption=on the mat" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Get("context") != "alt=a cat|caption=on the mat" {
 		t.Fatalf("context at the fake: %+v", ups)
 	}
 
@@ -269,11 +269,11 @@ func TestUploadContextIsSignedLikeSign(t *testing.T) {
 	env := baseEnv(t, fake)
 	env["SIGNABLE_PARAMS"] = "public_id"
 	srv2 := startServer(t, env)
-	before := len(fake.uploads())
+	before := len(fake.Uploads())
 	ct, body = buildForm(t, field("context", "alt=x"), field("tags", "a"), filePartOf("file", "a.png", testPNG(t, 3, 3)))
 	decodeOK(t, postForm(t, client, srv2.url, ct, bytes.NewReader(body)), "upload with fields that are not signable")
-	if ups := fake.uploads(); len(ups) != before+1 || ups[before].params.Has("context") || len(ups[before].tags()) != 0 {
-		t.Fatalf("fields SIGNABLE_PARAMS leaves out reached Cloudinary: %+v", ups[before].params)
+	if ups := fake.Uploads(); len(ups) != before+1 || ups[before].Params.Has("context") || len(ups[before].Tags()) != 0 {
+		t.Fatalf("fields SIGNABLE_PARAMS leaves out reached Cloudinary: %+v", ups[before].Params)
 	}
 }
 

@@ -97,7 +97,7 @@ func TestUploadRoundTrip(t *testing.T) {
 		{"jpeg_without_fields", testJPEG(t, 120, 80), "dog.jpg", nil, "jpg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(fake.uploads())
+			before := len(fake.Uploads())
 			ct, body := multipartBody(t, tc.fields, tc.filename, tc.file)
 			resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 			if resp.StatusCode != http.StatusOK {
@@ -106,21 +106,21 @@ func TestUploadRoundTrip(t *testing.T) {
 			var got map[string]any
 			decodeBody(t, resp, &got)
 
-			ups := fake.uploads()
+			ups := fake.Uploads()
 			if len(ups) != before+1 {
 				t.Fatalf("fake recorded %d uploads, want %d", len(ups), before+1)
 			}
 			up := ups[len(ups)-1]
-			if got, want := up.sha256, sha256Hex(tc.file); got != want {
+			if got, want := up.SHA256, sha256Hex(tc.file); got != want {
 				t.Errorf("fake received sha256 %s, want %s", got, want)
 			}
-			if got, want := up.params.Get("folder"), "site/uploads"; got != want {
+			if got, want := up.Params.Get("folder"), "site/uploads"; got != want {
 				t.Errorf("folder = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("upload_preset"), "signed_thumbs"; got != want {
+			if got, want := up.Params.Get("upload_preset"), "signed_thumbs"; got != want {
 				t.Errorf("upload_preset = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("filename_override"), tc.filename; got != want {
+			if got, want := up.Params.Get("filename_override"), tc.filename; got != want {
 				t.Errorf("filename_override = %q, want %q", got, want)
 			}
 			// Cloudinary's answer is passed on as it was sent: its own field names, none added.
@@ -136,18 +136,18 @@ func TestUploadRoundTrip(t *testing.T) {
 				t.Errorf("answer has the SDK's Go struct fields: %v", got)
 			}
 			if tc.fields == nil {
-				if up.params.Has("public_id") || up.params.Has("overwrite") {
-					t.Errorf("public_id/overwrite sent without a client public_id: %v", up.params)
+				if up.Params.Has("public_id") || up.Params.Has("overwrite") {
+					t.Errorf("public_id/overwrite sent without a client public_id: %v", up.Params)
 				}
 				return
 			}
-			if got, want := up.params.Get("public_id"), "cats/tom"; got != want {
+			if got, want := up.Params.Get("public_id"), "cats/tom"; got != want {
 				t.Errorf("public_id = %q, want %q", got, want)
 			}
-			if got, want := strings.Join(up.tags(), ","), "cats,pets"; got != want {
+			if got, want := strings.Join(up.Tags(), ","), "cats,pets"; got != want {
 				t.Errorf("tags = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("overwrite"), "false"; got != want {
+			if got, want := up.Params.Get("overwrite"), "false"; got != want {
 				t.Errorf("overwrite = %q, want %q", got, want)
 			}
 			if got, want := got["public_id"], "site/uploads/cats/tom"; got != want {
@@ -178,7 +178,7 @@ func TestUploadFieldsAfterFileAreIgnored(t *testing.T) {
 	}
 	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
 	decodeOK(t, resp, "upload with a field after the file")
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Has("public_id") {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Has("public_id") {
 		t.Fatalf("a field after the file reached Cloudinary: %+v", ups)
 	}
 }
@@ -214,7 +214,7 @@ func TestUploadErrors(t *testing.T) {
 	mp := "multipart/form-data; boundary=" + boundary
 	raw := func(s string) func(t *testing.T) []byte { return func(*testing.T) []byte { return []byte(s) } }
 	wrongSecret := func(fake *fakeCloudinary) string {
-		return strings.Replace(fake.cloudinaryURL(), ":"+fakeAPISecret+"@", ":wrong-secret@", 1)
+		return strings.Replace(fake.CloudinaryURL(), ":"+fakeAPISecret+"@", ":wrong-secret@", 1)
 	}
 
 	cases := []errorCase{
@@ -248,13 +248,13 @@ func TestUploadErrors(t *testing.T) {
 		{name: "gif_frame_past_the_limits_is_413", body: form(nil, "far.gif", guardTestGIFFrameFar), wantStatus: 413, wantMessage: "image is 30016 × 16 pixels", upstream: true},
 		{name: "image_metadata_over_1mib_is_413", body: form(nil, "a.jpg", guardTestHugeMetadata), wantStatus: 413, wantMessage: "metadata is larger than 1 MiB"},
 		{name: "cloudinary_401_is_502", env: map[string]string{"CLOUDINARY_URL": ""}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "rejected the server's credentials", upstream: true},
-		{name: "cloudinary_500_is_502", behaviour: &fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
-		{name: "cloudinary_html_502_is_502", behaviour: &fakeBehaviour{status: 502, contentType: "text/html", body: "<html><body>Bad Gateway</body></html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
-		{name: "cloudinary_not_json_is_502", behaviour: &fakeBehaviour{status: 200, contentType: "text/html", body: "<html>maintenance</html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "not JSON", upstream: true},
-		{name: "cloudinary_reset_is_502", behaviour: &fakeBehaviour{reset: true}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "could not reach Cloudinary", upstream: true},
-		{name: "cloudinary_rate_limit_is_503", behaviour: &fakeBehaviour{status: 420, body: `{"error":{"message":"Rate Limit Exceeded"}}`}, body: form(nil, "a.png", png1), wantStatus: 503, wantMessage: "limiting", upstream: true},
-		{name: "cloudinary_silent_is_504", env: map[string]string{"UPLOAD_TIMEOUT": "300ms"}, behaviour: &fakeBehaviour{hang: true}, body: form(nil, "a.png", png1), wantStatus: 504, wantMessage: "did not answer in time", upstream: true},
-		{name: "cloudinary_invalid_image_is_400", behaviour: &fakeBehaviour{status: 400, body: `{"error":{"message":"Invalid image file"}}`}, body: form(nil, "a.png", png1), wantStatus: 400, wantMessage: "Invalid image file", upstream: true},
+		{name: "cloudinary_500_is_502", behaviour: &fakeBehaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
+		{name: "cloudinary_html_502_is_502", behaviour: &fakeBehaviour{Status: 502, ContentType: "text/html", Body: "<html><body>Bad Gateway</body></html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
+		{name: "cloudinary_not_json_is_502", behaviour: &fakeBehaviour{Status: 200, ContentType: "text/html", Body: "<html>maintenance</html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "not JSON", upstream: true},
+		{name: "cloudinary_reset_is_502", behaviour: &fakeBehaviour{Reset: true}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "could not reach Cloudinary", upstream: true},
+		{name: "cloudinary_rate_limit_is_503", behaviour: &fakeBehaviour{Status: 420, Body: `{"error":{"message":"Rate Limit Exceeded"}}`}, body: form(nil, "a.png", png1), wantStatus: 503, wantMessage: "limiting", upstream: true},
+		{name: "cloudinary_silent_is_504", env: map[string]string{"UPLOAD_TIMEOUT": "300ms"}, behaviour: &fakeBehaviour{Hang: true}, body: form(nil, "a.png", png1), wantStatus: 504, wantMessage: "did not answer in time", upstream: true},
+		{name: "cloudinary_invalid_image_is_400", behaviour: &fakeBehaviour{Status: 400, Body: `{"error":{"message":"Invalid image file"}}`}, body: form(nil, "a.png", png1), wantStatus: 400, wantMessage: "Invalid image file", upstream: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +267,7 @@ func TestUploadErrors(t *testing.T) {
 				env["CLOUDINARY_URL"] = wrongSecret(fake)
 			}
 			if tc.behaviour != nil {
-				fake.setBehaviour(*tc.behaviour)
+				fake.SetBehaviour(*tc.behaviour)
 			}
 			srv := startServer(t, env)
 			resp := doCase(t, newClient(t), srv.url, tc)
@@ -289,8 +289,8 @@ func TestUploadErrors(t *testing.T) {
 					t.Errorf("%s = %q, want %q", tc.wantHeader[0], got, tc.wantHeader[1])
 				}
 			}
-			if !tc.upstream && fake.requestCount() != 0 {
-				t.Errorf("a refused request reached Cloudinary %d times", fake.requestCount())
+			if !tc.upstream && fake.RequestCount() != 0 {
+				t.Errorf("a refused request reached Cloudinary %d times", fake.RequestCount())
 			}
 			if strings.Contains(srv.logs.String(), fakeAPISecret) {
 				t.Errorf("the API secret is in the logs")
@@ -400,10 +400,10 @@ func TestUploadOverLimitMidStream(t *testing.T) {
 	}
 	// Without a Content-Length the file goes in chunks: the limit is passed while the server
 	// reads the next chunk, which is then never sent.
-	if n := fake.maxFileBytesSeen(); n > limit {
+	if n := fake.MaxFileBytesSeen(); n > limit {
 		t.Errorf("Cloudinary received %d file bytes, more than the %d limit", n, limit)
 	}
-	if len(fake.uploads()) != 0 {
+	if len(fake.Uploads()) != 0 {
 		t.Errorf("an oversized file was stored")
 	}
 }
@@ -428,19 +428,19 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	if _, err := fileW.Write(make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes // the upload is under way upstream
+	<-fake.FirstBytes // the upload is under way upstream
 	cancel()          // the client goes away
 	// Ends the client's body writer without completing the form: a plain Close let a fast
 	// client finish a valid body before it noticed the cancel, and the upload succeeded.
 	errGone := errors.New("client went away")
 	fileW.CloseWithError(errGone)
-	if err := <-fake.aborted; err == nil {
+	if err := <-fake.Aborted; err == nil {
 		t.Errorf("upstream request ended without error")
 	}
 	if err := <-result; !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
-	if len(fake.uploads()) != 0 {
+	if len(fake.Uploads()) != 0 {
 		t.Errorf("a cancelled upload was stored")
 	}
 }
@@ -515,7 +515,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 	if _, err := fileW.Write(img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes
+	<-fake.FirstBytes
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -530,7 +530,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 		t.Fatalf("run after SIGTERM: %v", err)
 	}
 	close(srv.done)
-	if got := fake.uploads(); len(got) != 1 || got[0].sha256 != sha256Hex(img) {
+	if got := fake.Uploads(); len(got) != 1 || got[0].SHA256 != sha256Hex(img) {
 		t.Fatalf("the upload did not arrive whole: %+v", got)
 	}
 	if !strings.Contains(srv.logs.String(), `"msg":"shutting down"`) {
@@ -579,7 +579,7 @@ func TestCurlUpload(t *testing.T) {
 			t.Errorf("curl got a non-JSON answer: %q", answer)
 		}
 	}
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].sha256 != sha256Hex(img) || strings.Join(ups[0].tags(), ",") != "curl" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].SHA256 != sha256Hex(img) || strings.Join(ups[0].Tags(), ",") != "curl" {
 		t.Errorf("curl upload did not arrive as sent: %+v", ups)
 	}
 }

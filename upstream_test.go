@@ -65,8 +65,8 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			}
 
 			fake := newFakeCloudinary(t)
-			sdk = newFakeTestUploader(t, fake.cloudinaryURL())
-			ours = newTestCloudinaryUploader(t, fake.srv.URL, "", tc.folder, tc.preset)
+			sdk = newFakeTestUploader(t, fake.CloudinaryURL())
+			ours = newTestCloudinaryUploader(t, fake.URL(), "", tc.folder, tc.preset)
 			res, err := sdk.Upload(context.Background(), bytes.NewReader(pic), params)
 			if err != nil || res.Error.Message != "" {
 				t.Fatalf("SDK upload: %v %q", err, res.Error.Message)
@@ -74,16 +74,16 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if _, err := ours.Upload(context.Background(), bytes.NewReader(pic), tc.p); err != nil {
 				t.Fatalf("our upload: %v", err)
 			}
-			got := fake.uploads()
+			got := fake.Uploads()
 			if len(got) != 2 {
 				t.Fatalf("the fake accepted %d uploads, want 2", len(got))
 			}
 			sdkReq, ourReq := got[0], got[1]
-			if sdkReq.filename != ourReq.filename || sdkReq.sha256 != ourReq.sha256 {
-				t.Errorf("file part: SDK %q %s, ours %q %s", sdkReq.filename, sdkReq.sha256, ourReq.filename, ourReq.sha256)
+			if sdkReq.Filename != ourReq.Filename || sdkReq.SHA256 != ourReq.SHA256 {
+				t.Errorf("file part: SDK %q %s, ours %q %s", sdkReq.Filename, sdkReq.SHA256, ourReq.Filename, ourReq.SHA256)
 			}
 			for _, h := range []string{"User-Agent", "Transfer-Encoding", "Content-Length"} {
-				if s, o := sdkReq.header.Values(h), ourReq.header.Values(h); !slices.Equal(s, o) {
+				if s, o := sdkReq.Header.Values(h), ourReq.Header.Values(h); !slices.Equal(s, o) {
 					t.Errorf("%s: SDK %q, ours %q", h, s, o)
 				}
 			}
