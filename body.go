@@ -11,11 +11,17 @@ package main
 //	MaxBytesReader   upload.go    MAX_UPLOAD_BYTES plus the form's overhead
 //	preambleLimit    upload.go    form fields and part headers within formOverhead
 //	bufio.Reader     upload.go    requestBufferBytes: large reads of the connection
-//	filePart         filepart.go  the file's bytes as pieces of that buffer (nextPiece): the fast path
+//	formstream.Part  internal/formstream  the file's bytes as pieces of that buffer (NextPiece): the fast path
 //	uploadBody       upload.go    caps, times and stops the file; WriteTo hands pieces upstream without a copy
+//	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible
+//	uploadForm       internal/cloudinary  the multipart request around the file; WriteTo hands the file the
+//	                              transport's writer (smallWrites, whose Flush the file calls before it waits)
+//	chunkReader      internal/cloudinary  chunked uploads only: the file is Read into a chunk buffer, which this
+//	                              writes upstream in 1 MiB pieces (a retry resends it from the buffer)
 //
 // The wrappers under the bufio.Reader see only its large reads, so they cost nothing per piece;
-// the fast path above it (WriteTo, nextPiece) never goes through them.
+// the fast path above it (WriteTo, NextPiece, Flush) never goes through them. A wrapper that hid
+// WriteTo would fail TestUploadTakesTheFastPath, not only a benchmark.
 //
 // The timers:
 //

@@ -1,10 +1,11 @@
-package main
+package cloudinary_test
 
 import (
 	"bytes"
-	"cloudinary-upload-api/internal/cloudinary"
-	"cloudinary-upload-api/internal/store"
 	"context"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,9 +17,14 @@ import (
 
 	"github.com/cloudinary/cloudinary-go/v2/api"
 	cldupload "github.com/cloudinary/cloudinary-go/v2/api/uploader"
+	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
+
+	"cloudinary-upload-api/internal/cloudinary"
+	"cloudinary-upload-api/internal/cloudinary/cloudinarytest"
+	"cloudinary-upload-api/internal/store"
 )
 
-// The upload request is built here rather than by the SDK's Upload (upstream.go): it must be the
+// The upload request is built by the Client rather than by the SDK's Upload (client.go says why): it must be the
 // request the SDK would send. First the SDK's fields, caught by a plain server, are compared with
 // ours signed at the same second, signature included, for each signing setting. Then both send
 // the same file to the fake, which checks each signature, and their requests are compared.
@@ -41,14 +47,14 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 			if tc.p.PublicID != "" {
 				params.Overwrite = api.Bool(false)
 			}
-			pic := fakeTestPNG(t, 3, 2)
+			pic := testPNG(t, 3, 2)
 
 			catcher := newFieldCatcher(t)
-			sdk := newFakeTestUploader(t, "cloudinary://"+fakeAPIKey+":"+fakeAPISecret+"@"+fakeCloudName+"?upload_prefix="+url.QueryEscape(catcher.srv.URL)+tc.query)
+			sdk := newSDKUploader(t, "cloudinary://"+cloudinarytest.APIKey+":"+cloudinarytest.APISecret+"@"+cloudinarytest.CloudName+"?upload_prefix="+url.QueryEscape(catcher.srv.URL)+tc.query)
 			if _, err := sdk.Upload(context.Background(), bytes.NewReader(pic), params); err != nil {
 				t.Fatalf("SDK upload: %v", err)
 			}
-			ours := newTestCloudinaryUploader(t, catcher.srv.URL, tc.query, tc.folder, tc.preset)
+			ours := newTestClient(t, catcher.srv.URL, tc.query, tc.folder, tc.preset)
 			ts, err := strconv.ParseInt(catcher.fields.Get("timestamp"), 10, 64)
 			if err != nil {
 				t.Fatalf("SDK's timestamp: %v", err)
@@ -64,9 +70,9 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 				return // the fake signs with SHA-1, version 2, as Cloudinary does by default
 			}
 
-			fake := newFakeCloudinary(t)
-			sdk = newFakeTestUploader(t, fake.CloudinaryURL())
-			ours = newTestCloudinaryUploader(t, fake.URL(), "", tc.folder, tc.preset)
+			fake := cloudinarytest.New(t)
+			sdk = newSDKUploader(t, fake.CloudinaryURL())
+			ours = newTestClient(t, fake.URL(), "", tc.folder, tc.preset)
 			res, err := sdk.Upload(context.Background(), bytes.NewReader(pic), params)
 			if err != nil || res.Error.Message != "" {
 				t.Fatalf("SDK upload: %v %q", err, res.Error.Message)
@@ -91,27 +97,50 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 	}
 }
 
-// newTestCloudinaryUploader is ours for the fake's credentials at prefix, its connections closed with the test.
-func newTestCloudinaryUploader(t *testing.T, prefix, query, folder, preset string) *cloudinary.Client {
+// newTestClient is a Client for the fake's credentials at prefix, its connections closed with the test.
+func newTestClient(t *testing.T, prefix, query, folder, preset string) *cloudinary.Client {
 	t.Helper()
-	cldURL := "cloudinary://" + fakeAPIKey + ":" + fakeAPISecret + "@" + fakeCloudName + "?upload_prefix=" + url.QueryEscape(prefix) + query
-	creds, err := loadCredentials(func(k string) string {
-		if k == "CLOUDINARY_URL" {
-			return cldURL
-		}
-		return ""
-	})
+	creds, err := cloudinary.ParseURL("cloudinary://" + cloudinarytest.APIKey + ":" + cloudinarytest.APISecret + "@" + cloudinarytest.CloudName +
+		"?upload_prefix=" + url.QueryEscape(prefix) + query)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := testConfig().cloudinaryOptions()
-	opts.Folder, opts.Preset = folder, preset
-	up, err := cloudinary.New(creds, opts)
+	c, err := cloudinary.New(creds, cloudinary.Options{Folder: folder, Preset: preset, ChunkSize: cloudinary.MinChunkBytes, StallTimeout: time.Minute,
+		Backoff: func(int) time.Duration { return 0 }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(up.CloseIdleConnections)
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// newSDKUploader is the SDK's uploader for url, with its own transport so its idle connections end with the test.
+// Call it before t.Parallel: config.NewFromURL is unsafe for concurrent use (a package-level decoder).
+func newSDKUploader(t *testing.T, cldURL string) *cldupload.API {
+	t.Helper()
+	cfg, err := cldconfig.NewFromURL(cldURL)
+	if err != nil {
+		t.Fatalf("config.NewFromURL: %v", err)
+	}
+	up, err := cldupload.NewWithConfiguration(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	up.Client = http.Client{Transport: tr}
 	return up
+}
+
+func testPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	img.Set(0, 0, color.RGBA{R: 255, A: 255})
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // fieldCatcher keeps the text fields of the last upload it was sent, and answers like a success.
