@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cloudinary-upload-api/internal/store"
 	"errors"
 	"io"
 	"mime/multipart"
@@ -15,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/store"
 )
 
 func tokenConfig(t testing.TB, tokens string) config {

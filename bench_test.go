@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cloudinary-upload-api/internal/cloudinary"
 	"encoding/json"
 	"io"
 	"mime/multipart"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cloudinary-upload-api/internal/cloudinary"
 	"context"
 	"io"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {

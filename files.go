@@ -1,8 +1,6 @@
 package main
 
 import (
-	"cloudinary-upload-api/internal/localstore"
-
 	"errors"
 	"io/fs"
 	"mime"
@@ -10,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"cloudinary-upload-api/internal/localstore"
 )
 
 // handleFiles serves GET /files/{name}: the local store's files, immutable once written.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cloudinary-upload-api/internal/store"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"cloudinary-upload-api/internal/ratelimit"
+	"cloudinary-upload-api/internal/store"
 )
 
 // metrics are the server's Prometheus metrics, in a registry of their own (never the

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"cloudinary-upload-api/internal/localstore"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,6 +19,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"cloudinary-upload-api/internal/localstore"
 )
 
 // The spec check. openapi.yaml must describe exactly the routes that addRoutes registers, and every

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cloudinary-upload-api/internal/store"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/store"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
-	"cloudinary-upload-api/internal/store"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/store"
 )
 
 // testPNG makes a real PNG of the given size.
@@ -468,4 +470,32 @@ func (acceptAllUploader) Upload(_ context.Context, file io.Reader, p store.Param
 		return nil, err
 	}
 	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.PublicID, n)), nil
+}
+
+// TestEarlyErrorReachesClientStillSending sends a large body without reading the answer until
+// it is all sent, as a browser does. Without the drain, the server closes with unread data and
+// the client's write fails with a reset.
+func TestEarlyErrorReachesClientStillSending(t *testing.T) {
+	env := localEnv(t)
+	env["MAX_UPLOAD_BYTES"] = "65536"
+	srv := startServer(t, env)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 2, 2), make([]byte, 24<<20)...))
+	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		t.Fatalf("sending the body: %v (the server closed before reading it)", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.Error.Message, "64 KiB") {
+		t.Errorf("answer %d %q, want the 413", resp.StatusCode, got.Error.Message)
+	}
 }
