@@ -84,7 +84,7 @@ func holdUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudina
 	if _, err := w.Write(img[:len(img)/2]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes
+	<-fake.FirstBytes
 	t.Cleanup(func() { w.Close() })
 	return h
 }
@@ -342,7 +342,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}()
 	}
 	for range slow {
-		<-fake.firstBytes // every slow upload is in, and holds its reservation
+		<-fake.FirstBytes // every slow upload is in, and holds its reservation
 	}
 	good := clientFrom(t, "127.0.0.3")
 	for i := range 3 {
@@ -359,7 +359,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	if m := metricsText(t, good, srv.url); !strings.Contains(m, fmt.Sprintf("\n"+`upload_refusals_total{reason="too_slow"} %d`+"\n", slow)) {
 		t.Errorf("/metrics does not count %d too_slow refusals", slow)
 	}
-	if n := len(fake.uploads()); n != 3 {
+	if n := len(fake.Uploads()); n != 3 {
 		t.Errorf("%d uploads stored, want the good client's 3", n)
 	}
 }
@@ -446,9 +446,9 @@ func TestAnyOriginWhenAllowedOriginsIsStar(t *testing.T) {
 
 func TestCloudinaryURLUploadTimeoutIs504(t *testing.T) {
 	fake := newFakeCloudinary(t)
-	fake.setBehaviour(fakeBehaviour{hang: true})
+	fake.SetBehaviour(fakeBehaviour{Hang: true})
 	env := baseEnv(t, fake)
-	env["CLOUDINARY_URL"] = fake.cloudinaryURL() + "&upload_timeout=1" // seconds, as the SDK reads it
+	env["CLOUDINARY_URL"] = fake.CloudinaryURL() + "&upload_timeout=1" // seconds, as the SDK reads it
 	srv := startServer(t, env)
 	status, _, msg := smallUpload(t, newClient(t), srv.url)
 	if status != http.StatusGatewayTimeout || msg != errUpstreamTimeout.message {

@@ -22,6 +22,7 @@ var herokuValues = map[string]string{
 	"STORAGE":          "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
 	"TRUST_PROXY":      "true",       // behind Heroku's router every connection comes from the router
 	"REDIS_TLS_VERIFY": "false",      // Heroku Key-Value Store's certificates are self-signed (docs/heroku.md: Scaling out)
+	"LOG_FORMAT":       "json",       // what auto picks on a dyno (no terminal), said outright
 }
 
 // TestAppJSON keeps the Heroku Button's app.json in step with envVars: each variable with its

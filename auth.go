@@ -12,8 +12,6 @@ import (
 // minTokenLen keeps guessable tokens out: `openssl rand -hex 32` gives 64 characters.
 const minTokenLen = 16
 
-var errUnauthorized = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
-
 // tokenSet holds the SHA-256 of each accepted token. Comparing digests of equal length in
 // constant time, against every token, tells an attacker nothing about length or position.
 type tokenSet struct {

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/store"
 )
 
 func tokenConfig(t testing.TB, tokens string) config {
@@ -28,7 +29,7 @@ func tokenConfig(t testing.TB, tokens string) config {
 func TestUploadTokens(t *testing.T) {
 	t.Parallel()
 	const tokA, tokB = "aaaaaaaaaaaaaaaa-first", "bbbbbbbbbbbbbbbb-second"
-	h := newServer(discardLogger(), tokenConfig(t, tokA+" , "+tokB), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), tokenConfig(t, tokA+" , "+tokB), testStorage(acceptAllUploader{}), newHealthState())
 	ct, body := multipartBody(t, nil, "a.png", testPNG(t, 2, 2))
 	for _, tc := range []struct {
 		name, auth string
@@ -201,11 +202,11 @@ func FuzzFormFields(f *testing.F) {
 		if file == nil {
 			t.Fatal("no file part and no error")
 		}
-		if p.publicID != "" && validatePublicID(p.publicID) != nil {
-			t.Fatalf("accepted public_id %q", p.publicID)
+		if p.PublicID != "" && validatePublicID(p.PublicID) != nil {
+			t.Fatalf("accepted public_id %q", p.PublicID)
 		}
-		if len(p.tags) > maxTags {
-			t.Fatalf("accepted %d tags", len(p.tags))
+		if len(p.Tags) > maxTags {
+			t.Fatalf("accepted %d tags", len(p.Tags))
 		}
 	})
 }
@@ -231,7 +232,7 @@ func TestLoadConfigAccessVariables(t *testing.T) {
 }
 
 // readFieldsForTest reads the text fields before the first file part as serveUpload does.
-func readFieldsForTest(r io.Reader, boundary string, lim uploadLimits) (uploadParams, *formstream.Part, error) {
+func readFieldsForTest(r io.Reader, boundary string, lim uploadLimits) (store.Params, *formstream.Part, error) {
 	form := formstream.NewReader(r, boundary, nil, formstream.Limits{NonFileBytes: formOverhead, HeaderBytes: formOverhead})
 	fields := formFields{seen: map[string]bool{}}
 	for {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
@@ -86,16 +87,16 @@ func BenchmarkUpload(b *testing.B) {
 		up := lightUpstream(b)
 		cfg := testConfig()
 		cfg.maxUploadBytes = 1 << 30
-		sdkUp, err := newCloudinaryUploader(&credentials{cloudName: "demo", apiKey: "k", apiSecret: "s",
-			params: url.Values{"upload_prefix": {up.URL}}}, "", "", cfg.chunkOptions())
+		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
+			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv := httptest.NewServer(newServer(discardLogger(), cfg, sdkUp, newHealthState()))
+		srv := httptest.NewServer(newServer(discardLogger(), cfg, cloudinaryStorage(sdkUp), newHealthState()))
 		b.Cleanup(srv.Close)
 		tr := &http.Transport{WriteBufferSize: 256 << 10}
 		b.Cleanup(tr.CloseIdleConnections)
-		b.Cleanup(sdkUp.client.CloseIdleConnections)
+		b.Cleanup(sdkUp.CloseIdleConnections)
 		client := &http.Client{Transport: tr}
 		form := newBenchForm(b, tc.size)
 		for _, target := range []struct{ name, url string }{
@@ -150,12 +151,12 @@ func BenchmarkUploadRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg.rateLimit = spec
-		sdkUp, err := newCloudinaryUploader(&credentials{cloudName: "demo", apiKey: "k", apiSecret: "s",
-			params: url.Values{"upload_prefix": {up.URL}}}, "", "", cfg.chunkOptions())
+		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
+			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(sdkUp.client.CloseIdleConnections)
+		b.Cleanup(sdkUp.CloseIdleConnections)
 		health, name := newHealthState(), "memory"
 		if shared {
 			conn, err := ratelimit.Open(ratelimit.Config{URL: redis.URL(), TLSVerify: true, Timeout: 100 * time.Millisecond})
@@ -165,7 +166,7 @@ func BenchmarkUploadRedis(b *testing.B) {
 			b.Cleanup(func() { _ = conn.Close() })
 			health.redis, name = conn, "redis"
 		}
-		srv := httptest.NewServer(newServer(discardLogger(), cfg, sdkUp, health))
+		srv := httptest.NewServer(newServer(discardLogger(), cfg, cloudinaryStorage(sdkUp), health))
 		b.Cleanup(srv.Close)
 		tr := &http.Transport{}
 		b.Cleanup(tr.CloseIdleConnections)

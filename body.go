@@ -8,14 +8,23 @@ package main
 //	r.Body (net/http)             the connection's bytes, de-chunked
 //	pacedBody        body.go      counts what arrives against MIN_UPLOAD_RATE, on a clock that runs only while the client is waited on
 //	idleBody         body.go      sets the read deadline before each read: BODY_IDLE_TIMEOUT, or sooner when the pace is due
-//	MaxBytesReader   upload.go    MAX_UPLOAD_BYTES plus the form's overhead
-//	preambleLimit    upload.go    form fields and part headers within formOverhead
-//	bufio.Reader     upload.go    requestBufferBytes: large reads of the connection
-//	filePart         filepart.go  the file's bytes as pieces of that buffer (nextPiece): the fast path
+//	MaxBytesReader   upload.go    the whole body: MAX_FILES_PER_REQUEST x MAX_UPLOAD_BYTES plus formOverhead
+//	formstream.Reader internal/formstream  large reads of the connection into its own buffer (requestBufferBytes,
+//	                              pooled); part headers and text fields within formOverhead
+//	formstream.Part  internal/formstream  the file's bytes as pieces of that buffer (NextPiece): the fast path
+//	guardImage       imageguard.go  pixel limits and metadata stripping (internal/imageguard); a JPEG, or any
+//	                              file with nothing to strip, is the part itself; a PNG or WebP being stripped,
+//	                              and a GIF, come through the guard's walker (Read only: one copy)
 //	uploadBody       upload.go    caps, times and stops the file; WriteTo hands pieces upstream without a copy
+//	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible
+//	uploadForm       internal/cloudinary  the multipart request around the file; WriteTo hands the file the
+//	                              transport's writer (smallWrites, whose Flush the file calls before it waits)
+//	chunkReader      internal/cloudinary  chunked uploads only: the file is Read into a chunk buffer, which this
+//	                              writes upstream in 1 MiB pieces (a retry resends it from the buffer)
 //
-// The wrappers under the bufio.Reader see only its large reads, so they cost nothing per piece;
-// the fast path above it (WriteTo, nextPiece) never goes through them.
+// The wrappers under the form reader see only its large reads, so they cost nothing per piece;
+// the fast path above it (WriteTo, NextPiece, Flush) never goes through them. A wrapper that hid
+// WriteTo would fail TestUploadTakesTheFastPath, not only a benchmark.
 //
 // The timers:
 //

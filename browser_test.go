@@ -244,8 +244,8 @@ func TestBrowserUploadPage(t *testing.T) {
 				}
 			}
 			if fake != nil {
-				ups := fake.uploads()
-				if len(ups) != 1 || ups[0].sha256 != sha256Hex(img) {
+				ups := fake.Uploads()
+				if len(ups) != 1 || ups[0].SHA256 != sha256Hex(img) {
 					t.Errorf("Cloudinary did not receive the file as picked: %+v", ups)
 				}
 				select {

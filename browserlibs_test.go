@@ -342,8 +342,8 @@ func startLibBackends(t *testing.T, origin string) []libBackend {
 	}
 	out = append(out, libBackend{name: "fake_cloudinary", srv: startServer(t, fakeEnv), ordered: true, stored: func(t *testing.T) []string {
 		var sums []string
-		for _, u := range fake.uploads() {
-			sums = append(sums, u.sha256)
+		for _, u := range fake.Uploads() {
+			sums = append(sums, u.SHA256)
 		}
 		return sums
 	}})

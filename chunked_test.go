@@ -76,20 +76,20 @@ func TestChunkedUpload250MB(t *testing.T) {
 		t.Fatalf("POST: %v", err)
 	}
 	got := decodeOK(t, resp, "chunked upload")
-	ups := fake.uploads()
+	ups := fake.Uploads()
 	if len(ups) != 1 {
 		t.Fatalf("fake stored %d uploads, want 1", len(ups))
 	}
-	if ups[0].sha256 != sum || ups[0].bytes != n {
-		t.Errorf("stored %d bytes with sha256 %s, want %d bytes with %s", ups[0].bytes, ups[0].sha256, n, sum)
+	if ups[0].SHA256 != sum || ups[0].Bytes != n {
+		t.Errorf("stored %d bytes with sha256 %s, want %d bytes with %s", ups[0].Bytes, ups[0].SHA256, n, sum)
 	}
-	if got, want := strings.Join(ups[0].chunks, "\n"), strings.Join(wantRanges(n, minChunkBytes), "\n"); got != want {
+	if got, want := strings.Join(ups[0].Chunks, "\n"), strings.Join(wantRanges(n, minChunkBytes), "\n"); got != want {
 		t.Errorf("chunks:\n%s\nwant:\n%s", got, want)
 	}
 	if got["bytes"] != float64(n) {
 		t.Errorf("answer says %v bytes, want %d", got["bytes"], n)
 	}
-	if m := fake.maxFileBytesSeen(); m > minChunkBytes {
+	if m := fake.MaxFileBytesSeen(); m > minChunkBytes {
 		t.Errorf("one request carried %d file bytes, more than a chunk", m)
 	}
 }
@@ -100,26 +100,26 @@ func TestChunkedUploadRetries(t *testing.T) {
 		name      string
 		behaviour fakeBehaviour
 	}{
-		{"500_once", fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`, failTimes: 1}},
-		{"reset_once", fakeBehaviour{reset: true, failTimes: 1}},
-		{"html_502_twice", fakeBehaviour{status: 502, body: "<html>Bad Gateway</html>", contentType: "text/html", failTimes: 2}},
+		{"500_once", fakeBehaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`, FailTimes: 1}},
+		{"reset_once", fakeBehaviour{Reset: true, FailTimes: 1}},
+		{"html_502_twice", fakeBehaviour{Status: 502, Body: "<html>Bad Gateway</html>", ContentType: "text/html", FailTimes: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
 			srv := startServer(t, chunkEnv(t, fake))
 			file, sum := patternPNG(t, n)
-			fake.setBehaviour(tc.behaviour) // the first chunk's first attempt(s) fail
+			fake.SetBehaviour(tc.behaviour) // the first chunk's first attempt(s) fail
 
 			resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file(), -1)
 			if err != nil {
 				t.Fatalf("POST: %v", err)
 			}
 			decodeOK(t, resp, "chunked upload with a retried chunk")
-			ups := fake.uploads()
-			if len(ups) != 1 || ups[0].sha256 != sum {
+			ups := fake.Uploads()
+			if len(ups) != 1 || ups[0].SHA256 != sum {
 				t.Fatalf("the file did not arrive whole after a retry: %d uploads", len(ups))
 			}
-			if got, want := fake.requestCount(), 4+tc.behaviour.failTimes; got != want {
+			if got, want := fake.RequestCount(), 4+tc.behaviour.FailTimes; got != want {
 				t.Errorf("fake saw %d requests, want %d (4 chunks and the failed attempts)", got, want)
 			}
 		})
@@ -134,15 +134,15 @@ func TestChunkedUploadGivesUp(t *testing.T) {
 		requests  int
 		message   string
 	}{
-		{"500_always", fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`}, 502, 1 + chunkRetries, "Cloudinary failed to process the upload"},
-		{"reset_always", fakeBehaviour{reset: true}, 502, 1 + chunkRetries, "could not reach Cloudinary"},
-		{"400_not_retried", fakeBehaviour{status: 400, body: `{"error":{"message":"Invalid image file"}}`}, 400, 1, "Cloudinary rejected the file: Invalid image file"},
+		{"500_always", fakeBehaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`}, 502, 1 + chunkRetries, "Cloudinary failed to process the upload"},
+		{"reset_always", fakeBehaviour{Reset: true}, 502, 1 + chunkRetries, "could not reach Cloudinary"},
+		{"400_not_retried", fakeBehaviour{Status: 400, Body: `{"error":{"message":"Invalid image file"}}`}, 400, 1, "Cloudinary rejected the file: Invalid image file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
 			srv := startServer(t, chunkEnv(t, fake))
 			file, _ := patternPNG(t, 2*minChunkBytes+1)
-			fake.setBehaviour(tc.behaviour)
+			fake.SetBehaviour(tc.behaviour)
 
 			resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file(), -1)
 			if err != nil {
@@ -153,10 +153,10 @@ func TestChunkedUploadGivesUp(t *testing.T) {
 			if resp.StatusCode != tc.status || got.Error.Message != tc.message {
 				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, got.Error.Message, tc.status, tc.message)
 			}
-			if got := fake.requestCount(); got != tc.requests {
+			if got := fake.RequestCount(); got != tc.requests {
 				t.Errorf("fake saw %d requests, want %d", got, tc.requests)
 			}
-			if len(fake.uploads()) != 0 {
+			if len(fake.Uploads()) != 0 {
 				t.Errorf("a failed upload was stored")
 			}
 		})
@@ -183,18 +183,18 @@ func TestChunkedUploadAbortInChunk3(t *testing.T) {
 	}
 	// Chunk 2 is sent once the server has read one byte past it; the fake signals each
 	// chunk's first bytes.
-	<-fake.firstBytes
-	<-fake.firstBytes
+	<-fake.FirstBytes
+	<-fake.FirstBytes
 	cancel()                               // the client goes away in the middle of chunk 3
 	fileW.CloseWithError(context.Canceled) // no closing boundary
 	if err := <-result; !errors.Is(err, context.Canceled) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	srv.stop(t) // returns only once every request, upstream ones included, has ended
-	if got := fake.requestCount(); got != 2 {
+	if got := fake.RequestCount(); got != 2 {
 		t.Errorf("fake saw %d requests, want 2 (chunk 3 must never be sent)", got)
 	}
-	if len(fake.uploads()) != 0 {
+	if len(fake.Uploads()) != 0 {
 		t.Errorf("an aborted upload was stored")
 	}
 	if !strings.Contains(srv.logs.String(), `"status":400`) && !strings.Contains(srv.logs.String(), `"status":499`) {
@@ -226,7 +226,7 @@ func TestConcurrencyCap(t *testing.T) {
 	if _, err := fileW.Write(img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes // the first upload holds the only place
+	<-fake.FirstBytes // the first upload holds the only place
 
 	// The second waits ADMISSION_WAIT for it, then is refused.
 	ct, body := multipartBody(t, nil, "b.png", testPNG(t, 4, 4))
@@ -291,7 +291,7 @@ func TestBodyIdleTimeout(t *testing.T) {
 			if a.status != http.StatusRequestTimeout || a.message != errBodyIdle.message {
 				t.Fatalf("got %d %q, want 408 %q", a.status, a.message, errBodyIdle.message)
 			}
-			if len(fake.uploads()) != 0 {
+			if len(fake.Uploads()) != 0 {
 				t.Errorf("a stalled upload was stored")
 			}
 		})

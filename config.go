@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/joho/godotenv"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -15,8 +14,10 @@ import (
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
+	"github.com/joho/godotenv"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/ratelimit"
 )
@@ -72,7 +73,7 @@ func envVars() []envVar {
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
 		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
-		{name: "LOG_FORMAT", def: "json", help: "Log format: json or text"},
+		{name: "LOG_FORMAT", def: "auto", help: "Log format: json, text, or auto: text when stdout is a terminal (with the page's address first), else json"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
 		{name: "STRIP_METADATA", def: "gps", help: "Metadata removed from JPEG, PNG and WebP uploads, without re-encoding: gps (the location only), all (everything but the colour profile and orientation) or off"},
 		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
@@ -85,26 +86,13 @@ func envVars() []envVar {
 // fileFieldRE is what a FILE_FIELDS name may be: what the upload libraries use, files[] included.
 var fileFieldRE = regexp.MustCompile(`^[A-Za-z0-9_.\-\[\]]{1,64}$`)
 
-// secret is a string that never prints itself.
-type secret string
-
-func (secret) String() string                 { return "<redacted>" }
-func (secret) LogValue() slog.Value           { return slog.StringValue("<redacted>") }
-func (s secret) GoString() string             { return s.String() }
-func (s secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// credentials are what the SDK needs to sign requests.
-type credentials struct {
-	cloudName string
-	apiKey    string
-	apiSecret secret
-	params    url.Values // CLOUDINARY_URL's query parameters, e.g. upload_prefix, read by the SDK
-}
+// secret is a string that never prints itself (internal/cloudinary's, which holds the API secret).
+type secret = cloudinary.Secret
 
 // config is read once at start-up; a bad value stops the server.
 type config struct {
 	port            string
-	cloudinary      *credentials // nil when no credentials are set
+	cloudinary      *cloudinary.Credentials // nil when no credentials are set
 	allowedOrigins  []string
 	maxUploadBytes  int64
 	allowedTypes    []string
@@ -290,8 +278,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("FILE_FIELDS", "at least one form field name")
 	}
 	if creds != nil {
-		if err := validateSigningParams(creds.params); err != nil {
-			problems = append(problems, err)
+		if err := cloudinary.CheckSigningParams(creds.Params); err != nil {
+			problems = append(problems, prefixEach("CLOUDINARY_URL: ", err))
 		}
 	}
 	if n, err := strconv.ParseInt(get("CHUNK_SIZE"), 10, 64); err == nil && n >= minChunkBytes && n <= maxSingleRequestBytes {
@@ -344,8 +332,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")
-	if cfg.logFormat != "json" && cfg.logFormat != "text" {
-		bad("LOG_FORMAT", "json or text")
+	if cfg.logFormat != "json" && cfg.logFormat != "text" && cfg.logFormat != "auto" {
+		bad("LOG_FORMAT", "json, text or auto")
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		bad("LOG_LEVEL", "debug, info, warn or error")
@@ -365,19 +353,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 
 // loadCredentials reads CLOUDINARY_URL or the three separate variables; nil, nil means none are set.
 // Errors name the variable only: url.Parse and the SDK quote their input, secret included.
-func loadCredentials(get func(string) string) (*credentials, error) {
+func loadCredentials(get func(string) string) (*cloudinary.Credentials, error) {
 	if raw := get("CLOUDINARY_URL"); raw != "" {
-		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "cloudinary" || u.User == nil {
-			return nil, errors.New("CLOUDINARY_URL: want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
-		}
-		pass, _ := u.User.Password()
-		c := &credentials{cloudName: u.Host, apiKey: u.User.Username(), apiSecret: secret(pass), params: u.Query()}
-		if c.cloudName == "" || c.apiKey == "" || pass == "" {
-			return nil, errors.New("CLOUDINARY_URL: want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
-		}
-		if err := validateUploadPrefix(c.params.Get("upload_prefix")); err != nil {
-			return nil, fmt.Errorf("CLOUDINARY_URL: upload_prefix %w", err)
+		c, err := cloudinary.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("CLOUDINARY_URL: %w", err)
 		}
 		return c, nil
 	}
@@ -395,25 +375,14 @@ func loadCredentials(get func(string) string) (*credentials, error) {
 		slices.Sort(missing)
 		return nil, fmt.Errorf("%s: missing; set CLOUD_NAME, API_KEY and API_SECRET together, or CLOUDINARY_URL", strings.Join(missing, ", "))
 	}
-	c := &credentials{cloudName: cloud, apiKey: key, apiSecret: secret(sec), params: url.Values{}}
+	c := &cloudinary.Credentials{CloudName: cloud, APIKey: key, APISecret: secret(sec), Params: url.Values{}}
 	if p := get("CLOUDINARY_UPLOAD_PREFIX"); p != "" {
-		if err := validateUploadPrefix(p); err != nil {
+		if err := cloudinary.CheckUploadPrefix(p); err != nil {
 			return nil, fmt.Errorf("CLOUDINARY_UPLOAD_PREFIX %w", err)
 		}
-		c.params.Set("upload_prefix", p)
+		c.Params.Set("upload_prefix", p)
 	}
 	return c, nil
-}
-
-func validateUploadPrefix(p string) error {
-	if p == "" {
-		return nil
-	}
-	u, err := url.Parse(p)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("is not an http(s) URL")
-	}
-	return nil
 }
 
 // validTypePattern accepts "*", "type/*" and the MIME types that mimetype knows.
@@ -501,4 +470,17 @@ func parseMinRate(v string) (admission.Rule, error) {
 		}
 	}
 	return r, nil
+}
+
+// prefixEach puts prefix in front of each of the errors that err joins (or of err alone).
+func prefixEach(prefix string, err error) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return fmt.Errorf("%s%w", prefix, err)
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, fmt.Errorf("%s%w", prefix, e))
+	}
+	return errors.Join(out...)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -28,7 +30,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got, want := cfg.shutdownTimeout, 25*time.Second; got != want {
 		t.Errorf("shutdownTimeout = %v, want %v", got, want)
 	}
-	if cfg.cloudinary == nil || cfg.cloudinary.cloudName != "cloud" || cfg.cloudinary.apiKey != "key" || cfg.cloudinary.apiSecret != "sec" {
+	if cfg.cloudinary == nil || cfg.cloudinary.CloudName != "cloud" || cfg.cloudinary.APIKey != "key" || cfg.cloudinary.APISecret != "sec" {
 		t.Errorf("credentials not read from CLOUDINARY_URL: %+v", cfg.cloudinary)
 	}
 }
@@ -40,7 +42,7 @@ func TestLoadConfigSeparateCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.cloudinary.params.Get("upload_prefix"); got != "http://127.0.0.1:9" {
+	if got := cfg.cloudinary.Params.Get("upload_prefix"); got != "http://127.0.0.1:9" {
 		t.Errorf("upload_prefix = %q", got)
 	}
 }
@@ -106,7 +108,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	s := secret("hunter2")
 	var buf bytes.Buffer
 	logger := newLogger(&buf, "json", 0)
-	logger.Info("x", "secret", s, "creds", credentials{apiSecret: s})
+	logger.Info("x", "secret", s, "creds", cloudinary.Credentials{APISecret: s})
 	for _, out := range []string{buf.String(), s.String()} {
 		if strings.Contains(out, "hunter2") {
 			t.Errorf("secret printed: %s", out)

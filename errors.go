@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 )
@@ -22,7 +23,10 @@ type apiError struct {
 
 func (e apiError) Error() string { return e.message }
 
-// The errors a client can see, one per row of the README's error table.
+// The errors a client can see, one per row of the README's error table. The functions below
+// the block build the rows whose message carries a detail (a limit, a name, Cloudinary's own
+// message); storeError, formError, admissionError and imageAPIError map the internal packages'
+// errors onto these.
 var (
 	errNotFound            = apiError{http.StatusNotFound, "not found"}
 	errMethodNotAllowed    = apiError{http.StatusMethodNotAllowed, "method not allowed"}
@@ -47,6 +51,15 @@ var (
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
+	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
+	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
+	errMetricsToken        = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
+	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
+	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
+	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxSignBody)}
+	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
+	errClientGone = apiError{499, "client closed the request"}
 	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
 	errImageMetadataTooLarge = apiError{http.StatusRequestEntityTooLarge, "the image's metadata is larger than " + formatBytes(imageguard.DefaultMaxMetadataBytes)}
 )
@@ -159,13 +172,43 @@ func errUpstreamRejected(message string) apiError {
 	return apiError{http.StatusBadRequest, "Cloudinary rejected the file: " + message}
 }
 
-// asAPIError is what the client sees of err: the apiError it wraps, else a 500.
+// asAPIError is what the client sees of err: the apiError it wraps, else what storeError
+// makes of a store's error, else a 500.
 func asAPIError(err error) apiError {
-	apiErr := errInternal
-	if !errors.As(err, &apiErr) {
-		apiErr = errInternal
+	var apiErr apiError
+	if errors.As(err, &apiErr) {
+		return apiErr
 	}
-	return apiErr
+	if apiErr, _, ok := storeError(err); ok {
+		return apiErr
+	}
+	return errInternal
+}
+
+// storeError is the one table from the stores' error values to what the client sees and to the
+// kind that the metrics count (upstream_errors_total's label). ok is false for an error that is none of them. The first row that matches wins:
+// a timeout wraps the failure it cut short.
+func storeError(err error) (api apiError, kind string, ok bool) {
+	var rejected *cloudinary.RejectedError
+	switch {
+	case errors.Is(err, cloudinary.ErrTimeout):
+		return errUpstreamTimeout, "timeout", true
+	case errors.Is(err, cloudinary.ErrCredentials):
+		return errUpstreamCredentials, "credentials", true
+	case errors.Is(err, cloudinary.ErrFailed):
+		return errUpstreamFailed, "server_error", true
+	case errors.Is(err, cloudinary.ErrUnreachable):
+		return errUpstreamUnreachable, "unreachable", true
+	case errors.Is(err, cloudinary.ErrNotJSON):
+		return errUpstreamNotJSON, "bad_answer", true
+	case errors.Is(err, cloudinary.ErrRateLimited):
+		return errUpstreamRateLimited, "rate_limited", true
+	case errors.As(err, &rejected):
+		return errUpstreamRejected(rejected.Message), "rejected", true
+	case errors.Is(err, cloudinary.ErrEmptyFile):
+		return errEmptyFile, "rejected", true
+	}
+	return apiError{}, "", false
 }
 
 // logClientError logs err as the client will see it: a 5xx with its cause as an error, a

@@ -8,13 +8,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"cloudinary-upload-api/internal/localstore"
 )
 
 // handleFiles serves GET /files/{name}: the local store's files, immutable once written.
-func handleFiles(s *localStore) http.Handler {
+func handleFiles(s *localstore.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		f, rec, err := s.open(name)
+		f, rec, err := s.Open(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			writeError(w, r, errNotFound)
 			return

@@ -22,7 +22,7 @@ const hostileToken = "hostile-suite-token-0123456789"
 // goodUpload is the well-behaved client: it must succeed whatever came before.
 func goodUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary) {
 	t.Helper()
-	before := len(fake.uploads())
+	before := len(fake.Uploads())
 	img := testPNG(t, 12, 12)
 	ct, body := multipartBody(t, [][2]string{{"tags", "good"}}, "good.png", img)
 	req, err := http.NewRequest(http.MethodPost, baseURL+"/upload", bytes.NewReader(body))
@@ -36,8 +36,8 @@ func goodUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudina
 		t.Fatalf("well-behaved upload: %v", err)
 	}
 	decodeOK(t, resp, "well-behaved upload")
-	ups := fake.uploads()
-	if len(ups) != before+1 || ups[len(ups)-1].sha256 != sha256Hex(img) {
+	ups := fake.Uploads()
+	if len(ups) != before+1 || ups[len(ups)-1].SHA256 != sha256Hex(img) {
 		t.Fatalf("well-behaved upload did not arrive whole")
 	}
 }
@@ -167,7 +167,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			requestsBefore, storedBefore := fake.requestCount(), len(fake.uploads())
+			requestsBefore, storedBefore := fake.RequestCount(), len(fake.Uploads())
 			req, err := http.NewRequest(http.MethodPost, srv.url+"/upload", tc.body())
 			if err != nil {
 				t.Fatal(err)
@@ -200,15 +200,15 @@ func TestHostileInput(t *testing.T) {
 			if tc.status == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
 				t.Errorf("WWW-Authenticate = %q", resp.Header.Get("WWW-Authenticate"))
 			}
-			if got := len(fake.uploads()) - storedBefore; got != tc.stored {
+			if got := len(fake.Uploads()) - storedBefore; got != tc.stored {
 				t.Errorf("Cloudinary stored %d uploads, want %d", got, tc.stored)
 			}
-			if !tc.upstream && fake.requestCount() != requestsBefore {
+			if !tc.upstream && fake.RequestCount() != requestsBefore {
 				t.Errorf("a refused request reached Cloudinary")
 			}
 			if tc.name == "filename_with_dotdot" {
-				ups := fake.uploads()
-				if fo := ups[len(ups)-1].params.Get("filename_override"); fo != "passwd.png" {
+				ups := fake.Uploads()
+				if fo := ups[len(ups)-1].Params.Get("filename_override"); fo != "passwd.png" {
 					t.Errorf("filename_override = %q, want the base name passwd.png", fo)
 				}
 			}
@@ -284,7 +284,7 @@ func TestHostileInput(t *testing.T) {
 	t.Run("body_stops_midway", func(t *testing.T) {
 		full := filePart(`form-data; name="file"; filename="a.png"`, big) + end
 		sent := full[:len(full)/2]
-		requestsBefore := len(fake.uploads())
+		requestsBefore := len(fake.Uploads())
 		resp, body, err := rawExchange(t, srv.url, func(c net.Conn) error {
 			head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", hostileToken, mp, len(full))
 			if _, err := io.WriteString(c, head+sent); err != nil {
@@ -303,7 +303,7 @@ func TestHostileInput(t *testing.T) {
 		default:
 			t.Errorf("%d %s, want 400 body ended or 499 client closed", resp.StatusCode, body)
 		}
-		if len(fake.uploads()) != requestsBefore {
+		if len(fake.Uploads()) != requestsBefore {
 			t.Errorf("a half file was stored")
 		}
 		goodUpload(t, client, srv.url, fake)
@@ -348,7 +348,7 @@ func TestRefusedClientStillSendingSeesTheAnswer(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(answer), "upload token") {
 		t.Errorf("%d %s, want the 401", resp.StatusCode, answer)
 	}
-	if fake.requestCount() != 0 {
+	if fake.RequestCount() != 0 {
 		t.Errorf("reached Cloudinary")
 	}
 }
@@ -395,7 +395,7 @@ func TestForgedForwardedForCannotDodgeTheLimit(t *testing.T) {
 					t.Errorf("POST /sign after the budget: %d, want 429 with Retry-After", resp.StatusCode)
 				}
 			}
-			if fake.requestCount() != 0 {
+			if fake.RequestCount() != 0 {
 				t.Errorf("reached Cloudinary")
 			}
 			if trust == "false" && !strings.Contains(srv.logs.String(), "TRUST_PROXY is off") {

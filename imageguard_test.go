@@ -183,7 +183,7 @@ func TestImageMetadataRemoved(t *testing.T) {
 						t.Errorf("X-Metadata-Removed %q, want %q", got, want)
 					}
 					arrived := storedFile(t, store, fake, dir)
-					if store == "cloudinary-chunked" && len(fake.uploads()[0].chunks) == 0 {
+					if store == "cloudinary-chunked" && len(fake.Uploads()[0].Chunks) == 0 {
 						t.Errorf("the upload did not take the chunked path")
 					}
 					tags := exiftoolTags(t, arrived)
@@ -240,14 +240,14 @@ func storedFile(t *testing.T, store string, fake *fakeCloudinary, dir string) []
 		}
 		return b
 	}
-	ups := fake.uploads()
+	ups := fake.Uploads()
 	if len(ups) != 1 {
 		t.Fatalf("fake stored %d uploads, want 1", len(ups))
 	}
-	if int64(len(ups[0].prefix)) != ups[0].bytes {
-		t.Fatalf("fake kept %d of %d bytes", len(ups[0].prefix), ups[0].bytes)
+	if int64(len(ups[0].Prefix)) != ups[0].Bytes {
+		t.Fatalf("fake kept %d of %d bytes", len(ups[0].Prefix), ups[0].Bytes)
 	}
-	return ups[0].prefix
+	return ups[0].Prefix
 }
 
 // A JPEG's bytes after its segments reach the uploader through the request's own buffer: the
@@ -324,7 +324,7 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "malformed PNG: the file ends inside") {
 				t.Errorf("status %d %q, want 400 naming the cut chunk", resp.StatusCode, got.Error.Message)
 			}
-			if n := len(fake.uploads()); n != 0 {
+			if n := len(fake.Uploads()); n != 0 {
 				t.Errorf("the fake stored %d uploads", n)
 			}
 			for _, f := range listFiles(t, dir) {
@@ -374,17 +374,17 @@ func TestImageGuardSeveralFiles(t *testing.T) {
 	if h := resp.Header.Get("X-Metadata-Removed"); h != "gps, none, gps" {
 		t.Errorf("X-Metadata-Removed %q, want %q", h, "gps, none, gps")
 	}
-	ups := fake.uploads()
+	ups := fake.Uploads()
 	if len(ups) != 2 {
 		t.Fatalf("fake stored %d files, want 2", len(ups))
 	}
 	for i, orig := range [][]byte{jpg, png} {
-		if int64(len(ups[i].prefix)) != ups[i].bytes {
-			t.Fatalf("fake kept %d of %d bytes", len(ups[i].prefix), ups[i].bytes)
+		if int64(len(ups[i].Prefix)) != ups[i].Bytes {
+			t.Fatalf("fake kept %d of %d bytes", len(ups[i].Prefix), ups[i].Bytes)
 		}
-		if tags := exiftoolTags(t, ups[i].prefix); tags["GPS:GPSLatitude"] != nil || tags["IFD0:Make"] != "Cam" {
+		if tags := exiftoolTags(t, ups[i].Prefix); tags["GPS:GPSLatitude"] != nil || tags["IFD0:Make"] != "Cam" {
 			t.Errorf("file %d: exiftool finds %v; want no GPS, the rest kept", i, tags)
 		}
-		samePixels(t, orig, ups[i].prefix)
+		samePixels(t, orig, ups[i].Prefix)
 	}
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/localstore"
 )
 
 // newLocalServer is the handler with a local store in a fresh directory.
@@ -27,12 +26,13 @@ func newLocalServer(t *testing.T, env map[string]string) (http.Handler, string) 
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	s, err := newLocalStore(dir, cfg.uploadFolder, cfg.publicURL)
+	cfg.uploadDir = dir
+	s, err := newLocalStore(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return newServer(discardLogger(), cfg, s, newHealthState()), dir
+	return newServer(discardLogger(), cfg, localStorage(s), newHealthState()), dir
 }
 
 func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
@@ -249,147 +249,17 @@ func TestLocalStoreLeavesNothingOnFailure(t *testing.T) {
 	}
 }
 
-func TestLocalStoreRemovesStaleTemps(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tmp", ".upload-crashed"), []byte("half"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := newLocalStore(dir, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if files := listFiles(t, dir); len(files) != 0 {
-		t.Errorf("left from a crash: %v", files)
-	}
-}
-
-func TestStorageChoice(t *testing.T) {
-	fake := newFakeCloudinary(t)
-	for _, tc := range []struct {
-		name      string
-		env       map[string]string
-		wantStore string
-	}{
-		{"auto_without_credentials_is_local", map[string]string{}, "local"},
-		{"auto_with_credentials_is_cloudinary", map[string]string{"CLOUDINARY_URL": fake.cloudinaryURL()}, "cloudinary"},
-		{"local_even_with_credentials", map[string]string{"STORAGE": "local", "CLOUDINARY_URL": fake.cloudinaryURL()}, "local"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			env := localEnv(t)
-			for k, v := range tc.env {
-				env[k] = v
-			}
-			srv := startServer(t, env)
-			var lines []map[string]any
-			for _, e := range srv.logs.entries(t) {
-				if _, ok := e["store"]; ok {
-					lines = append(lines, e)
-				}
-			}
-			if len(lines) != 1 || lines[0]["store"] != tc.wantStore {
-				t.Fatalf("start-up store lines %v, want one naming %s", lines, tc.wantStore)
-			}
-			if tc.wantStore == "local" && lines[0]["dir"] != env["UPLOAD_DIR"] {
-				t.Errorf("dir = %v, want %s", lines[0]["dir"], env["UPLOAD_DIR"])
-			}
-		})
-	}
-	_, err := loadConfig(mapGetenv(map[string]string{"STORAGE": "s3"}))
-	if err == nil || !strings.Contains(err.Error(), "STORAGE") {
-		t.Errorf("STORAGE=s3: %v, want an error naming STORAGE", err)
-	}
-}
-
-func TestUploadPage(t *testing.T) {
-	t.Parallel()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
-	rec := serve(h, httptest.NewRequest(http.MethodGet, "/", nil))
-	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
-		t.Fatalf("GET /: %d %s", rec.Code, rec.Header().Get("Content-Type"))
-	}
-	page := rec.Body.String()
-	csp := rec.Header().Get("Content-Security-Policy")
-	for _, tag := range []string{"script", "style"} {
-		m := regexp.MustCompile(`(?s)<`+tag+`>(.*?)</`+tag+`>`).FindAllStringSubmatch(page, -1)
-		if len(m) != 1 {
-			t.Fatalf("page has %d <%s> elements, want 1", len(m), tag)
-		}
-		if want := tag + "-src '" + cspHash([]byte(m[0][1])) + "'"; !strings.Contains(csp, want) {
-			t.Errorf("CSP %q lacks %q", csp, want)
-		}
-	}
-	for _, want := range []string{"default-src 'none'", "connect-src 'self'", "img-src 'self' https://res.cloudinary.com data: blob:", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"} {
-		if !strings.Contains(csp, want) {
-			t.Errorf("CSP %q lacks %q", csp, want)
-		}
-	}
-	if regexp.MustCompile(`(?i)\son[a-z]+=|<script[^>]*src=|https?://`).MatchString(strings.ReplaceAll(page, "http://www.w3.org/2000/svg", "")) {
-		t.Errorf("page has an inline handler or an external resource")
-	}
-	if r := serve(h, httptest.NewRequest(http.MethodGet, "/index.html", nil)); r.Code != http.StatusNotFound {
-		t.Errorf("GET /index.html: %d, want 404", r.Code)
-	}
-
-	cfg := testConfig()
-	cfg.demoPage = false
-	off := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
-	if r := serve(off, httptest.NewRequest(http.MethodGet, "/", nil)); r.Code != http.StatusNotFound {
-		t.Errorf("DEMO_PAGE=false: GET / is %d, want 404", r.Code)
-	}
-
-	cfg = testConfig()
-	cfg.publicURL = "https://uploads.example.com/base"
-	withPublic := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
-	csp = serve(withPublic, httptest.NewRequest(http.MethodGet, "/", nil)).Header().Get("Content-Security-Policy")
-	if want := "img-src 'self' https://uploads.example.com https://res.cloudinary.com"; !strings.Contains(csp, want) {
-		t.Errorf("with PUBLIC_URL, CSP %q lacks %q", csp, want)
-	}
-}
-
-// TestEarlyErrorReachesClientStillSending sends a large body without reading the answer until
-// it is all sent, as a browser does. Without the drain, the server closes with unread data and
-// the client's write fails with a reset.
-func TestEarlyErrorReachesClientStillSending(t *testing.T) {
-	env := localEnv(t)
-	env["MAX_UPLOAD_BYTES"] = "65536"
-	srv := startServer(t, env)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 2, 2), make([]byte, 24<<20)...))
-	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
-	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
-		t.Fatalf("sending the body: %v (the server closed before reading it)", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	var got apiErrorBody
-	decodeBody(t, resp, &got)
-	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.Error.Message, "64 KiB") {
-		t.Errorf("answer %d %q, want the 413", resp.StatusCode, got.Error.Message)
-	}
-}
-
 func TestLocalStoreFailureIs500(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	s, err := newLocalStore(t.TempDir(), "", "")
+	s, err := localstore.New(t.TempDir(), "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil { // every write now fails, as on a broken disk
 		t.Fatal(err)
 	}
-	h := newServer(discardLogger(), cfg, s, newHealthState())
+	h := newServer(discardLogger(), cfg, localStorage(s), newHealthState())
 	rec := serve(h, uploadReq(t, nil, "a.png", testPNG(t, 2, 2)))
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"internal error"`) {
 		t.Errorf("upload to a broken store: %d %s, want 500 internal error", rec.Code, rec.Body)

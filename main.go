@@ -14,8 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"cloudinary-upload-api/internal/ratelimit"
 )
@@ -47,7 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	logger := newLogger(stdout, cfg.logFormat, cfg.logLevel)
+	terminal := isTerminal(stdout)
+	logger := newLogger(stdout, logFormat(cfg.logFormat, terminal), cfg.logLevel)
 	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
 	// grow to twice the live heap: the runtime's memory limit makes it collect before the
 	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
@@ -56,7 +60,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer debug.SetMemoryLimit(prev)
 	}
 
-	up, closeStore, err := openStore(cfg, logger)
+	ln, err := net.Listen("tcp", ":"+cfg.port)
+	if err != nil {
+		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
+	}
+	defer func() { _ = ln.Close() }() // for the returns before Serve, which closes it otherwise
+	// On a terminal, a developer's first look: where to open the page, before the details.
+	if terminal {
+		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
+	}
+
+	st, closeStore, err := openStore(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -82,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		health.redis = conn
 	}
 	srv := &http.Server{
-		Handler:           newServer(logger, cfg, up, health),
+		Handler:           newServer(logger, cfg, st, health),
 		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
 		// MaxHeaderBytes: Go answers 431 itself, in plain text, past this plus 4 KiB of slack.
 		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router
@@ -90,10 +104,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", ":"+cfg.port)
-	if err != nil {
-		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
 	}
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -127,6 +137,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
 // harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
 const runtimeHeadroom = 32 << 20
+
+// isTerminal reports whether w is a terminal, as a developer's shell is and a dyno's log is not.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// logFormat is the format LOG_FORMAT asks for: auto is text for a terminal, else json.
+func logFormat(setting string, terminal bool) string {
+	if setting == "auto" {
+		if terminal {
+			return "text"
+		}
+		return "json"
+	}
+	return setting
+}
+
+// localURL is where a developer on this machine opens the server: the demo page, or the API's description.
+func localURL(addr net.Addr, demoPage bool) string {
+	port := "8080"
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(tcp.Port)
+	}
+	u := "http://localhost:" + port + "/"
+	if !demoPage {
+		u += "openapi.yaml"
+	}
+	return u
+}
 
 // newLogger writes structured lines to w.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {

@@ -111,7 +111,7 @@ func baseEnv(t *testing.T, fake *fakeCloudinary) map[string]string {
 	return map[string]string{
 		"PORT":           "0",
 		"ENV_FILE":       filepath.Join(t.TempDir(), "absent.env"),
-		"CLOUDINARY_URL": fake.cloudinaryURL(),
+		"CLOUDINARY_URL": fake.CloudinaryURL(),
 		"LOG_LEVEL":      "debug",
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"cloudinary-upload-api/internal/ratelimit"
+	"cloudinary-upload-api/internal/store"
 )
 
 // metrics are the server's Prometheus metrics, in a registry of their own (never the
@@ -124,16 +125,6 @@ func (m *metrics) watchRedis(conn *ratelimit.Conn) {
 	)
 }
 
-// storeName names the store an uploader writes to, for the store label.
-func storeName(up uploader) string {
-	if s, ok := up.(interface{ storeName() string }); ok {
-		return s.storeName()
-	}
-	return "other"
-}
-
-func (c *cloudinaryUploader) storeName() string { return "cloudinary" }
-
 // outcome sorts an answer's status into the outcome label.
 func outcome(status int) string {
 	switch {
@@ -173,11 +164,9 @@ type measuredUploader struct {
 	m    *metrics
 }
 
-func (u measuredUploader) storeName() string { return storeName(u.next) }
-
-func (u measuredUploader) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+func (u measuredUploader) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	body := &countingReader{r: file}
-	result, err := u.next.upload(ctx, body, p)
+	result, err := u.next.Upload(ctx, body, p)
 	if err == nil {
 		u.m.uploadBytes.Add(float64(body.n.Load()))
 		return result, nil
@@ -191,7 +180,6 @@ func (u measuredUploader) upload(ctx context.Context, file io.Reader, p uploadPa
 // upstreamErrorKind says which way the store failed, or "" when the failure was not the store's:
 // the client's body broke off or was too large, or the client went away.
 func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
-	var api apiError
 	switch {
 	case bodyFailed:
 		return ""
@@ -199,19 +187,11 @@ func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
 		return "timeout"
 	case ctx.Err() != nil:
 		return ""
-	case errors.Is(err, errUpstreamCredentials):
-		return "credentials"
-	case errors.Is(err, errUpstreamFailed):
-		return "server_error"
-	case errors.Is(err, errUpstreamUnreachable):
-		return "unreachable"
-	case errors.Is(err, errUpstreamNotJSON):
-		return "bad_answer"
-	case errors.Is(err, errUpstreamRateLimited):
-		return "rate_limited"
-	case errors.Is(err, errUpstreamTimeout):
-		return "timeout"
-	case errors.As(err, &api) && api.status < 500:
+	}
+	if _, kind, ok := storeError(err); ok {
+		return kind
+	}
+	if asAPIError(err).status < 500 { // the store refused the file, in the client's terms
 		return "rejected"
 	}
 	return "other"
@@ -263,21 +243,18 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// flush passes on the writer's flush, when it has one: what it holds back must not be stuck here.
-func (c *countingWriter) flush() error {
+// Flush passes on the writer's Flush, when it has one: what it holds back must not be stuck here.
+func (c *countingWriter) Flush() error {
 	f, ok := c.w.(flusher)
 	if !ok {
 		return nil
 	}
-	err := f.flush()
+	err := f.Flush()
 	if err != nil {
 		c.failed = true
 	}
 	return err
 }
-
-// errMetricsToken is the 401 for GET /metrics without the METRICS_TOKEN.
-var errMetricsToken = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
 
 // handleMetrics serves GET /metrics in Prometheus's text format, behind METRICS_TOKEN when it is set.
 func handleMetrics(m *metrics, token secret) http.Handler {
@@ -298,5 +275,3 @@ func handleMetrics(m *metrics, token secret) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
-
-func (s *localStore) storeName() string { return "local" }

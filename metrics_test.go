@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 func TestMetrics(t *testing.T) {
@@ -35,7 +38,7 @@ func TestMetrics(t *testing.T) {
 	if got := upload([]byte("plain text")); got != http.StatusUnsupportedMediaType {
 		t.Fatalf("text upload: %d", got)
 	}
-	fake.setBehaviour(fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`})
+	fake.SetBehaviour(fakeBehaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`})
 	if got := upload(img); got != http.StatusBadGateway {
 		t.Fatalf("upload to a failing Cloudinary: %d", got)
 	}
@@ -126,7 +129,7 @@ func TestMetricsOpenWithoutToken(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.metrics = true
-	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	rec := httptestGet(h, "/metrics")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `uploads_total{outcome="ok",store="other"} 0`) {
 		t.Errorf("GET /metrics without a token = %d:\n%.300s", rec.Code, rec.Body.String())
@@ -160,18 +163,21 @@ func TestUpstreamErrorKind(t *testing.T) {
 		err  error
 		want string
 	}{
-		{errUpstreamCredentials, "credentials"},
-		{errUpstreamRateLimited, "rate_limited"},
-		{errUpstreamUnreachable, "unreachable"},
-		{errUpstreamNotJSON, "bad_answer"},
-		{errUpstreamRejected("Invalid image file"), "rejected"},
+		{fmt.Errorf("%w: 401", cloudinary.ErrCredentials), "credentials"},
+		{cloudinary.ErrRateLimited, "rate_limited"},
+		{cloudinary.ErrUnreachable, "unreachable"},
+		{cloudinary.ErrNotJSON, "bad_answer"},
+		{cloudinary.ErrFailed, "server_error"},
+		{fmt.Errorf("%w: %w: %w", cloudinary.ErrTimeout, cloudinary.ErrStalled, cloudinary.ErrUnreachable), "timeout"},
+		{&cloudinary.RejectedError{Status: 400, Message: "Invalid image file"}, "rejected"},
+		{errTooLarge(1), "rejected"},
 		{io.ErrUnexpectedEOF, "other"},
 	} {
 		if got := upstreamErrorKind(t.Context(), tc.err, false); got != tc.want {
 			t.Errorf("upstreamErrorKind(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
-	if got := upstreamErrorKind(t.Context(), errUpstreamUnreachable, true); got != "" {
+	if got := upstreamErrorKind(t.Context(), cloudinary.ErrUnreachable, true); got != "" {
 		t.Errorf("a failed client body counted as an upstream error %q", got)
 	}
 }

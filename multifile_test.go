@@ -15,7 +15,7 @@ import (
 	"sync"
 	"testing"
 
-	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/store"
 )
 
 // formPart is one part of a test form: a text field when filename is empty and file is false.
@@ -89,16 +89,16 @@ func TestUploadSeveralFilesArriveInOrder(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || got.Error != nil || len(got.Files) != 3 {
 		t.Fatalf("status %d, answer %+v; want 200 with three files", resp.StatusCode, got)
 	}
-	ups := fake.uploads()
+	ups := fake.Uploads()
 	if len(ups) != 3 {
 		t.Fatalf("fake stored %d files, want 3", len(ups))
 	}
 	for i, up := range ups {
-		if up.sha256 != sha256Hex(imgs[i]) || up.params.Get("filename_override") != names[i] {
-			t.Errorf("upload %d: %s %q, want %s %q (in order, byte for byte)", i, up.sha256, up.params.Get("filename_override"), sha256Hex(imgs[i]), names[i])
+		if up.SHA256 != sha256Hex(imgs[i]) || up.Params.Get("filename_override") != names[i] {
+			t.Errorf("upload %d: %s %q, want %s %q (in order, byte for byte)", i, up.SHA256, up.Params.Get("filename_override"), sha256Hex(imgs[i]), names[i])
 		}
-		if strings.Join(up.tags(), ",") != "trip" {
-			t.Errorf("upload %d: tags %v, want the form's tags on every file", i, up.tags())
+		if strings.Join(up.Tags(), ",") != "trip" {
+			t.Errorf("upload %d: tags %v, want the form's tags on every file", i, up.Tags())
 		}
 		if got.Files[i]["bytes"] != float64(len(imgs[i])) || got.Files[i]["public_id"] == nil {
 			t.Errorf("answer entry %d = %v, want Cloudinary's result for file %d", i, got.Files[i], i)
@@ -147,7 +147,7 @@ func TestUploadSeveralFilesOneRefused(t *testing.T) {
 	if len(got.Files) != 3 || got.Files[0]["public_id"] == nil || !strings.Contains(entryError(got.Files[1]), "text/plain is not allowed") || got.Files[2]["public_id"] == nil {
 		t.Fatalf("files %v; want stored, refused, stored", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 2 || ups[0].sha256 != sha256Hex(imgs[0]) || ups[1].sha256 != sha256Hex(imgs[2]) {
+	if ups := fake.Uploads(); len(ups) != 2 || ups[0].SHA256 != sha256Hex(imgs[0]) || ups[1].SHA256 != sha256Hex(imgs[2]) {
 		t.Fatalf("fake stored %d files, want the first and third", len(ups))
 	}
 }
@@ -166,7 +166,7 @@ func TestUploadPublicIDWithTwoFiles(t *testing.T) {
 	if len(got.Files) != 2 || got.Files[0]["public_id"] != "cats/tom" || !strings.Contains(entryError(got.Files[1]), "public_id names one file") {
 		t.Fatalf("files %v; want the first named cats/tom, the second refused", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Get("public_id") != "cats/tom" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Get("public_id") != "cats/tom" {
 		t.Fatalf("fake stored %+v, want only the first file, as cats/tom", ups)
 	}
 }
@@ -187,7 +187,7 @@ func TestUploadMaxFilesPerRequest(t *testing.T) {
 	if len(got.Files) != 3 || got.Files[1]["public_id"] == nil || !strings.Contains(entryError(got.Files[2]), "at most 2 files") {
 		t.Fatalf("files %v; want two stored and the third refused", got.Files)
 	}
-	if ups := fake.uploads(); len(ups) != 2 {
+	if ups := fake.Uploads(); len(ups) != 2 {
 		t.Fatalf("fake stored %d files, want 2", len(ups))
 	}
 }
@@ -207,7 +207,7 @@ func TestUploadLibraryForms(t *testing.T) {
 		{"a surrounding form's inputs", []formPart{field("folder", "elsewhere"), field("overwrite", "true"), field("upload_preset", "x"), filePartOf("files", "a.png", img)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(fake.uploads())
+			before := len(fake.Uploads())
 			ct, body := buildForm(t, tc.parts...)
 			resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 			var got map[string]any
@@ -215,12 +215,12 @@ func TestUploadLibraryForms(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || got["public_id"] == nil || got["files"] != nil {
 				t.Fatalf("status %d, answer %v; want one file's answer as always", resp.StatusCode, got)
 			}
-			ups := fake.uploads()
-			if len(ups) != before+1 || ups[len(ups)-1].sha256 != sha256Hex(img) {
+			ups := fake.Uploads()
+			if len(ups) != before+1 || ups[len(ups)-1].SHA256 != sha256Hex(img) {
 				t.Fatalf("fake stored %d files, want the one sent", len(ups)-before)
 			}
 			for _, name := range []string{"relativePath", "name", "type", "filepond", "folder", "overwrite", "upload_preset"} {
-				if v := ups[len(ups)-1].params[name]; v != nil {
+				if v := ups[len(ups)-1].Params[name]; v != nil {
 					t.Errorf("the client's %q field reached Cloudinary: %q", name, v)
 				}
 			}
@@ -239,7 +239,7 @@ func TestUploadFilePartUnderAnotherName(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || got.Error.Message != want {
 		t.Fatalf("%d %q, want 400 %q", resp.StatusCode, got.Error.Message, want)
 	}
-	if n := fake.requestCount(); n != 0 {
+	if n := fake.RequestCount(); n != 0 {
 		t.Fatalf("%d requests reached Cloudinary", n)
 	}
 }
@@ -251,7 +251,7 @@ func TestUploadContextIsSignedLikeSign(t *testing.T) {
 	ct, body := buildForm(t, field("context", `alt=a cat|caption=on the mat`), filePartOf("file", "a.png", testPNG(t, 3, 3)))
 	resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 	decodeOK(t, resp, "upload with context") // the fake checks the signature over every field
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Get("context") != "alt=a cat|caption=on the mat" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Get("context") != "alt=a cat|caption=on the mat" {
 		t.Fatalf("context at the fake: %+v", ups)
 	}
 
@@ -268,11 +268,11 @@ func TestUploadContextIsSignedLikeSign(t *testing.T) {
 	env := baseEnv(t, fake)
 	env["SIGNABLE_PARAMS"] = "public_id"
 	srv2 := startServer(t, env)
-	before := len(fake.uploads())
+	before := len(fake.Uploads())
 	ct, body = buildForm(t, field("context", "alt=x"), field("tags", "a"), filePartOf("file", "a.png", testPNG(t, 3, 3)))
 	decodeOK(t, postForm(t, client, srv2.url, ct, bytes.NewReader(body)), "upload with fields that are not signable")
-	if ups := fake.uploads(); len(ups) != before+1 || ups[before].params.Has("context") || len(ups[before].tags()) != 0 {
-		t.Fatalf("fields SIGNABLE_PARAMS leaves out reached Cloudinary: %+v", ups[before].params)
+	if ups := fake.Uploads(); len(ups) != before+1 || ups[before].Params.Has("context") || len(ups[before].Tags()) != 0 {
+		t.Fatalf("fields SIGNABLE_PARAMS leaves out reached Cloudinary: %+v", ups[before].Params)
 	}
 }
 
@@ -298,7 +298,7 @@ func TestUploadIgnoredFieldsAreLogged(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := newServer(logger, testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(logger, testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	ct, body := buildForm(t, field("relativePath", "null"), field("name", "a.png"), filePartOf("file", "a.png", testPNG(t, 2, 2)))
 	req := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
 	req.Header.Set("Content-Type", ct)
@@ -321,7 +321,7 @@ type pieceRecorder struct {
 	n        int64
 }
 
-func (u *pieceRecorder) upload(_ context.Context, file io.Reader, _ uploadParams) (json.RawMessage, error) {
+func (u *pieceRecorder) Upload(_ context.Context, file io.Reader, _ store.Params) (json.RawMessage, error) {
 	inner := file
 	if c, ok := inner.(*countingReader); ok { // the metrics' counter, which keeps WriteTo
 		inner = c.r
@@ -349,54 +349,9 @@ func (w *maxWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestUploadTakesTheFastPath: an ordinary upload's bytes go upstream as pieces of the form
-// reader's own buffer. A JPEG keeps that path whatever STRIP_METADATA says (its metadata comes
-// before the image data, which the guard hands on untouched), and so does any image with
-// STRIP_METADATA=off; a wrapper that hides the pieces fails here, not only in a benchmark.
-// (A PNG or WebP being stripped is read through the guard's chunk walker instead: one copy.)
-func TestUploadTakesTheFastPath(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		strip imageguard.Mode
-		image func(t *testing.T) []byte
-	}{
-		{"jpeg_gps", imageguard.StripGPS, func(t *testing.T) []byte { return guardTestJPEG(t) }},
-		{"jpeg_all", imageguard.StripAll, func(t *testing.T) []byte { return guardTestJPEG(t) }},
-		{"png_off", imageguard.StripOff, func(t *testing.T) []byte { return testPNG(t, 4, 4) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			up := &pieceRecorder{}
-			cfg := testConfig()
-			cfg.maxUploadBytes = 8 << 20
-			cfg.image.Strip = tc.strip
-			h := newServer(discardLogger(), cfg, up, newHealthState())
-			img := append(tc.image(t), bytes.Repeat([]byte{7}, 3<<20)...) // after the image's end: nothing the guard reads
-			ct, body := buildForm(t, filePartOf("file", "a.img", img))
-			req := httptest.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
-			req.Header.Set("Content-Type", ct)
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
-				t.Fatalf("status %d: %s", rec.Code, rec.Body)
-			}
-			up.mu.Lock()
-			defer up.mu.Unlock()
-			if !up.pieces || up.n < int64(3<<20) {
-				t.Fatalf("pieceReader path %v, %d bytes; want the form reader's pieces, all of the file", up.pieces, up.n)
-			}
-			// Pieces of the 1 MiB read buffer, not copies through the 256 KiB copy buffer.
-			if up.maxWrite <= copyBufferBytes {
-				t.Fatalf("largest write %d bytes; want pieces larger than the copy buffer's %d", up.maxWrite, copyBufferBytes)
-			}
-		})
-	}
-}
-
 func TestUploadIgnoredFieldsCountAgainstTheFormBudget(t *testing.T) {
 	t.Parallel()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	for _, tc := range []struct {
 		name   string
 		size   int

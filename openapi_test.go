@@ -19,6 +19,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"cloudinary-upload-api/internal/localstore"
 )
 
 // The spec check. openapi.yaml must describe exactly the routes that addRoutes registers, and every
@@ -318,13 +320,13 @@ func TestSpecRoutesMatchServer(t *testing.T) {
 	cfg := testConfig()
 	cfg.metrics = true
 	cfg.demoPage = true
-	local, err := newLocalStore(t.TempDir(), "", "") // the local store adds GET /files/{name}
+	local, err := localstore.New(t.TempDir(), "", "", nil) // the local store adds GET /files/{name}
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = local.Close() })
 	var got patternList
-	addRoutes(&got, cfg, local, newHealthState(), newMetrics("test"))
+	addRoutes(&got, cfg, localStorage(local), newHealthState(), newMetrics("test"))
 	var registered []string
 	for _, p := range got {
 		method, path, hasMethod := strings.Cut(p, " ")

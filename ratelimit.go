@@ -86,8 +86,6 @@ func addrKey(a netip.Addr) string {
 	return a.String()
 }
 
-var errRateLimited = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
-
 // limitRate answers 429 with Retry-After when the client has used up its budget (after reading and
 // dropping the body within drainBody's bounds, as the upload's own early errors do). It sits before
 // requireToken, so floods without a token are limited too, and token guessing with them. Every

@@ -61,7 +61,7 @@ func startHeld(t *testing.T, fake *fakeCloudinary, c *http.Client, baseURL strin
 		status <- resp.StatusCode
 	}()
 	select {
-	case <-fake.firstBytes:
+	case <-fake.FirstBytes:
 	case s := <-status:
 		t.Fatalf("the held upload ended at once: %d", s)
 	}
@@ -73,7 +73,7 @@ func startHeld(t *testing.T, fake *fakeCloudinary, c *http.Client, baseURL strin
 func TestRedisSharesUploadsInFlightAcrossServers(t *testing.T) {
 	redis := redistest.Start(t)
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	env := redisEnv(t, fake, redis.URL())
 	env["RATE_LIMIT"] = "off"
 	env["MAX_UPLOADS_PER_CLIENT"] = "2"
@@ -140,7 +140,7 @@ func (f *trickle) Read(p []byte) (int, error) {
 func TestRedisLeasesOfAKilledServerLapse(t *testing.T) {
 	redis := redistest.Start(t)
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	env := redisEnv(t, fake, redis.URL())
 	env["RATE_LIMIT"] = "off"
 	env["MAX_UPLOADS_PER_CLIENT"] = "1"
@@ -161,7 +161,7 @@ func TestRedisLeasesOfAKilledServerLapse(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	<-fake.firstBytes // admitted on the server about to be killed
+	<-fake.FirstBytes // admitted on the server about to be killed
 	if resp, body := uploadPNG(t, c, survivor.url); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("the other server let a second upload in: %d %s", resp.StatusCode, body)
 	}

@@ -72,7 +72,7 @@ func uploadsAcross(t *testing.T, c *http.Client, servers []*testServer, n, ok in
 func TestRedisSharesTheRateLimitAcrossServers(t *testing.T) {
 	redis := redistest.Start(t)
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	env := redisEnv(t, fake, redis.URL())
 	a, b := startServer(t, env), startServer(t, env)
 	one, other := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.3")
@@ -83,7 +83,7 @@ func TestRedisSharesTheRateLimitAcrossServers(t *testing.T) {
 			t.Errorf("/healthz %d %v, want 200 with redis ok", status, h)
 		}
 	}
-	if n := len(fake.uploads()); n != 6 {
+	if n := len(fake.Uploads()); n != 6 {
 		t.Errorf("Cloudinary received %d uploads, want 6", n)
 	}
 }
@@ -91,7 +91,7 @@ func TestRedisSharesTheRateLimitAcrossServers(t *testing.T) {
 func TestRedisOutageFallsBackToMemory(t *testing.T) {
 	redis := redistest.Start(t)
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	env := redisEnv(t, fake, redis.URL())
 	env["METRICS"] = "true"
 	a, b := startServer(t, env), startServer(t, env)
@@ -157,7 +157,7 @@ func TestRedisDownAtStartUp(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Stop()
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	s := startServer(t, redisEnv(t, fake, redis.URL()))
 	c := clientFrom(t, "127.0.0.2")
 	if status, h := health(t, c, s.url); status != 200 || h["redis"] != "unavailable" {
@@ -192,7 +192,7 @@ func TestRedisURLThatDoesNotParseStopsTheServer(t *testing.T) {
 func TestRedisOverTLS(t *testing.T) {
 	redis := redistest.StartTLS(t)
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	c := clientFrom(t, "127.0.0.2")
 	for verify, want := range map[string]string{"false": "ok", "true": "unavailable"} {
 		env := redisEnv(t, fake, redis.URL())
@@ -210,7 +210,7 @@ func TestRedisOverTLS(t *testing.T) {
 
 func TestHealthzWithoutRedisSaysNothingOfIt(t *testing.T) {
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	s := startServer(t, baseEnv(t, fake))
 	if _, h := health(t, newClient(t), s.url); h["status"] != "ok" || len(h) != 1 {
 		t.Errorf("/healthz without REDIS_URL: %v", h)
@@ -222,7 +222,7 @@ func TestHealthzWithoutRedisSaysNothingOfIt(t *testing.T) {
 func TestRedisPasswordNeverLogged(t *testing.T) {
 	redis := redistest.Start(t, "--requirepass", "another-password")
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	withPassword := strings.Replace(redis.URL(), "redis://", "redis://:hunter2-secret@", 1)
 	c := clientFrom(t, "127.0.0.2")
 	for _, down := range []bool{false, true} {
@@ -249,7 +249,7 @@ func TestRedisPasswordNeverLogged(t *testing.T) {
 // TestRateLimitHeadersReachBrowsers: /sign carries the headers too, and CORS exposes them.
 func TestRateLimitHeadersReachBrowsers(t *testing.T) {
 	fake := newFakeCloudinary(t)
-	t.Cleanup(fake.close)
+	t.Cleanup(fake.Close)
 	env := baseEnv(t, fake)
 	env["RATE_LIMIT"] = "30/min,burst=10"
 	s := startServer(t, env)

@@ -20,11 +20,11 @@ import (
 // browsers send them without Authorization. The rate limit comes before the token check so that
 // floods without a token, and token guessing, are limited too; the price is that a flood from a
 // client's address also spends that client's budget, as with any per-address limit.
-func newServer(logger *slog.Logger, cfg config, up uploader, health *healthState) http.Handler {
+func newServer(logger *slog.Logger, cfg config, st storage, health *healthState) http.Handler {
 	mux := http.NewServeMux()
-	m := newMetrics(storeName(up))
+	m := newMetrics(st.name)
 	m.watchRedis(health.redis)
-	addRoutes(mux, cfg, up, health, m)
+	addRoutes(mux, cfg, st, health, m)
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
 	h = cors.New(corsOptions(cfg)).Handler(h) // preflights never reach the mux
@@ -41,24 +41,24 @@ type routeMux interface {
 
 // addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
 // A pattern without a method answers the other methods of its path with a JSON 405.
-func addRoutes(mux routeMux, cfg config, up uploader, health *healthState, m *metrics) {
+func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *metrics) {
 	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now, health.redis)
 	sameOrigin := newOriginCheck(cfg.allowedOrigins, m)
 	protect := func(h http.Handler) http.Handler {
 		return sameOrigin(limitRate(limiter, requireToken(cfg.uploadTokens, h)))
 	}
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
-	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: up, m: m}, cfg.uploadLimits(), adm))))
+	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
-	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, time.Now))))
+	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	if cfg.demoPage {
 		mux.Handle("GET /{$}", handlePage(uploadPage, cfg.publicURL))
 	}
-	if local, ok := up.(*localStore); ok {
-		mux.Handle("GET /files/{name}", handleFiles(local))
+	if st.files != nil {
+		mux.Handle("GET /files/{name}", handleFiles(st.files))
 		mux.Handle("/files/{name}", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	}
 	mux.Handle("GET /openapi.yaml", handleOpenAPI())

@@ -9,7 +9,7 @@ import (
 
 func TestRequestID(t *testing.T) {
 	t.Parallel()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	herokuID := "f9ed4675-f1c6-4d8b-a1e2-2a1e7d3f6c0a"
 	for _, tc := range []struct {
 		name, sent string
@@ -41,7 +41,7 @@ func TestRequestID(t *testing.T) {
 func TestHealthz(t *testing.T) {
 	t.Parallel()
 	health := newHealthState()
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, health)
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), health)
 	get := func() (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
@@ -80,7 +80,7 @@ func TestCORS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+			h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 
 			req := httptest.NewRequest(http.MethodOptions, "/upload", nil)
 			req.Header.Set("Origin", tc.origin)
@@ -126,7 +126,7 @@ func TestCORSAllowsUploadLibraryHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	for _, asked := range []string{
 		"cache-control,x-requested-with", // Dropzone's preflight, as Chromium sends it: lower case, sorted
 		"x-requested-with",               // blueimp's

@@ -12,14 +12,12 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/cloudinary/cloudinary-go/v2/api"
-	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 // neverSignable are the upload parameters a client may not choose, whatever SIGNABLE_PARAMS says:
@@ -49,24 +47,15 @@ func parseSignableParams(raw string) ([]string, error) {
 	return out, errors.Join(problems...)
 }
 
-// signingConfig is what POST /sign needs; nil credentials mean uploads do not go to Cloudinary.
+// signingConfig is what POST /sign needs; a nil signer means uploads do not go to Cloudinary.
 type signingConfig struct {
-	creds     *credentials
-	signable  []string
-	folder    string
-	preset    string
-	resource  string // resource_type in the upload URL: image when only images are allowed, else auto
-	now       func() time.Time
-	algorithm string // as the SDK reads signature_algorithm from CLOUDINARY_URL
-	version   int    // as the SDK reads signature_version
+	signer   *cloudinary.Signer // the one the uploads are signed with
+	signable []string
+	folder   string
+	preset   string
+	resource string // resource_type in the upload URL: image when only images are allowed, else auto
+	now      func() time.Time
 }
-
-var (
-	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
-	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
-	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
-	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than 16 KiB"}
-)
 
 const maxSignBody = 16 << 10
 
@@ -84,7 +73,7 @@ type signResponse struct {
 func handleSign(sc signingConfig) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store") // a signature is a short-lived credential
-		if sc.creds == nil {
+		if sc.signer == nil {
 			writeError(w, r, errSignNeedsCloudinary)
 			return
 		}
@@ -130,12 +119,10 @@ func (sc signingConfig) sign(w http.ResponseWriter, r *http.Request) (signRespon
 	if params.Has("public_id") {
 		params.Set("overwrite", "false") // as with /upload: a client must not replace someone else's file
 	}
-	ts := sc.now().Unix()
-	params.Set("timestamp", strconv.FormatInt(ts, 10))
-	// The SDK's own helper, with the algorithm and version the SDK would use for its uploads.
-	sig, err := api.SignParametersUsingAlgoAndVersion(params, string(sc.creds.apiSecret), sc.algorithm, sc.version)
+	now := sc.now()
+	sig, err := sc.signer.Sign(params, now) // sets timestamp
 	if err != nil {
-		return signResponse{}, fmt.Errorf("sign: %w", err)
+		return signResponse{}, err
 	}
 	flat := make(map[string]string, len(params))
 	for k := range params {
@@ -143,10 +130,10 @@ func (sc signingConfig) sign(w http.ResponseWriter, r *http.Request) (signRespon
 	}
 	return signResponse{
 		Signature: sig,
-		Timestamp: ts,
-		APIKey:    sc.creds.apiKey,
-		CloudName: sc.creds.cloudName,
-		UploadURL: sc.uploadURL(),
+		Timestamp: now.Unix(),
+		APIKey:    sc.signer.APIKey(),
+		CloudName: sc.signer.CloudName(),
+		UploadURL: sc.signer.UploadURL(sc.resource),
 		Params:    flat,
 	}, nil
 }
@@ -239,24 +226,11 @@ func encodeContext(obj map[string]string) string {
 	return strings.Join(pairs, "|")
 }
 
-// uploadURL is where the page posts the file, as the SDK builds it for its own uploads.
-func (sc signingConfig) uploadURL() string {
-	prefix := sc.creds.params.Get("upload_prefix")
-	if prefix == "" {
-		prefix = "https://api.cloudinary.com"
-	}
-	return fmt.Sprintf("%s/%s/%s/upload", api.BaseURL(strings.TrimRight(prefix, "/"), ""), sc.creds.cloudName, sc.resource)
-}
-
-// newSigningConfig reads the signing algorithm and version from CLOUDINARY_URL's query, with
-// the SDK's defaults (SHA-1, version 2).
-func newSigningConfig(cfg config, now func() time.Time) signingConfig {
-	creds := cfg.cloudinary
-	if cfg.storage == "local" {
-		creds = nil // uploads go to the local store: there is nothing to sign for
-	}
+// newSigningConfig builds what POST /sign needs, with the store's signer (nil: uploads go to
+// the local store, and there is nothing to sign for).
+func newSigningConfig(cfg config, signer *cloudinary.Signer, now func() time.Time) signingConfig {
 	sc := signingConfig{
-		creds:    creds,
+		signer:   signer,
 		signable: cfg.signableParams,
 		folder:   cfg.uploadFolder,
 		preset:   cfg.uploadPreset,
@@ -266,25 +240,14 @@ func newSigningConfig(cfg config, now func() time.Time) signingConfig {
 	if len(cfg.allowedTypes) > 0 && !slices.ContainsFunc(cfg.allowedTypes, func(t string) bool { return !strings.HasPrefix(t, "image/") }) {
 		sc.resource = "image"
 	}
-	cloud := cldconfig.Cloud{}
-	if cfg.cloudinary != nil {
-		cloud.SignatureAlgorithm = cfg.cloudinary.params.Get("signature_algorithm")
-		cloud.SignatureVersion, _ = strconv.Atoi(cfg.cloudinary.params.Get("signature_version")) // checked by loadConfig
-	}
-	sc.algorithm, sc.version = cloud.GetSignatureAlgorithm(), cloud.GetSignatureVersion()
 	return sc
 }
 
-// validateSigningParams checks CLOUDINARY_URL's signature_algorithm and signature_version.
-func validateSigningParams(q url.Values) error {
-	var problems []error
-	if a := q.Get("signature_algorithm"); a != "" && a != "sha1" && a != "sha256" {
-		problems = append(problems, errors.New("CLOUDINARY_URL: signature_algorithm must be sha1 or sha256"))
+// signer is what POST /sign signs with: the uploads' own algorithm, version and URL. It is nil
+// when uploads go to the local store: there is nothing to sign for.
+func (cfg config) signer() *cloudinary.Signer {
+	if cfg.storage == "local" || cfg.cloudinary == nil {
+		return nil
 	}
-	if v := q.Get("signature_version"); v != "" {
-		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 2 {
-			problems = append(problems, errors.New("CLOUDINARY_URL: signature_version must be 1 or 2"))
-		}
-	}
-	return errors.Join(problems...)
+	return cloudinary.NewSigner(cfg.cloudinary)
 }

@@ -80,7 +80,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 	if s.APIKey != fakeAPIKey || s.CloudName != fakeCloudName || s.Signature == "" || s.Timestamp == 0 {
 		t.Errorf("answer lacks the account or the signature: %+v", s)
 	}
-	if want := fake.srv.URL + "/v1_1/" + fakeCloudName + "/image/upload"; s.UploadURL != want {
+	if want := fake.URL() + "/v1_1/" + fakeCloudName + "/image/upload"; s.UploadURL != want {
 		t.Errorf("upload_url = %q, want %q", s.UploadURL, want)
 	}
 	for k, want := range map[string]string{
@@ -94,7 +94,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 	if strings.Contains(srv.logs.String(), fakeAPISecret) || strings.Contains(srv.logs.String(), token) {
 		t.Errorf("a secret is in the logs")
 	}
-	if n := fake.requestCount(); n != 0 {
+	if n := fake.RequestCount(); n != 0 {
 		t.Errorf("/sign itself sent %d requests to Cloudinary", n)
 	}
 
@@ -106,7 +106,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 	if got["public_id"] != "site/direct/beach" {
 		t.Errorf("public_id = %v, want site/direct/beach", got["public_id"])
 	}
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].sha256 != sha256Hex(img) {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].SHA256 != sha256Hex(img) {
 		t.Fatalf("the direct upload did not arrive whole: %+v", ups)
 	}
 
@@ -130,7 +130,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 			t.Errorf("smuggled %v: Cloudinary answered %d %v, want 401 Invalid Signature", extra, status, got)
 		}
 	}
-	if n := len(fake.uploads()); n != 1 {
+	if n := len(fake.Uploads()); n != 1 {
 		t.Errorf("%d uploads stored, want only the signed one", n)
 	}
 }
@@ -194,7 +194,7 @@ func TestSignRefusals(t *testing.T) {
 	if resp.StatusCode != 200 || len(s.Params) != 1 || s.Params["timestamp"] == "" {
 		t.Errorf("empty body: %d %+v, want only a timestamp signed", resp.StatusCode, s)
 	}
-	if n := fake.requestCount(); n != 0 {
+	if n := fake.RequestCount(); n != 0 {
 		t.Errorf("%d requests reached Cloudinary", n)
 	}
 }
@@ -209,14 +209,14 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := newServer(discardLogger(), cfg, acceptAllUploader{}, newHealthState())
+		h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/sign", strings.NewReader(`{}`)))
 		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "signed direct uploads need Cloudinary credentials") {
 			t.Errorf("%s: %d %s, want 501 JSON", name, rec.Code, rec.Body)
 		}
 	}
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/sign", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "POST" {
@@ -227,10 +227,10 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 func TestSignUsesConfiguredAlgorithm(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.cloudinary.params = url.Values{"signature_algorithm": {"sha256"}}
-	sc := newSigningConfig(cfg, nil)
-	if sc.algorithm != "sha256" || sc.version != 2 {
-		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", sc.algorithm, sc.version)
+	cfg.cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
+	sc := newSigningConfig(cfg, cfg.signer(), nil)
+	if a, v := sc.signer.Algorithm(), sc.signer.Version(); a != "sha256" || v != 2 {
+		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", a, v)
 	}
 	if _, err := loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://k:s@c?signature_algorithm=md5"})); err == nil || !strings.Contains(err.Error(), "signature_algorithm") {
 		t.Errorf("err = %v, want signature_algorithm refused", err)

@@ -1,28 +1,90 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"time"
+
+	"cloudinary-upload-api/internal/cloudinary"
+	"cloudinary-upload-api/internal/localstore"
+	"cloudinary-upload-api/internal/store"
 )
+
+// uploader stores one file and answers with the upload result as JSON, in Cloudinary's field
+// names: internal/cloudinary's Client or internal/localstore's Store. Its errors are the store's
+// own values, or wrap an apiError; errors.go says what the client sees.
+type uploader interface {
+	Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error)
+}
+
+const (
+	minChunkBytes         = cloudinary.MinChunkBytes
+	maxSingleRequestBytes = cloudinary.MaxRequestBytes
+	chunkRetries          = cloudinary.ChunkRetries
+	copyBufferBytes       = 256 << 10 // piece size where a file is copied: fewer, larger writes
+	requestBufferBytes    = 1 << 20   // read buffer under each upload's form: the file goes upstream from it in pieces of up to this
+)
+
+// storage is where the uploads go, with what the routes need of it, passed in explicitly.
+type storage struct {
+	up    uploader
+	name  string            // the metrics' store label: cloudinary or local (other: tests' uploaders)
+	files *localstore.Store // the store whose files GET /files/{name} serves; nil: no such route
+}
+
+func cloudinaryStorage(c *cloudinary.Client) storage { return storage{up: c, name: "cloudinary"} }
+
+func localStorage(s *localstore.Store) storage { return storage{up: s, name: "local", files: s} }
 
 // openStore builds the store that STORAGE chose and says which in one start-up line.
 // The returned func releases it at shutdown.
-func openStore(cfg config, logger *slog.Logger) (uploader, func() error, error) {
+func openStore(cfg config, logger *slog.Logger) (storage, func() error, error) {
 	if cfg.storage == "cloudinary" {
-		up, err := newCloudinaryUploader(cfg.cloudinary, cfg.uploadFolder, cfg.uploadPreset, cfg.chunkOptions())
+		c, err := cloudinary.New(cfg.cloudinary, cfg.cloudinaryOptions())
 		if err != nil {
-			return nil, nil, err
+			return storage{}, nil, fmt.Errorf("CLOUDINARY_URL: %w", err)
 		}
-		logger.Info("storing uploads in Cloudinary", "store", "cloudinary", "cloud_name", cfg.cloudinary.cloudName, "folder", cfg.uploadFolder)
-		return up, func() error { return nil }, nil
+		logger.Info("storing uploads in Cloudinary", "store", "cloudinary", "cloud_name", cfg.cloudinary.CloudName, "folder", cfg.uploadFolder)
+		return cloudinaryStorage(c), func() error { return nil }, nil
 	}
-	s, err := newLocalStore(cfg.uploadDir, cfg.uploadFolder, cfg.publicURL)
+	s, err := newLocalStore(cfg)
 	if err != nil {
-		return nil, nil, err
+		return storage{}, nil, err
 	}
 	why := "STORAGE=local"
 	if cfg.cloudinary == nil {
 		why = "no Cloudinary credentials are set"
 	}
-	logger.Info("storing uploads on local disk, served at /files/ ("+why+")", "store", "local", "dir", s.dir)
-	return s, s.Close, nil
+	logger.Info("storing uploads on local disk, served at /files/ ("+why+")", "store", "local", "dir", s.Dir())
+	return localStorage(s), s.Close, nil
+}
+
+// newLocalStore opens UPLOAD_DIR as the local store, which logs what it cannot clean up.
+func newLocalStore(cfg config) (*localstore.Store, error) {
+	s, err := localstore.New(cfg.uploadDir, cfg.uploadFolder, cfg.publicURL, func(ctx context.Context, msg string, err error) {
+		loggerFrom(ctx).WarnContext(ctx, msg, "err", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("UPLOAD_DIR=%w", err)
+	}
+	return s, nil
+}
+
+// cloudinaryOptions say where uploads go in the cloud and how files that may not fit one request are sent.
+func (cfg config) cloudinaryOptions() cloudinary.Options {
+	base := cfg.retryBackoff
+	return cloudinary.Options{
+		Folder:       cfg.uploadFolder,
+		Preset:       cfg.uploadPreset,
+		ChunkSize:    cfg.chunkSize,
+		KeepBuffers:  0, // none kept between uploads: a kept buffer would hold memory outside UPLOAD_MEMORY
+		StallTimeout: cfg.uploadTimeout,
+		Backoff:      func(retry int) time.Duration { return base << retry },
+		Retrying: func(ctx context.Context, contentRange string, retry int, err error) {
+			loggerFrom(ctx).WarnContext(ctx, "retrying chunk", "range", contentRange, "retry", retry, "err", err)
+		},
+	}
 }

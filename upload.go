@@ -21,6 +21,7 @@ import (
 
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/store"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.
@@ -49,9 +50,6 @@ const (
 	maxDrainBytes = 32 << 20
 	drainTimeout  = 15 * time.Second
 )
-
-// errClientGone is logged when the client disconnected; nobody reads the answer.
-var errClientGone = apiError{499, "client closed the request"}
 
 // retryAfterBusy is what a client refused for lack of memory or of its own places is told to
 // wait, in seconds.
@@ -180,14 +178,14 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		case !slices.Contains(lim.fileFields, name):
 			slots = append(slots, fileSlot{err: errNotFileField(name, lim.fileFields)})
 			continue
-		case files > 1 && fields.p.publicID != "":
+		case files > 1 && fields.p.PublicID != "":
 			slots = append(slots, fileSlot{err: errPublicIDOneFile})
 			continue
 		default:
 			p := fields.p
-			p.filename = cleanFilename(filename)
-			p.baseURL = requestBaseURL(r)
-			p.chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Filename = cleanFilename(filename)
+			p.BaseURL = requestBaseURL(r)
+			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
@@ -254,7 +252,7 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 
 // uploadFile streams one file part to the uploader: sniffed, capped and timed.
 // It returns Cloudinary's result and what the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadParams, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, string, error) {
+func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Params, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, string, error) {
 	head := make([]byte, sniffLen)
 	n, err := io.ReadFull(part, head)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -287,13 +285,13 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p uploadPar
 	}
 	// A body of known size that fits one request streams straight through; any other goes in
 	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
-	if !p.chunked {
+	if !p.Chunked {
 		// The timer runs while the uploader holds the file and is not reading it:
 		// before the first read, between reads, and after the last one until the answer.
 		body.watchdog = time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })
 		defer body.watchdog.Stop()
 	}
-	result, upErr := up.upload(ctx, body, p)
+	result, upErr := up.Upload(ctx, body, p)
 	cancel(nil) // a transport still writing the body gives up, so stop need not wait for Cloudinary
 	bodyErr := body.stop(idle)
 	switch {
@@ -327,7 +325,7 @@ func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
 
 // formFields are the text fields read before the first file part.
 type formFields struct {
-	p       uploadParams
+	p       store.Params
 	seen    map[string]bool
 	ignored []string // names of fields the server does not use, for the log
 }
@@ -368,17 +366,17 @@ func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) 
 	}
 	switch name {
 	case "public_id":
-		f.p.publicID = v
+		f.p.PublicID = v
 	case "tags":
-		f.p.tags = splitList(v)
+		f.p.Tags = splitList(v)
 	default:
 		if v == "" {
 			return nil // left out, as POST /sign leaves it out
 		}
-		if f.p.extra == nil {
-			f.p.extra = map[string]string{}
+		if f.p.Extra == nil {
+			f.p.Extra = map[string]string{}
 		}
-		f.p.extra[name] = v
+		f.p.Extra[name] = v
 	}
 	return nil
 }
@@ -513,9 +511,10 @@ type pieceReader interface {
 	NextPiece(beforeWait func() error) ([]byte, error)
 }
 
-// flusher is a writer that may hold back small writes (smallWrites) until flush.
+// flusher is a writer that may hold back small writes until Flush (internal/cloudinary's
+// request writer does).
 type flusher interface {
-	flush() error
+	Flush() error
 }
 
 var errUploadStopped = errors.New("upload body read after the upload ended")
@@ -600,7 +599,7 @@ func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
 		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).
 		flush := func() error {
 			if f, ok := w.(flusher); ok && (b.more == nil || !b.more()) {
-				return f.flush()
+				return f.Flush()
 			}
 			return nil
 		}
@@ -636,7 +635,7 @@ func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
 			// What w holds back must not wait on the client; and the watchdog runs while
 			// Cloudinary takes it, stopping only once the client is being waited on.
 			if f, ok := w.(flusher); ok {
-				if err := f.flush(); err != nil {
+				if err := f.Flush(); err != nil {
 					return err
 				}
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -25,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/store"
 )
 
 // testPNG makes a real PNG of the given size.
@@ -96,7 +99,7 @@ func TestUploadRoundTrip(t *testing.T) {
 		{"jpeg_without_fields", testJPEG(t, 120, 80), "dog.jpg", nil, "jpg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(fake.uploads())
+			before := len(fake.Uploads())
 			ct, body := multipartBody(t, tc.fields, tc.filename, tc.file)
 			resp := postForm(t, client, srv.url, ct, bytes.NewReader(body))
 			if resp.StatusCode != http.StatusOK {
@@ -105,21 +108,21 @@ func TestUploadRoundTrip(t *testing.T) {
 			var got map[string]any
 			decodeBody(t, resp, &got)
 
-			ups := fake.uploads()
+			ups := fake.Uploads()
 			if len(ups) != before+1 {
 				t.Fatalf("fake recorded %d uploads, want %d", len(ups), before+1)
 			}
 			up := ups[len(ups)-1]
-			if got, want := up.sha256, sha256Hex(tc.file); got != want {
+			if got, want := up.SHA256, sha256Hex(tc.file); got != want {
 				t.Errorf("fake received sha256 %s, want %s", got, want)
 			}
-			if got, want := up.params.Get("folder"), "site/uploads"; got != want {
+			if got, want := up.Params.Get("folder"), "site/uploads"; got != want {
 				t.Errorf("folder = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("upload_preset"), "signed_thumbs"; got != want {
+			if got, want := up.Params.Get("upload_preset"), "signed_thumbs"; got != want {
 				t.Errorf("upload_preset = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("filename_override"), tc.filename; got != want {
+			if got, want := up.Params.Get("filename_override"), tc.filename; got != want {
 				t.Errorf("filename_override = %q, want %q", got, want)
 			}
 			// Cloudinary's answer is passed on as it was sent: its own field names, none added.
@@ -135,18 +138,18 @@ func TestUploadRoundTrip(t *testing.T) {
 				t.Errorf("answer has the SDK's Go struct fields: %v", got)
 			}
 			if tc.fields == nil {
-				if up.params.Has("public_id") || up.params.Has("overwrite") {
-					t.Errorf("public_id/overwrite sent without a client public_id: %v", up.params)
+				if up.Params.Has("public_id") || up.Params.Has("overwrite") {
+					t.Errorf("public_id/overwrite sent without a client public_id: %v", up.Params)
 				}
 				return
 			}
-			if got, want := up.params.Get("public_id"), "cats/tom"; got != want {
+			if got, want := up.Params.Get("public_id"), "cats/tom"; got != want {
 				t.Errorf("public_id = %q, want %q", got, want)
 			}
-			if got, want := strings.Join(up.tags(), ","), "cats,pets"; got != want {
+			if got, want := strings.Join(up.Tags(), ","), "cats,pets"; got != want {
 				t.Errorf("tags = %q, want %q", got, want)
 			}
-			if got, want := up.params.Get("overwrite"), "false"; got != want {
+			if got, want := up.Params.Get("overwrite"), "false"; got != want {
 				t.Errorf("overwrite = %q, want %q", got, want)
 			}
 			if got, want := got["public_id"], "site/uploads/cats/tom"; got != want {
@@ -177,160 +180,9 @@ func TestUploadFieldsAfterFileAreIgnored(t *testing.T) {
 	}
 	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
 	decodeOK(t, resp, "upload with a field after the file")
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].params.Has("public_id") {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Has("public_id") {
 		t.Fatalf("a field after the file reached Cloudinary: %+v", ups)
 	}
-}
-
-// errorCase is one row of the README's error table.
-type errorCase struct {
-	name        string
-	env         map[string]string // on top of baseEnv
-	behaviour   *fakeBehaviour
-	method      string
-	path        string
-	contentType string
-	body        func(t *testing.T) []byte
-	wantStatus  int
-	wantMessage string // a substring of the JSON error message
-	wantHeader  [2]string
-	upstream    bool // whether the request may reach Cloudinary at all
-}
-
-func TestUploadErrors(t *testing.T) {
-	png1 := func(t *testing.T) []byte { return testPNG(t, 8, 8) }
-	form := func(fields [][2]string, name string, file func(t *testing.T) []byte) func(t *testing.T) []byte {
-		return func(t *testing.T) []byte {
-			var f []byte
-			if file != nil {
-				f = file(t)
-			}
-			_, b := multipartBody(t, fields, name, f)
-			return b
-		}
-	}
-	const boundary = "XyZ-test-boundary"
-	mp := "multipart/form-data; boundary=" + boundary
-	raw := func(s string) func(t *testing.T) []byte { return func(*testing.T) []byte { return []byte(s) } }
-	wrongSecret := func(fake *fakeCloudinary) string {
-		return strings.Replace(fake.cloudinaryURL(), ":"+fakeAPISecret+"@", ":wrong-secret@", 1)
-	}
-
-	cases := []errorCase{
-		{name: "get_is_405", method: http.MethodGet, path: "/upload", wantStatus: 405, wantMessage: "method not allowed", wantHeader: [2]string{"Allow", "POST"}},
-		{name: "unknown_path_is_404", method: http.MethodGet, path: "/nope", wantStatus: 404, wantMessage: "not found"},
-		{name: "json_body_is_415", contentType: "application/json", body: raw(`{"file":"x"}`), wantStatus: 415, wantMessage: "multipart/form-data"},
-		{name: "multipart_without_boundary_is_415", contentType: "multipart/form-data", body: raw("x"), wantStatus: 415, wantMessage: "boundary"},
-		{name: "text_file_refused_under_image_star", body: form(nil, "notes.png", func(*testing.T) []byte { return []byte("just some text, not an image") }), wantStatus: 415, wantMessage: "text/plain is not allowed"},
-		{name: "svg_refused_under_image_star", body: form(nil, "x.svg", func(*testing.T) []byte {
-			return []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`)
-		}), wantStatus: 415, wantMessage: "image/svg+xml is not allowed"},
-		{name: "svg_allowed_when_named", env: map[string]string{"ALLOWED_TYPES": "image/*,image/svg+xml"}, body: form(nil, "x.svg", func(*testing.T) []byte {
-			return []byte(`<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"></svg>`)
-		}), wantStatus: 200, upstream: true},
-		{name: "malformed_body_is_400", contentType: mp, body: raw("--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"\r\nno blank line"), wantStatus: 400, wantMessage: ""},
-		{name: "no_file_part_is_400", body: form([][2]string{{"tags", "a"}}, "", nil), wantStatus: 400, wantMessage: `no file part`},
-		{name: "empty_file_is_400", body: form(nil, "empty.png", func(*testing.T) []byte { return []byte{} }), wantStatus: 400, wantMessage: "file is empty"},
-		{name: "bad_public_id_is_400", body: form([][2]string{{"public_id", "../etc/passwd"}}, "a.png", png1), wantStatus: 400, wantMessage: "public_id must be"},
-		{name: "unknown_field_is_ignored", body: form([][2]string{{"folder", "elsewhere"}}, "a.png", png1), wantStatus: 200, upstream: true},
-		{name: "duplicate_field_is_400", body: form([][2]string{{"tags", "a"}, {"tags", "b"}}, "a.png", png1), wantStatus: 400, wantMessage: "appears twice"},
-		{name: "long_field_is_400", body: form([][2]string{{"tags", strings.Repeat("t", 5000)}}, "a.png", png1), wantStatus: 400, wantMessage: "longer than"},
-		{name: "too_large_by_content_length_is_413", env: map[string]string{"MAX_UPLOAD_BYTES": "1000"}, body: form(nil, "big.png", func(t *testing.T) []byte {
-			return append(testPNG(t, 8, 8), make([]byte, 100_000)...)
-		}), wantStatus: 413, wantMessage: "larger than the limit of 10 files of 1000 bytes"},
-		{name: "too_large_by_content_length_one_file_a_request_is_413", env: map[string]string{"MAX_UPLOAD_BYTES": "1000", "MAX_FILES_PER_REQUEST": "1"}, body: form(nil, "big.png", func(t *testing.T) []byte {
-			return append(testPNG(t, 8, 8), make([]byte, 100_000)...)
-		}), wantStatus: 413, wantMessage: "file is larger than the limit of 1000 bytes"},
-		{name: "malformed_image_is_400", body: form(nil, "a.jpg", guardTestTwoSOF), wantStatus: 400, wantMessage: "cannot be read exactly: malformed JPEG: two frame headers"},
-		{name: "pixel_bomb_is_413", body: form(nil, "bomb.png", guardTestBomb), wantStatus: 413, wantMessage: "image is 100000 × 100000 pixels"},
-		{name: "pixel_bomb_is_413_with_strip_off", env: map[string]string{"STRIP_METADATA": "off"}, body: form(nil, "bomb.png", guardTestBomb), wantStatus: 413, wantMessage: "image is 100000 × 100000 pixels"},
-		{name: "gif_frame_past_the_limits_is_413", body: form(nil, "far.gif", guardTestGIFFrameFar), wantStatus: 413, wantMessage: "image is 30016 × 16 pixels", upstream: true},
-		{name: "image_metadata_over_1mib_is_413", body: form(nil, "a.jpg", guardTestHugeMetadata), wantStatus: 413, wantMessage: "metadata is larger than 1 MiB"},
-		{name: "cloudinary_401_is_502", env: map[string]string{"CLOUDINARY_URL": ""}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "rejected the server's credentials", upstream: true},
-		{name: "cloudinary_500_is_502", behaviour: &fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
-		{name: "cloudinary_html_502_is_502", behaviour: &fakeBehaviour{status: 502, contentType: "text/html", body: "<html><body>Bad Gateway</body></html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "failed to process", upstream: true},
-		{name: "cloudinary_not_json_is_502", behaviour: &fakeBehaviour{status: 200, contentType: "text/html", body: "<html>maintenance</html>"}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "not JSON", upstream: true},
-		{name: "cloudinary_reset_is_502", behaviour: &fakeBehaviour{reset: true}, body: form(nil, "a.png", png1), wantStatus: 502, wantMessage: "could not reach Cloudinary", upstream: true},
-		{name: "cloudinary_rate_limit_is_503", behaviour: &fakeBehaviour{status: 420, body: `{"error":{"message":"Rate Limit Exceeded"}}`}, body: form(nil, "a.png", png1), wantStatus: 503, wantMessage: "limiting", upstream: true},
-		{name: "cloudinary_silent_is_504", env: map[string]string{"UPLOAD_TIMEOUT": "300ms"}, behaviour: &fakeBehaviour{hang: true}, body: form(nil, "a.png", png1), wantStatus: 504, wantMessage: "did not answer in time", upstream: true},
-		{name: "cloudinary_invalid_image_is_400", behaviour: &fakeBehaviour{status: 400, body: `{"error":{"message":"Invalid image file"}}`}, body: form(nil, "a.png", png1), wantStatus: 400, wantMessage: "Invalid image file", upstream: true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			for k, v := range tc.env {
-				env[k] = v
-			}
-			if v, ok := tc.env["CLOUDINARY_URL"]; ok && v == "" {
-				env["CLOUDINARY_URL"] = wrongSecret(fake)
-			}
-			if tc.behaviour != nil {
-				fake.setBehaviour(*tc.behaviour)
-			}
-			srv := startServer(t, env)
-			resp := doCase(t, newClient(t), srv.url, tc)
-			var got apiErrorBody
-			var ok map[string]any
-			if tc.wantStatus == http.StatusOK {
-				decodeBody(t, resp, &ok)
-			} else {
-				decodeBody(t, resp, &got)
-			}
-			if resp.StatusCode != tc.wantStatus {
-				t.Fatalf("status %d (%q), want %d", resp.StatusCode, got.Error.Message, tc.wantStatus)
-			}
-			if tc.wantStatus != http.StatusOK && (got.Error.Message == "" || !strings.Contains(got.Error.Message, tc.wantMessage)) {
-				t.Errorf("message %q, want it to contain %q", got.Error.Message, tc.wantMessage)
-			}
-			if tc.wantHeader[0] != "" {
-				if got := resp.Header.Get(tc.wantHeader[0]); got != tc.wantHeader[1] {
-					t.Errorf("%s = %q, want %q", tc.wantHeader[0], got, tc.wantHeader[1])
-				}
-			}
-			if !tc.upstream && fake.requestCount() != 0 {
-				t.Errorf("a refused request reached Cloudinary %d times", fake.requestCount())
-			}
-			if strings.Contains(srv.logs.String(), fakeAPISecret) {
-				t.Errorf("the API secret is in the logs")
-			}
-		})
-	}
-}
-
-func doCase(t *testing.T, c *http.Client, baseURL string, tc errorCase) *http.Response {
-	t.Helper()
-	method, path := tc.method, tc.path
-	if method == "" {
-		method = http.MethodPost
-	}
-	if path == "" {
-		path = "/upload"
-	}
-	var body io.Reader
-	var contentType string
-	if tc.body != nil {
-		b := tc.body(t)
-		body = bytes.NewReader(b)
-		contentType = tc.contentType
-		if contentType == "" {
-			// multipartBody's writer picks a random boundary: recover it from the body.
-			first, _, _ := strings.Cut(string(b), "\r\n")
-			contentType = "multipart/form-data; boundary=" + strings.TrimPrefix(first, "--")
-		}
-	}
-	req, err := http.NewRequest(method, baseURL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return resp
 }
 
 // streamedPNG is a PNG header followed by n zero bytes in total, generated as it is read.
@@ -399,10 +251,10 @@ func TestUploadOverLimitMidStream(t *testing.T) {
 	}
 	// Without a Content-Length the file goes in chunks: the limit is passed while the server
 	// reads the next chunk, which is then never sent.
-	if n := fake.maxFileBytesSeen(); n > limit {
+	if n := fake.MaxFileBytesSeen(); n > limit {
 		t.Errorf("Cloudinary received %d file bytes, more than the %d limit", n, limit)
 	}
-	if len(fake.uploads()) != 0 {
+	if len(fake.Uploads()) != 0 {
 		t.Errorf("an oversized file was stored")
 	}
 }
@@ -427,19 +279,19 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	if _, err := fileW.Write(make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes // the upload is under way upstream
+	<-fake.FirstBytes // the upload is under way upstream
 	cancel()          // the client goes away
 	// Ends the client's body writer without completing the form: a plain Close let a fast
 	// client finish a valid body before it noticed the cancel, and the upload succeeded.
 	errGone := errors.New("client went away")
 	fileW.CloseWithError(errGone)
-	if err := <-fake.aborted; err == nil {
+	if err := <-fake.Aborted; err == nil {
 		t.Errorf("upstream request ended without error")
 	}
 	if err := <-result; !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
-	if len(fake.uploads()) != 0 {
+	if len(fake.Uploads()) != 0 {
 		t.Errorf("a cancelled upload was stored")
 	}
 }
@@ -514,7 +366,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 	if _, err := fileW.Write(img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.firstBytes
+	<-fake.FirstBytes
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +381,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 		t.Fatalf("run after SIGTERM: %v", err)
 	}
 	close(srv.done)
-	if got := fake.uploads(); len(got) != 1 || got[0].sha256 != sha256Hex(img) {
+	if got := fake.Uploads(); len(got) != 1 || got[0].SHA256 != sha256Hex(img) {
 		t.Fatalf("the upload did not arrive whole: %+v", got)
 	}
 	if !strings.Contains(srv.logs.String(), `"msg":"shutting down"`) {
@@ -578,7 +430,7 @@ func TestCurlUpload(t *testing.T) {
 			t.Errorf("curl got a non-JSON answer: %q", answer)
 		}
 	}
-	if ups := fake.uploads(); len(ups) != 1 || ups[0].sha256 != sha256Hex(img) || strings.Join(ups[0].tags(), ",") != "curl" {
+	if ups := fake.Uploads(); len(ups) != 1 || ups[0].SHA256 != sha256Hex(img) || strings.Join(ups[0].Tags(), ",") != "curl" {
 		t.Errorf("curl upload did not arrive as sent: %+v", ups)
 	}
 }
@@ -588,7 +440,7 @@ func FuzzUpload(f *testing.F) {
 	f.Add("multipart/form-data; boundary=x", []byte("--x\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\na,b\r\n--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nGIF89a\r\n--x--"))
 	f.Add("multipart/form-data; boundary=\"\"", []byte("--\r\n"))
 	f.Add("text/plain", []byte("hello"))
-	h := newServer(discardLogger(), testConfig(), acceptAllUploader{}, newHealthState())
+	h := newServer(discardLogger(), testConfig(), testStorage(acceptAllUploader{}), newHealthState())
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		req, err := http.NewRequest(http.MethodPost, "/upload", bytes.NewReader(body))
 		if err != nil {
@@ -609,10 +461,41 @@ func FuzzUpload(f *testing.F) {
 // acceptAllUploader stores nothing and answers like Cloudinary would.
 type acceptAllUploader struct{}
 
-func (acceptAllUploader) upload(_ context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+// testStorage is a store of the tests' own, with no routes of its own.
+func testStorage(up uploader) storage { return storage{up: up, name: "other"} }
+
+func (acceptAllUploader) Upload(_ context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	n, err := io.Copy(io.Discard, file)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.publicID, n)), nil
+	return []byte(fmt.Sprintf(`{"public_id":%q,"bytes":%d}`, p.PublicID, n)), nil
+}
+
+// TestEarlyErrorReachesClientStillSending sends a large body without reading the answer until
+// it is all sent, as a browser does. Without the drain, the server closes with unread data and
+// the client's write fails with a reset.
+func TestEarlyErrorReachesClientStillSending(t *testing.T) {
+	env := localEnv(t)
+	env["MAX_UPLOAD_BYTES"] = "65536"
+	srv := startServer(t, env)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ct, body := multipartBody(t, nil, "big.png", append(testPNG(t, 2, 2), make([]byte, 24<<20)...))
+	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		t.Fatalf("sending the body: %v (the server closed before reading it)", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.Error.Message, "64 KiB") {
+		t.Errorf("answer %d %q, want the 413", resp.StatusCode, got.Error.Message)
+	}
 }

@@ -1,4 +1,16 @@
-package main
+// Package localstore keeps uploads on local disk, for running the server without a Cloudinary
+// account. It answers an upload as Cloudinary would (its field names, its etag, overwrite=false
+// for public ids), and opens the stored files for the server to serve.
+//
+// Its layout under the directory:
+//
+//	files/<key>.<ext>  the file, named by the store: key is the SHA-256 of the public id (32 hex digits)
+//	meta/<key>.json    what the store knows about it; its existence claims the public id
+//	tmp/               files being written; renamed (linked) into place only once complete
+//
+// No client input ever becomes a path: the key is a hash and ext comes from the sniffed type.
+// Everything goes through an os.Root, so no name or symlink inside the directory can reach outside it.
+package localstore
 
 import (
 	"bytes"
@@ -24,25 +36,21 @@ import (
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
+
+	"cloudinary-upload-api/internal/store"
 )
 
-// localStore keeps uploads on disk, for running without Cloudinary. Its layout under UPLOAD_DIR:
-//
-//	files/<key>.<ext>  the file, named by the store: key is the SHA-256 of the public id (32 hex digits)
-//	meta/<key>.json    what the store knows about it; its existence claims the public id
-//	tmp/               files being written; renamed (linked) into place only once complete
-//
-// No client input ever becomes a path: the key is a hash and ext comes from the sniffed type.
-// Everything goes through an os.Root, so no name or symlink inside the directory can reach outside it.
-type localStore struct {
+// Store keeps uploads in one directory.
+type Store struct {
 	root      *os.Root
 	dir       string // absolute, for the start-up log
-	folder    string // UPLOAD_FOLDER, put in front of public ids as Cloudinary does
-	publicURL string // PUBLIC_URL without the trailing slash; empty: the request's base URL
+	folder    string // put in front of public ids as Cloudinary does
+	publicURL string // without the trailing slash; empty: the request's base URL
+	warn      func(ctx context.Context, msg string, err error)
 }
 
-// localMeta is the meta/<key>.json record; its JSON fields are Cloudinary's names.
-type localMeta struct {
+// Meta is what an upload answers, less the URLs; its JSON fields are Cloudinary's names.
+type Meta struct {
 	PublicID         string   `json:"public_id"`
 	Version          int64    `json:"version"`
 	Format           string   `json:"format"`
@@ -57,16 +65,16 @@ type localMeta struct {
 	Type             string   `json:"type"`
 }
 
-// localRecord is what meta/<key>.json holds: the result, and what only the store needs.
-type localRecord struct {
-	Result      localMeta `json:"result"`
-	File        string    `json:"file"`         // the name under files/
-	ContentType string    `json:"content_type"` // sniffed when stored
+// Record is what meta/<key>.json holds: the result, and what only the store needs.
+type Record struct {
+	Result      Meta   `json:"result"`
+	File        string `json:"file"`         // the name under files/
+	ContentType string `json:"content_type"` // sniffed when stored
 }
 
 // localResult is the upload answer: the record plus the URLs, in Cloudinary's field names.
 type localResult struct {
-	localMeta
+	Meta
 	URL       string `json:"url"`
 	SecureURL string `json:"secure_url"`
 	Existing  bool   `json:"existing,omitempty"`
@@ -74,10 +82,10 @@ type localResult struct {
 
 const (
 	localFilesDir = "files"
-	localMetaDir  = "meta"
+	metaDir       = "meta"
 	localTmpDir   = "tmp"
 	localTmpGlob  = ".upload-"
-	filesRoute    = "/files/"
+	FilesRoute    = "/files/" // the path under which the answers' URLs say the files are served
 )
 
 // localFileName is the only shape of name that GET /files/ will look up.
@@ -86,35 +94,44 @@ var (
 	localExt      = regexp.MustCompile(`^[a-z0-9]{1,12}$`)
 )
 
-// newLocalStore opens (creating if needed) the directory, and removes files that an
-// interrupted process left half-written in tmp/.
-func newLocalStore(dir, folder, publicURL string) (*localStore, error) {
+// New opens (creating if needed) the directory, and removes files that an interrupted process
+// left half-written in tmp/. folder goes in front of every public id, as Cloudinary's folder
+// does; publicURL, when not empty, is the base of the URLs in the answers instead of the
+// request's. warn hears of what went wrong without failing an upload (nil: nothing is told).
+func New(dir, folder, publicURL string, warn func(ctx context.Context, msg string, err error)) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("UPLOAD_DIR=%q: %w", dir, err)
+		return nil, fmt.Errorf("%q: %w", dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o750); err != nil {
-		return nil, fmt.Errorf("UPLOAD_DIR=%q: %w", dir, err)
+		return nil, fmt.Errorf("%q: %w", dir, err)
 	}
 	root, err := os.OpenRoot(abs)
 	if err != nil {
-		return nil, fmt.Errorf("UPLOAD_DIR=%q: %w", dir, err)
+		return nil, fmt.Errorf("%q: %w", dir, err)
 	}
-	for _, sub := range []string{localFilesDir, localMetaDir, localTmpDir} {
+	for _, sub := range []string{localFilesDir, metaDir, localTmpDir} {
 		if err := root.MkdirAll(sub, 0o750); err != nil {
-			return nil, errors.Join(fmt.Errorf("UPLOAD_DIR=%q: %w", dir, err), root.Close())
+			return nil, errors.Join(fmt.Errorf("%q: %w", dir, err), root.Close())
 		}
 	}
-	s := &localStore{root: root, dir: abs, folder: folder, publicURL: publicURL}
+	if warn == nil {
+		warn = func(context.Context, string, error) {}
+	}
+	s := &Store{root: root, dir: abs, folder: folder, publicURL: publicURL, warn: warn}
 	if err := s.removeStaleTemps(); err != nil {
-		return nil, errors.Join(fmt.Errorf("UPLOAD_DIR=%q: %w", dir, err), root.Close())
+		return nil, errors.Join(fmt.Errorf("%q: %w", dir, err), root.Close())
 	}
 	return s, nil
 }
 
-func (s *localStore) Close() error { return s.root.Close() }
+// Close releases the directory; every later use fails.
+func (s *Store) Close() error { return s.root.Close() }
 
-func (s *localStore) removeStaleTemps() error {
+// Dir is the store's directory, as an absolute path.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) removeStaleTemps() error {
 	entries, err := fs.ReadDir(s.root.FS(), localTmpDir)
 	if err != nil {
 		return err
@@ -154,8 +171,10 @@ func (p *prefixBuffer) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// upload writes the file through a temp file that becomes visible only once complete.
-func (s *localStore) upload(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+// Upload stores file, reading it to its end or until ctx ends, and answers with the upload
+// result in Cloudinary's field names. The file becomes visible only once complete. A public id
+// that is taken is never overwritten: the answer is the existing file's, with "existing": true.
+func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	tmpName := path.Join(localTmpDir, localTmpGlob+randomHex(16))
 	tmp, err := s.root.OpenFile(tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
@@ -164,7 +183,7 @@ func (s *localStore) upload(ctx context.Context, file io.Reader, p uploadParams)
 	defer func() {
 		// The temp name is only ever a second link (or nothing): removing it is always right.
 		if err := s.root.Remove(tmpName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			loggerFrom(ctx).WarnContext(ctx, "local store: remove temp file", "err", err)
+			s.warn(ctx, "local store: remove temp file", err)
 		}
 	}()
 	hash := md5.New() // Cloudinary's etag is the MD5 of the file
@@ -180,7 +199,7 @@ func (s *localStore) upload(ctx context.Context, file io.Reader, p uploadParams)
 		return nil, fmt.Errorf("local store: write: %w", err)
 	}
 
-	publicID := p.publicID
+	publicID := p.PublicID
 	if publicID == "" {
 		publicID = randomID(20)
 	}
@@ -194,17 +213,17 @@ func (s *localStore) upload(ctx context.Context, file io.Reader, p uploadParams)
 		ext = "bin"
 	}
 	now := time.Now().UTC()
-	rec := localRecord{File: key + "." + ext, ContentType: mt.String()}
-	meta := localMeta{
+	rec := Record{File: key + "." + ext, ContentType: mt.String()}
+	meta := Meta{
 		PublicID:         publicID,
 		Version:          now.Unix(),
 		Format:           ext,
 		ResourceType:     resourceTypeOf(mt),
 		Bytes:            n,
 		CreatedAt:        now.Format(time.RFC3339),
-		Tags:             p.tags,
+		Tags:             p.Tags,
 		Etag:             hex.EncodeToString(hash.Sum(nil)),
-		OriginalFilename: strings.TrimSuffix(p.filename, path.Ext(p.filename)),
+		OriginalFilename: strings.TrimSuffix(p.Filename, path.Ext(p.Filename)),
 		Type:             "upload",
 	}
 	if meta.Tags == nil {
@@ -222,20 +241,20 @@ func (s *localStore) upload(ctx context.Context, file io.Reader, p uploadParams)
 		return nil, err
 	}
 	if existing != nil { // never overwritten, as with Cloudinary's overwrite=false
-		return s.answer(*existing, p.baseURL, true)
+		return s.answer(*existing, p.BaseURL, true)
 	}
 	if err := s.root.Link(tmpName, path.Join(localFilesDir, rec.File)); err != nil {
 		// Only a leftover from a crash between claim and link can be in the way: keep the claim
 		// consistent by giving it up.
-		return nil, errors.Join(fmt.Errorf("local store: place file: %w", err), s.root.Remove(path.Join(localMetaDir, key+".json")))
+		return nil, errors.Join(fmt.Errorf("local store: place file: %w", err), s.root.Remove(path.Join(metaDir, key+".json")))
 	}
-	return s.answer(rec, p.baseURL, false)
+	return s.answer(rec, p.BaseURL, false)
 }
 
 // claim records meta under key unless the public id is taken, in which case it returns the existing record.
 // The record is written to a temp file and linked into place: link never replaces, so two uploads
 // racing for one public id cannot both win.
-func (s *localStore) claim(key string, rec localRecord) (*localRecord, error) {
+func (s *Store) claim(key string, rec Record) (*Record, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return nil, fmt.Errorf("local store: encode record: %w", err)
@@ -245,7 +264,7 @@ func (s *localStore) claim(key string, rec localRecord) (*localRecord, error) {
 	if err := s.root.WriteFile(tmpName, b, 0o640); err != nil {
 		return nil, fmt.Errorf("local store: write record: %w", err)
 	}
-	err = s.root.Link(tmpName, path.Join(localMetaDir, key+".json"))
+	err = s.root.Link(tmpName, path.Join(metaDir, key+".json"))
 	if errors.Is(err, fs.ErrExist) {
 		old, err := s.readMeta(key)
 		if err != nil {
@@ -259,9 +278,9 @@ func (s *localStore) claim(key string, rec localRecord) (*localRecord, error) {
 	return nil, nil
 }
 
-func (s *localStore) readMeta(key string) (localRecord, error) {
-	var m localRecord
-	b, err := s.root.ReadFile(path.Join(localMetaDir, key+".json"))
+func (s *Store) readMeta(key string) (Record, error) {
+	var m Record
+	b, err := s.root.ReadFile(path.Join(metaDir, key+".json"))
 	if err != nil {
 		return m, fmt.Errorf("local store: read record: %w", err)
 	}
@@ -272,42 +291,42 @@ func (s *localStore) readMeta(key string) (localRecord, error) {
 }
 
 // answer renders a record as the upload result, with URLs on this server.
-func (s *localStore) answer(rec localRecord, baseURL string, existing bool) (json.RawMessage, error) {
+func (s *Store) answer(rec Record, baseURL string, existing bool) (json.RawMessage, error) {
 	if s.publicURL != "" {
 		baseURL = s.publicURL
 	}
-	u := baseURL + filesRoute + rec.File
-	b, err := json.Marshal(localResult{localMeta: rec.Result, URL: u, SecureURL: u, Existing: existing})
+	u := baseURL + FilesRoute + rec.File
+	b, err := json.Marshal(localResult{Meta: rec.Result, URL: u, SecureURL: u, Existing: existing})
 	if err != nil {
 		return nil, fmt.Errorf("local store: encode result: %w", err)
 	}
 	return b, nil
 }
 
-// open returns a stored file and its record, for GET /files/{name}. Anything that the store
+// Open returns a stored file and its record by the name in its URL. Anything that the store
 // did not write, including a symlink planted in files/, is fs.ErrNotExist.
-func (s *localStore) open(name string) (*os.File, localRecord, error) {
+func (s *Store) Open(name string) (*os.File, Record, error) {
 	m := localFileName.FindStringSubmatch(name)
 	if m == nil {
-		return nil, localRecord{}, fs.ErrNotExist
+		return nil, Record{}, fs.ErrNotExist
 	}
 	meta, err := s.readMeta(m[1])
 	if err != nil || meta.File != name {
-		return nil, localRecord{}, fs.ErrNotExist
+		return nil, Record{}, fs.ErrNotExist
 	}
 	p := path.Join(localFilesDir, name)
 	linfo, err := s.root.Lstat(p)
 	if err != nil || !linfo.Mode().IsRegular() {
-		return nil, localRecord{}, fs.ErrNotExist
+		return nil, Record{}, fs.ErrNotExist
 	}
 	f, err := s.root.Open(p)
 	if err != nil {
-		return nil, localRecord{}, fs.ErrNotExist
+		return nil, Record{}, fs.ErrNotExist
 	}
 	info, err := f.Stat()
 	if err != nil || !os.SameFile(linfo, info) { // replaced between Lstat and Open
 		_ = f.Close() // read-only: closing cannot lose data
-		return nil, localRecord{}, fs.ErrNotExist
+		return nil, Record{}, fs.ErrNotExist
 	}
 	return f, meta, nil
 }

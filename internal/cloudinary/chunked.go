@@ -1,4 +1,4 @@
-package main
+package cloudinary
 
 import (
 	"context"
@@ -10,39 +10,12 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"cloudinary-upload-api/internal/store"
 )
 
-const (
-	minChunkBytes         = 5242880   // Cloudinary: "All parts except EOF-chunk must be larger than 5mb"
-	maxSingleRequestBytes = 104857600 // Cloudinary refuses larger single requests (and chunks)
-	chunkRetries          = 3         // retries of one chunk after its first attempt
-	copyBufferBytes       = 256 << 10 // piece size where a file is copied: fewer, larger writes
-	requestBufferBytes    = 1 << 20   // read buffer under each upload's form: the file goes upstream from it in pieces of up to this
-	chunkPieceBytes       = 1 << 20   // a chunk is written upstream in pieces of this, each a sign of progress
-)
-
-// chunkOptions say how files that may not fit one request are sent.
-type chunkOptions struct {
-	size         int64                                      // bytes per chunk but the last
-	maxBuffers   int                                        // chunk buffers kept for reuse between uploads
-	stallTimeout time.Duration                              // one attempt may go this long without progress
-	backoff      func(retry int) time.Duration              // wait before retry number retry (0, 1, …)
-	wait         func(context.Context, time.Duration) error // sleeps, or returns early with ctx's error
-}
-
-func (cfg config) chunkOptions() chunkOptions {
-	base := cfg.retryBackoff
-	return chunkOptions{
-		size:         cfg.chunkSize,
-		maxBuffers:   0, // none kept between uploads: a kept buffer would hold memory outside UPLOAD_MEMORY
-		stallTimeout: cfg.uploadTimeout,
-		backoff:      func(retry int) time.Duration { return base << retry },
-		wait:         sleepCtx,
-	}
-}
-
-// sleepCtx waits for d, or less when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// sleep waits for d, or less when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -53,27 +26,18 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// chunkHeaders say which file a chunk belongs to and where it goes in it.
-type chunkHeaders struct {
-	uploadID     string
-	contentRange string
-}
-
-// errChunkStalled ends one attempt at a chunk that made no progress for stallTimeout.
-var errChunkStalled = errors.New("chunk upload made no progress")
-
 // uploadChunked sends file with Cloudinary's chunked upload protocol: one X-Unique-Upload-Id,
 // each chunk a separately signed request with Content-Range "bytes START-END/TOTAL", TOTAL -1
 // until the last chunk, whose answer is the upload result. Each chunk is read whole into a
 // pooled buffer first, so a failed attempt is retried from the buffer.
-func (c *cloudinaryUploader) uploadChunked(ctx context.Context, file io.Reader, p uploadParams) (json.RawMessage, error) {
+func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	buf := c.buffers.get()
 	defer c.buffers.put(buf)
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
 	uploadID := hex.EncodeToString(id[:])
 
-	size := int(c.chunking.size)
+	size := int(c.opts.ChunkSize)
 	var start int64
 	carried := 0 // the byte read ahead to learn that more follows, now first in buf
 	for {
@@ -84,7 +48,7 @@ func (c *cloudinaryUploader) uploadChunked(ctx context.Context, file io.Reader, 
 			return nil, err
 		}
 		if last && n == 0 {
-			return nil, errEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
+			return nil, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
 		}
 		chunk := buf[:min(n, size)]
 		end := start + int64(len(chunk)) - 1
@@ -104,42 +68,44 @@ func (c *cloudinaryUploader) uploadChunked(ctx context.Context, file io.Reader, 
 }
 
 // sendChunk sends one chunk, retrying failures that may pass (5xx, resets, stalls) with backoff.
-func (c *cloudinaryUploader) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p uploadParams) (json.RawMessage, error) {
+func (c *Client) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	for retry := 0; ; retry++ {
 		result, err := c.sendChunkOnce(ctx, chunk, h, p)
-		if err == nil || ctx.Err() != nil || retry == chunkRetries || !retryable(err) {
+		if err == nil || ctx.Err() != nil || retry == ChunkRetries || !retryable(err) {
 			if err != nil && retry > 0 {
 				err = fmt.Errorf("chunk %s after %d retries: %w", h.contentRange, retry, err)
 			}
 			return result, err
 		}
-		loggerFrom(ctx).WarnContext(ctx, "retrying chunk", "range", h.contentRange, "retry", retry+1, "err", err)
-		if err := c.chunking.wait(ctx, c.chunking.backoff(retry)); err != nil {
+		if c.opts.Retrying != nil {
+			c.opts.Retrying(ctx, h.contentRange, retry+1, err)
+		}
+		if err := c.opts.Wait(ctx, c.opts.Backoff(retry)); err != nil {
 			return nil, err
 		}
 	}
 }
 
 // sendChunkOnce makes one attempt, cancelled when it stalls.
-func (c *cloudinaryUploader) sendChunkOnce(ctx context.Context, chunk []byte, h chunkHeaders, p uploadParams) (json.RawMessage, error) {
+func (c *Client) sendChunkOnce(ctx context.Context, chunk []byte, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stall := time.AfterFunc(c.chunking.stallTimeout, func() { cancel(errChunkStalled) })
+	stall := time.AfterFunc(c.opts.StallTimeout, func() { cancel(ErrStalled) })
 	defer stall.Stop()
-	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.chunking.stallTimeout) }}
+	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.opts.StallTimeout) }}
 	result, err := c.send(ctx, body, p, &h)
-	stalled := errors.Is(context.Cause(ctx), errChunkStalled)
+	stalled := errors.Is(context.Cause(ctx), ErrStalled)
 	cancel(nil)   // a transport still writing the chunk gives up,
 	body.detach() // so this waits for no one but a write about to fail; then the buffer is ours
 	if err != nil && stalled {
-		return nil, fmt.Errorf("%w: %w: %w", errUpstreamTimeout, errChunkStalled, err)
+		return nil, fmt.Errorf("%w: %w: %w", ErrTimeout, ErrStalled, err)
 	}
 	return result, err
 }
 
 // retryable says whether another attempt at a chunk may succeed.
 func retryable(err error) bool {
-	return errors.Is(err, errUpstreamFailed) || errors.Is(err, errUpstreamUnreachable) || errors.Is(err, errChunkStalled)
+	return errors.Is(err, ErrFailed) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrStalled)
 }
 
 // chunkReader is one attempt's view of a chunk buffer. The transport writes it from its own
@@ -198,7 +164,7 @@ func (r *chunkReader) detach() {
 }
 
 // bufferPool keeps up to max buffers of one size for reuse. The buffers in use are bounded by
-// UPLOAD_MEMORY (each upload reserves its own); kept ones would not be, so the server keeps none.
+// the caller (the server's UPLOAD_MEMORY: each upload reserves its own); kept ones would not be.
 type bufferPool struct {
 	free chan []byte
 	size int

@@ -1,4 +1,4 @@
-package main
+package cloudinarytest
 
 import (
 	"bytes"
@@ -39,7 +39,7 @@ func TestFakeSignatureDocsVector(t *testing.T) {
 		"file":      {"ignored"},
 	}
 	const want = "bfd09f95f331f558cbd1320e67aa8d488770583e"
-	got, toSign := fakeSign(params, "abcd")
+	got, toSign := Sign(params, "abcd")
 	if got != want {
 		t.Errorf("fakeSign = %s (signed %q), want %s", got, toSign, want)
 	}
@@ -59,19 +59,19 @@ func TestFakeSignatureDocsVector(t *testing.T) {
 func TestFakeSignatureVersion2EscapesAmpersand(t *testing.T) {
 	t.Parallel()
 	params := url.Values{"public_id": {"a&b"}, "tags[0]": {"x"}, "tags[1]": {"y&z"}, "timestamp": {"1700000000"}}
-	got, toSign := fakeSign(params, fakeAPISecret)
+	got, toSign := Sign(params, APISecret)
 	if want := "public_id=a%26b&tags=x,y%26z&timestamp=1700000000"; toSign != want {
 		t.Errorf("string to sign = %q, want %q", toSign, want)
 	}
-	sdk, err := api.SignParameters(url.Values{"public_id": {"a&b"}, "tags": {"x,y&z"}, "timestamp": {"1700000000"}}, fakeAPISecret)
+	sdk, err := api.SignParameters(url.Values{"public_id": {"a&b"}, "tags": {"x,y&z"}, "timestamp": {"1700000000"}}, APISecret)
 	if err != nil || sdk != got {
 		t.Errorf("api.SignParameters = %s, %v; fakeSign = %s", sdk, err, got)
 	}
 }
 
 func TestFakeCloudinarySDKUpload(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	pic := fakeTestPNG(t, 7, 5)
 
@@ -100,7 +100,7 @@ func TestFakeCloudinarySDKUpload(t *testing.T) {
 	if res.AssetFolder != "f" || res.Type != "upload" || res.OriginalFilename != "file" {
 		t.Errorf("asset_folder, type, original_filename = %q, %q, %q", res.AssetFolder, res.Type, res.OriginalFilename)
 	}
-	wantURL := fmt.Sprintf("https://res.cloudinary.com/%s/image/upload/v%d/f/x.png", fakeCloudName, res.Version)
+	wantURL := fmt.Sprintf("https://res.cloudinary.com/%s/image/upload/v%d/f/x.png", CloudName, res.Version)
 	if res.SecureURL != wantURL || res.URL != "http"+strings.TrimPrefix(wantURL, "https") {
 		t.Errorf("secure_url, url = %q, %q; want %q", res.SecureURL, res.URL, wantURL)
 	}
@@ -110,40 +110,40 @@ func TestFakeCloudinarySDKUpload(t *testing.T) {
 	if !up.VerifyApiResponseSignature(res.PublicID, strconv.Itoa(res.Version), res.Signature) {
 		t.Errorf("response signature %q does not verify", res.Signature)
 	}
-	if m := fakeTestRaw(t, res); m["api_key"] != fakeAPIKey || m["placeholder"] != false {
+	if m := fakeTestRaw(t, res); m["api_key"] != APIKey || m["placeholder"] != false {
 		t.Errorf("raw response = %v", m)
 	}
 
-	ups := f.uploads()
+	ups := f.Uploads()
 	if len(ups) != 1 {
 		t.Fatalf("uploads() = %d, want 1", len(ups))
 	}
 	sum := sha256.Sum256(pic)
-	if got, want := ups[0].sha256, hex.EncodeToString(sum[:]); got != want {
+	if got, want := ups[0].SHA256, hex.EncodeToString(sum[:]); got != want {
 		t.Errorf("sha256 = %s, want %s", got, want)
 	}
-	if got := ups[0].tags(); !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("upload.tags() = %q", got)
+	if got := ups[0].Tags(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("upload.Tags() = %q", got)
 	}
-	if ups[0].params.Get("public_id") != "x" || ups[0].params.Get("api_key") != fakeAPIKey || ups[0].chunks != nil {
-		t.Errorf("recorded params %v, chunks %v", ups[0].params, ups[0].chunks)
+	if ups[0].Params.Get("public_id") != "x" || ups[0].Params.Get("api_key") != APIKey || ups[0].Chunks != nil {
+		t.Errorf("recorded params %v, chunks %v", ups[0].Params, ups[0].Chunks)
 	}
-	if ups[0].header.Get("Content-Length") != "" || ups[0].bytes != int64(len(pic)) {
-		t.Errorf("header %v, bytes %d", ups[0].header, ups[0].bytes)
+	if ups[0].Header.Get("Content-Length") != "" || ups[0].Bytes != int64(len(pic)) {
+		t.Errorf("header %v, bytes %d", ups[0].Header, ups[0].Bytes)
 	}
-	if f.requestCount() != 1 || f.maxFileBytesSeen() != int64(len(pic)) {
-		t.Errorf("requestCount %d, maxFileBytesSeen %d", f.requestCount(), f.maxFileBytesSeen())
+	if f.RequestCount() != 1 || f.MaxFileBytesSeen() != int64(len(pic)) {
+		t.Errorf("requestCount %d, maxFileBytesSeen %d", f.RequestCount(), f.MaxFileBytesSeen())
 	}
 	select {
-	case <-f.firstBytes:
+	case <-f.FirstBytes:
 	default:
 		t.Error("no firstBytes signal")
 	}
 }
 
 func TestFakeCloudinaryRawFile(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	res, err := up.Upload(context.Background(), strings.NewReader("hello, world"), cldupload.UploadParams{
 		FilenameOverride: "notes.TXT",
@@ -164,8 +164,8 @@ func TestFakeCloudinaryRawFile(t *testing.T) {
 }
 
 func TestFakeCloudinaryWrongSecret(t *testing.T) {
-	f := newFakeCloudinary(t)
-	wrong := strings.Replace(f.cloudinaryURL(), fakeAPISecret, "not-the-secret", 1)
+	f := New(t)
+	wrong := strings.Replace(f.CloudinaryURL(), APISecret, "not-the-secret", 1)
 	up := newFakeTestUploader(t, wrong)
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	res, err := up.Upload(context.Background(), bytes.NewReader(fakeTestPNG(t, 2, 2)), cldupload.UploadParams{PublicID: "x"})
@@ -175,14 +175,14 @@ func TestFakeCloudinaryWrongSecret(t *testing.T) {
 	if msg := res.Error.Message; !strings.HasPrefix(msg, "Invalid Signature ") || !strings.Contains(msg, "String to sign - 'public_id=x&timestamp=") {
 		t.Errorf("error message = %q", msg)
 	}
-	if len(f.uploads()) != 0 || f.requestCount() != 1 {
-		t.Errorf("uploads %d, requests %d", len(f.uploads()), f.requestCount())
+	if len(f.Uploads()) != 0 || f.RequestCount() != 1 {
+		t.Errorf("uploads %d, requests %d", len(f.Uploads()), f.RequestCount())
 	}
 }
 
 func TestFakeCloudinaryErrors(t *testing.T) {
 	t.Parallel()
-	f := newFakeCloudinary(t)
+	f := New(t)
 	pic := fakeTestPNG(t, 2, 2)
 	stale := strconv.FormatInt(time.Now().Add(-2*time.Hour).Unix(), 10)
 	tests := []struct {
@@ -242,8 +242,8 @@ func TestFakeCloudinaryErrors(t *testing.T) {
 }
 
 func TestFakeCloudinaryStaleTimestampThroughSDK(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	res, err := up.Upload(context.Background(), bytes.NewReader(fakeTestPNG(t, 1, 1)), cldupload.UploadParams{
 		Timestamp: time.Now().Add(-61 * time.Minute).Unix(),
@@ -258,8 +258,8 @@ func TestFakeCloudinaryStaleTimestampThroughSDK(t *testing.T) {
 }
 
 func TestFakeCloudinaryOverwriteFalse(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	upload := func(overwrite *bool, w int) map[string]any {
 		t.Helper()
@@ -286,15 +286,15 @@ func TestFakeCloudinaryOverwriteFalse(t *testing.T) {
 	if v1, v3 := first["version"].(float64), third["version"].(float64); v3 <= v1 {
 		t.Errorf("version did not grow: %v then %v", v1, v3)
 	}
-	if got := len(f.uploads()); got != 3 {
+	if got := len(f.Uploads()); got != 3 {
 		t.Errorf("uploads() = %d, want 3", got)
 	}
 }
 
 func TestFakeCloudinaryChunked(t *testing.T) {
 	t.Parallel()
-	f := newFakeCloudinary(t)
-	first := make([]byte, fakeMinChunkBytes)
+	f := New(t)
+	first := make([]byte, MinChunkBytes)
 	if _, err := rand.Read(first); err != nil {
 		t.Fatal(err)
 	}
@@ -307,9 +307,9 @@ func TestFakeCloudinaryChunked(t *testing.T) {
 	chunk := func(rng, id string, data []byte) fakeTestRequest {
 		return fakeTestRequest{
 			fields:   url.Values{"public_id": {"big"}, "tags": {"t1, t2"}},
-			filename: "big.bin",
+			Filename: "big.bin",
 			file:     data,
-			header:   http.Header{"Content-Range": {rng}, "X-Unique-Upload-Id": {id}},
+			Header:   http.Header{"Content-Range": {rng}, "X-Unique-Upload-Id": {id}},
 		}
 	}
 
@@ -317,7 +317,7 @@ func TestFakeCloudinaryChunked(t *testing.T) {
 	if status != 200 || string(body) != `{"done":false}` {
 		t.Fatalf("first chunk: %d %s", status, body)
 	}
-	if len(f.uploads()) != 0 {
+	if len(f.Uploads()) != 0 {
 		t.Fatal("a non-final chunk was recorded as an upload")
 	}
 	// A chunk that does not start where the previous one ended is refused, and changes nothing.
@@ -342,16 +342,16 @@ func TestFakeCloudinaryChunked(t *testing.T) {
 	if res.Bytes != int64(total) || res.PublicID != "big" || res.ResourceType != "raw" || res.Format != "bin" || !slices.Equal(res.Tags, []string{"t1", "t2"}) {
 		t.Errorf("result %+v", res)
 	}
-	ups := f.uploads()
+	ups := f.Uploads()
 	if len(ups) != 1 {
 		t.Fatalf("uploads() = %d, want 1", len(ups))
 	}
 	sum := sha256.Sum256(append(slices.Clone(first), last...))
-	if got, want := ups[0].sha256, hex.EncodeToString(sum[:]); got != want {
+	if got, want := ups[0].SHA256, hex.EncodeToString(sum[:]); got != want {
 		t.Errorf("sha256 = %s, want %s", got, want)
 	}
-	if !slices.Equal(ups[0].chunks, ranges) || ups[0].bytes != int64(total) || ups[0].filename != "big.bin" {
-		t.Errorf("chunks %q, bytes %d, filename %q", ups[0].chunks, ups[0].bytes, ups[0].filename)
+	if !slices.Equal(ups[0].Chunks, ranges) || ups[0].Bytes != int64(total) || ups[0].Filename != "big.bin" {
+		t.Errorf("chunks %q, bytes %d, filename %q", ups[0].Chunks, ups[0].Bytes, ups[0].Filename)
 	}
 
 	status, _, body = chunk("bytes 0-1023/-1", "u2", make([]byte, 1024)).post(t, f)
@@ -365,9 +365,9 @@ func TestFakeCloudinaryChunked(t *testing.T) {
 }
 
 func TestFakeCloudinaryFailTimes(t *testing.T) {
-	f := newFakeCloudinary(t)
-	f.setBehaviour(fakeBehaviour{status: 500, body: `{"error":{"message":"General Error"}}`, failTimes: 1})
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	f.SetBehaviour(Behaviour{Status: 500, Body: `{"error":{"message":"General Error"}}`, FailTimes: 1})
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	pic := fakeTestPNG(t, 2, 2)
 	res, err := up.Upload(context.Background(), bytes.NewReader(pic), cldupload.UploadParams{})
@@ -378,15 +378,15 @@ func TestFakeCloudinaryFailTimes(t *testing.T) {
 	if err != nil || res.Error.Message != "" || res.Width != 2 {
 		t.Fatalf("second Upload: %v, %q", err, res.Error.Message)
 	}
-	if f.requestCount() != 2 || len(f.uploads()) != 1 {
-		t.Errorf("requests %d, uploads %d", f.requestCount(), len(f.uploads()))
+	if f.RequestCount() != 2 || len(f.Uploads()) != 1 {
+		t.Errorf("requests %d, uploads %d", f.RequestCount(), len(f.Uploads()))
 	}
 }
 
 func TestFakeCloudinaryHTMLAnswer(t *testing.T) {
-	f := newFakeCloudinary(t)
-	f.setBehaviour(fakeBehaviour{status: 502, body: "<html>Bad Gateway</html>", contentType: "text/html"})
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	f.SetBehaviour(Behaviour{Status: 502, Body: "<html>Bad Gateway</html>", ContentType: "text/html"})
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	_, err := up.Upload(context.Background(), bytes.NewReader(fakeTestPNG(t, 1, 1)), cldupload.UploadParams{})
 	var syntaxErr *json.SyntaxError
@@ -396,22 +396,22 @@ func TestFakeCloudinaryHTMLAnswer(t *testing.T) {
 }
 
 func TestFakeCloudinaryReset(t *testing.T) {
-	f := newFakeCloudinary(t)
-	f.setBehaviour(fakeBehaviour{reset: true})
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	f.SetBehaviour(Behaviour{Reset: true})
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	if _, err := up.Upload(context.Background(), bytes.NewReader(fakeTestPNG(t, 1, 1)), cldupload.UploadParams{}); err == nil {
 		t.Error("Upload succeeded through a reset connection")
 	}
-	if len(f.uploads()) != 0 {
+	if len(f.Uploads()) != 0 {
 		t.Error("a reset request was recorded")
 	}
 }
 
 func TestFakeCloudinaryHangEndsWithClientContext(t *testing.T) {
-	f := newFakeCloudinary(t)
-	f.setBehaviour(fakeBehaviour{hang: true})
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	f.SetBehaviour(Behaviour{Hang: true})
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	pic := fakeTestPNG(t, 1, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -420,7 +420,7 @@ func TestFakeCloudinaryHangEndsWithClientContext(t *testing.T) {
 		_, err := up.Upload(ctx, bytes.NewReader(pic), cldupload.UploadParams{})
 		done <- err
 	}()
-	<-f.firstBytes
+	<-f.FirstBytes
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Upload error = %v, want context.Canceled", err)
@@ -428,8 +428,8 @@ func TestFakeCloudinaryHangEndsWithClientContext(t *testing.T) {
 }
 
 func TestFakeCloudinaryAbortedBody(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -440,18 +440,18 @@ func TestFakeCloudinaryAbortedBody(t *testing.T) {
 	if _, err := pw.Write(bytes.Repeat([]byte("x"), 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	<-f.firstBytes
+	<-f.FirstBytes
 	pw.CloseWithError(errors.New("browser went away"))
-	if err := <-f.aborted; err == nil {
+	if err := <-f.Aborted; err == nil {
 		t.Error("aborted carried a nil error")
 	}
 	if err := <-done; err == nil {
 		t.Error("Upload succeeded with a broken body")
 	}
-	if len(f.uploads()) != 0 {
+	if len(f.Uploads()) != 0 {
 		t.Error("an aborted request was recorded")
 	}
-	if got := f.maxFileBytesSeen(); got <= 0 || got > 64<<10 {
+	if got := f.MaxFileBytesSeen(); got <= 0 || got > 64<<10 {
 		t.Errorf("maxFileBytesSeen = %d", got)
 	}
 }
@@ -460,25 +460,25 @@ func TestFakeCloudinaryTooLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 100 MiB")
 	}
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
-	size := int64(fakeMaxFileBytes + 1)
+	size := int64(MaxFileBytes + 1)
 	res, err := up.Upload(context.Background(), io.LimitReader(fakeZeroReader{}, size), cldupload.UploadParams{})
 	if err != nil {
 		t.Fatalf("Upload: %v", err)
 	}
-	if want := fmt.Sprintf("File size too large. Got %d. Maximum is %d.", size, fakeMaxFileBytes); res.Error.Message != want {
+	if want := fmt.Sprintf("File size too large. Got %d. Maximum is %d.", size, MaxFileBytes); res.Error.Message != want {
 		t.Errorf("error message = %q, want %q", res.Error.Message, want)
 	}
-	if got := f.maxFileBytesSeen(); got != size {
+	if got := f.MaxFileBytesSeen(); got != size {
 		t.Errorf("maxFileBytesSeen = %d, want %d", got, size)
 	}
 }
 
 func TestFakeCloudinaryConcurrentUploads(t *testing.T) {
-	f := newFakeCloudinary(t)
-	up := newFakeTestUploader(t, f.cloudinaryURL())
+	f := New(t)
+	up := newFakeTestUploader(t, f.CloudinaryURL())
 	t.Parallel() // after config.NewFromURL, which is unsafe for concurrent use
 	const n = 8
 	var wg sync.WaitGroup
@@ -505,8 +505,8 @@ func TestFakeCloudinaryConcurrentUploads(t *testing.T) {
 		t.Error(e)
 	}
 	ids := make([]string, 0, n)
-	for _, u := range f.uploads() {
-		ids = append(ids, u.params.Get("public_id"))
+	for _, u := range f.Uploads() {
+		ids = append(ids, u.Params.Get("public_id"))
 	}
 	sort.Strings(ids)
 	if want := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}; !slices.Equal(ids, want) {
@@ -565,17 +565,17 @@ func (fakeZeroReader) Read(p []byte) (int, error) {
 
 // fakeTestRequest is a hand-built upload request, signed like the SDK signs one.
 type fakeTestRequest struct {
-	cloud        string // default fakeCloudName
+	cloud        string // default CloudName
 	resourceType string // default auto
 	fields       url.Values
-	key          string // default fakeAPIKey; "-" sends none
+	key          string // default APIKey; "-" sends none
 	signature    string // default: the right one
-	filename     string // default "file"
+	Filename     string // default "file"
 	file         []byte // nil: no file part
-	header       http.Header
+	Header       http.Header
 }
 
-func (r fakeTestRequest) post(t *testing.T, f *fakeCloudinary) (int, http.Header, []byte) {
+func (r fakeTestRequest) post(t *testing.T, f *Server) (int, http.Header, []byte) {
 	t.Helper()
 	fields := fakeCloneValues(r.fields)
 	if fields == nil {
@@ -584,7 +584,7 @@ func (r fakeTestRequest) post(t *testing.T, f *fakeCloudinary) (int, http.Header
 	if fields.Get("timestamp") == "" {
 		fields.Set("timestamp", strconv.FormatInt(time.Now().Unix(), 10))
 	}
-	sig, err := api.SignParameters(fakeCloneValues(fields), fakeAPISecret)
+	sig, err := api.SignParameters(fakeCloneValues(fields), APISecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +594,7 @@ func (r fakeTestRequest) post(t *testing.T, f *fakeCloudinary) (int, http.Header
 	fields.Set("signature", sig)
 	switch r.key {
 	case "":
-		fields.Set("api_key", fakeAPIKey)
+		fields.Set("api_key", APIKey)
 	case "-":
 	default:
 		fields.Set("api_key", r.key)
@@ -613,7 +613,7 @@ func (r fakeTestRequest) post(t *testing.T, f *fakeCloudinary) (int, http.Header
 		}
 	}
 	if r.file != nil {
-		name := r.filename
+		name := r.Filename
 		if name == "" {
 			name = "file"
 		}
@@ -631,20 +631,20 @@ func (r fakeTestRequest) post(t *testing.T, f *fakeCloudinary) (int, http.Header
 
 	cloud, resourceType := r.cloud, r.resourceType
 	if cloud == "" {
-		cloud = fakeCloudName
+		cloud = CloudName
 	}
 	if resourceType == "" {
 		resourceType = "auto"
 	}
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1_1/%s/%s/upload", f.srv.URL, cloud, resourceType), &body)
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1_1/%s/%s/upload", f.URL(), cloud, resourceType), &body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, vs := range r.header {
+	for k, vs := range r.Header {
 		req.Header[k] = vs
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, err := f.srv.Client().Do(req)
+	resp, err := f.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

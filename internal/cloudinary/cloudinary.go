@@ -1,0 +1,117 @@
+// Package cloudinary uploads files to Cloudinary's Upload API and signs the parameters of
+// uploads that browsers send there themselves.
+//
+//   - Credentials, read by ParseURL from a CLOUDINARY_URL, hold the API secret as a Secret,
+//     which never prints itself.
+//   - A Signer signs upload parameters the way Cloudinary checks them (the SDK's algorithm and
+//     version, from the URL's signature_algorithm and signature_version), and says where an
+//     upload goes. The Client signs its requests with it, and so does the server's POST /sign.
+//   - A Client sends one file as one request, streamed without a copy (the file's WriteTo is
+//     handed the request's writer), or in chunks with Cloudinary's chunked upload protocol, each
+//     chunk retried with backoff when it fails in a way that may pass.
+//
+// The Client's errors are this package's values (ErrCredentials, ErrFailed, *RejectedError, …),
+// never an HTTP status of the caller's: the caller decides what its own clients see. Errors of
+// reading the file are passed on as they are.
+package cloudinary
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+)
+
+// Secret is a string that never prints itself: not by fmt, slog, %#v nor as JSON text.
+type Secret string
+
+func (Secret) String() string                 { return "<redacted>" }
+func (Secret) LogValue() slog.Value           { return slog.StringValue("<redacted>") }
+func (s Secret) GoString() string             { return s.String() }
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Credentials are what signing and uploading need.
+type Credentials struct {
+	CloudName string
+	APIKey    string
+	APISecret Secret
+	Params    url.Values // CLOUDINARY_URL's query parameters, e.g. upload_prefix, read as the SDK reads them
+}
+
+// errURLShape is ParseURL's error for anything but cloudinary://API_KEY:API_SECRET@CLOUD_NAME.
+var errURLShape = errors.New("want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+
+// ParseURL reads a CLOUDINARY_URL: cloudinary://API_KEY:API_SECRET@CLOUD_NAME with optional
+// query parameters. Its errors never quote the URL, which holds the secret (url.Parse's do).
+func ParseURL(raw string) (*Credentials, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "cloudinary" || u.User == nil {
+		return nil, errURLShape
+	}
+	pass, _ := u.User.Password()
+	c := &Credentials{CloudName: u.Host, APIKey: u.User.Username(), APISecret: Secret(pass), Params: u.Query()}
+	if c.CloudName == "" || c.APIKey == "" || pass == "" {
+		return nil, errURLShape
+	}
+	if err := CheckUploadPrefix(c.Params.Get("upload_prefix")); err != nil {
+		return nil, fmt.Errorf("upload_prefix %w", err)
+	}
+	return c, nil
+}
+
+// CheckUploadPrefix checks an upload_prefix: empty, or an http(s) URL with a host.
+func CheckUploadPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	u, err := url.Parse(p)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("is not an http(s) URL")
+	}
+	return nil
+}
+
+// CheckSigningParams checks the signature_algorithm and signature_version of a CLOUDINARY_URL's
+// query; each error names the parameter.
+func CheckSigningParams(q url.Values) error {
+	var problems []error
+	if a := q.Get("signature_algorithm"); a != "" && a != "sha1" && a != "sha256" {
+		problems = append(problems, errors.New("signature_algorithm must be sha1 or sha256"))
+	}
+	if v := q.Get("signature_version"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 2 {
+			problems = append(problems, errors.New("signature_version must be 1 or 2"))
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// The ways an upload can fail on Cloudinary's side. Each error the Client returns for a failure
+// of Cloudinary's wraps one of them (or is a *RejectedError), with the cause.
+var (
+	ErrCredentials = errors.New("cloudinary rejected the credentials")     // 401, 403, 404: bad key, signature or cloud name
+	ErrRateLimited = errors.New("cloudinary is limiting the upload rate")  // 420, 429
+	ErrFailed      = errors.New("cloudinary failed to process the upload") // 5xx, or an error without a message
+	ErrUnreachable = errors.New("could not reach cloudinary")              // no answer: refused, reset, cut off
+	ErrNotJSON     = errors.New("cloudinary's answer is not JSON")         // or too long to be an upload result
+	ErrTimeout     = errors.New("cloudinary did not answer in time")       // upload_timeout, or a chunk without progress
+	ErrRejected    = errors.New("cloudinary rejected the file")            // any other 4xx: see RejectedError
+	ErrEmptyFile   = errors.New("file is empty")                           // a chunked upload read no byte
+	ErrStalled     = errors.New("chunk upload made no progress")           // wrapped by ErrTimeout
+	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")    // wrapped by ErrTimeout
+)
+
+// RejectedError is Cloudinary's own 4xx about the file (not about the credentials or the rate),
+// with its message, which is meant for whoever sent the file.
+type RejectedError struct {
+	Status  int
+	Message string
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("cloudinary answered %d: %s", e.Status, e.Message)
+}
+
+// Unwrap makes a RejectedError an ErrRejected.
+func (e *RejectedError) Unwrap() error { return ErrRejected }

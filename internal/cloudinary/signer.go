@@ -1,0 +1,73 @@
+package cloudinary
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloudinary/cloudinary-go/v2/api"
+	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
+)
+
+// DefaultUploadPrefix is where uploads go when the credentials name no upload_prefix.
+const DefaultUploadPrefix = "https://api.cloudinary.com"
+
+// Signer signs upload parameters as Cloudinary checks them, and says where an upload goes. It
+// is the one place that knows the algorithm, the version and the upload URL: the Client's
+// requests and the server's POST /sign both use it.
+type Signer struct {
+	creds     *Credentials
+	prefix    string // upload_prefix without a trailing slash
+	algorithm string // sha1 or sha256
+	version   int    // 1 or 2
+}
+
+// NewSigner reads the signing algorithm and version from the credentials' query parameters,
+// with the SDK's defaults (SHA-1, version 2). CheckSigningParams says whether they are valid;
+// an invalid one is read as the SDK reads it.
+func NewSigner(c *Credentials) *Signer {
+	cloud := cldconfig.Cloud{SignatureAlgorithm: c.Params.Get("signature_algorithm")}
+	cloud.SignatureVersion, _ = strconv.Atoi(c.Params.Get("signature_version")) // 0 when unset: the SDK's default
+	prefix := c.Params.Get("upload_prefix")
+	if prefix == "" {
+		prefix = DefaultUploadPrefix
+	}
+	return &Signer{
+		creds:     c,
+		prefix:    strings.TrimRight(prefix, "/"),
+		algorithm: cloud.GetSignatureAlgorithm(),
+		version:   cloud.GetSignatureVersion(),
+	}
+}
+
+// Algorithm is the signature algorithm, sha1 or sha256.
+func (s *Signer) Algorithm() string { return s.algorithm }
+
+// Version is the signature version, 1 or 2.
+func (s *Signer) Version() int { return s.version }
+
+// APIKey is the key that goes with each signature, as the api_key field.
+func (s *Signer) APIKey() string { return s.creds.APIKey }
+
+// CloudName is the cloud the uploads go to.
+func (s *Signer) CloudName() string { return s.creds.CloudName }
+
+// UploadURL is where an upload of the resource type (auto, image, video, raw) is posted:
+// {upload_prefix}/v1_1/{cloud}/{resource}/upload, as the SDK builds it.
+func (s *Signer) UploadURL(resource string) string {
+	return fmt.Sprintf("%s/%s/%s/upload", api.BaseURL(s.prefix, ""), s.creds.CloudName, resource)
+}
+
+// Sign sets params' timestamp to now and returns the signature of params, with the SDK's
+// signing function. Empty values are left out of what is signed, as Cloudinary leaves them out.
+// The caller sends the signature and the api_key beside params.
+func (s *Signer) Sign(params url.Values, now time.Time) (string, error) {
+	params.Set("timestamp", strconv.FormatInt(now.Unix(), 10))
+	sig, err := api.SignParametersUsingAlgoAndVersion(params, string(s.creds.APISecret), s.algorithm, s.version)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
+	}
+	return sig, nil
+}

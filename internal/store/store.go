@@ -1,0 +1,18 @@
+// Package store says what an upload asks of a store: the Params that both stores take,
+// internal/cloudinary's Client and internal/localstore's Store. It imports only the standard
+// library, so that neither store needs the other, nor the HTTP layer, to know what an upload is.
+//
+// A store's Upload reads the file to its end (or fails) and answers with the upload result as
+// JSON, in Cloudinary's field names. Its errors are its own package's values; the HTTP layer
+// (the root's errors.go) decides what a client sees of them.
+package store
+
+// Params are the per-upload choices a client may make, already checked by the HTTP layer.
+type Params struct {
+	PublicID string            // empty: the store picks one
+	Tags     []string          // may be empty
+	Extra    map[string]string // the other parameters of SIGNABLE_PARAMS the client set (context, …)
+	Filename string            // the client's file name, base name only; may be empty
+	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
+	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+}
