@@ -52,8 +52,8 @@ func metricsText(t *testing.T, c *http.Client, baseURL string) string {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
 	}
 	return string(b)
 }

@@ -116,7 +116,7 @@ func TestRedisOutageFallsBackToMemory(t *testing.T) {
 			t.Errorf("%d warnings for one outage, want 1:\n%s", n, s.logs)
 		}
 	}
-	metrics := scrape(t, c, a.url) // a took two uploads: for each, its rate limit and its lease in memory
+	metrics := metricsText(t, c, a.url) // a took two uploads: for each, its rate limit and its lease in memory
 	for _, want := range []string{"redis_up 0", "redis_outages_total 1", "redis_fallbacks_total 4"} {
 		if !strings.Contains(metrics, "\n"+want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
@@ -136,21 +136,6 @@ func TestRedisOutageFallsBackToMemory(t *testing.T) {
 			t.Errorf("%d recovery lines and %d warnings, want 1 and 1", n, w)
 		}
 	}
-}
-
-// scrape reads /metrics.
-func scrape(t *testing.T, c *http.Client, baseURL string) string {
-	t.Helper()
-	resp, err := c.Get(baseURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
-	}
-	return string(b)
 }
 
 func TestRedisDownAtStartUp(t *testing.T) {
