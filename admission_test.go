@@ -179,14 +179,20 @@ func TestPerClientCap(t *testing.T) {
 func TestSixUploadsOfOneClientOnDefaults(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
-	c := clientFrom(t, "127.0.0.2")
+	holdAllThenFinish(t, clientFrom(t, "127.0.0.2"), srv.url, fake, 6)
+}
+
+// holdAllThenFinish starts n uploads from c, each held before its last bytes so that all n are
+// in flight at once, then lets them finish: every one must be 200.
+func holdAllThenFinish(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary, n int) {
+	t.Helper()
 	var held []*heldUpload
-	for range 6 {
-		held = append(held, holdUpload(t, c, srv.url, fake))
+	for range n {
+		held = append(held, holdUpload(t, c, baseURL, fake))
 	}
 	for i, u := range held {
 		if s := u.finish(t); s != http.StatusOK {
-			t.Errorf("upload %d of 6: %d, want 200", i, s)
+			t.Errorf("upload %d of %d held at once: %d, want 200", i, n, s)
 		}
 	}
 }
@@ -268,16 +274,7 @@ func TestAbortedUploadsGiveBackTheirReservations(t *testing.T) {
 		conn.Close()
 	}
 	// All 8 of the budget, and all 8 of the client's places, are free again.
-	c := clientFrom(t, "127.0.0.2")
-	var held []*heldUpload
-	for range 8 {
-		held = append(held, holdUpload(t, c, srv.url, fake))
-	}
-	for i, u := range held {
-		if s := u.finish(t); s != http.StatusOK {
-			t.Errorf("upload %d of 8 after the aborts: %d", i, s)
-		}
-	}
+	holdAllThenFinish(t, clientFrom(t, "127.0.0.2"), srv.url, fake, 8)
 }
 
 // Slow bodies from one address hold no one else up, and end with 408 once under the rate.
