@@ -46,3 +46,12 @@ func FolderName(sub string) string {
 	}
 	return b.String()
 }
+
+// SubjectPlaceholder is what UPLOAD_FOLDER holds where each user's own folder name goes.
+const SubjectPlaceholder = "{sub}"
+
+// Folder is u's own folder: template (UPLOAD_FOLDER) with every {sub} replaced by
+// FolderName(u.Subject), e.g. "users/{sub}" → "users/auth0_7Cabc".
+func Folder(template string, u User) string {
+	return strings.ReplaceAll(template, SubjectPlaceholder, FolderName(u.Subject))
+}

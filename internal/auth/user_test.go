@@ -48,3 +48,13 @@ func TestUserContext(t *testing.T) {
 		t.Fatalf("FromContext = %+v, %v", u, ok)
 	}
 }
+
+func TestFolder(t *testing.T) {
+	u := User{Subject: "auth0|abc"}
+	if got := Folder("users/{sub}", u); got != "users/auth0_7Cabc" {
+		t.Errorf("Folder = %q", got)
+	}
+	if got := Folder("app/{sub}/photos", u); got != "app/auth0_7Cabc/photos" {
+		t.Errorf("Folder = %q", got)
+	}
+}
