@@ -202,6 +202,8 @@ func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 		return guardWebP(src, opts)
 	case hasPrefix(head, "GIF87a"), hasPrefix(head, "GIF89a"):
 		return guardGIF(src, opts)
+	case isHEIF(head): // heif.go
+		return guardHEIF(src, opts)
 	}
 	return Result{Prefix: head, Rest: rest, Removed: "none"}, nil
 }
