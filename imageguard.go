@@ -17,8 +17,8 @@ const metadataRemovedHeader = "X-Metadata-Removed"
 // have been read (and its type sniffed) and whose rest is file. It returns the bytes to send
 // first, the reader of the rest, and what was removed ("gps", "all" or "none"). For a JPEG,
 // for a PNG or WebP with STRIP_METADATA=off, and for formats the guard does not know, the
-// reader is file itself, so a pieceReader keeps its fast path; a PNG or WebP being stripped,
-// and a GIF (whose every frame is checked), come through the guard's walker.
+// reader is file itself, so a pieceReader keeps its fast path; a PNG, WebP, HEIC or AVIF being
+// stripped, and a GIF (whose every frame is checked), come through the guard's walker.
 func guardImage(head []byte, file io.Reader, lim uploadLimits) ([]byte, io.Reader, string, error) {
 	res, err := imageguard.Guard(head, file, lim.image)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package imageguard checks and rewrites an image's bytes on their way to storage: it refuses
 // images whose header claims more pixels than allowed, and removes metadata (GPS, or all of it)
-// from JPEG, PNG and WebP files. It never decodes or re-encodes pixels, and it never holds more
+// from JPEG, PNG, WebP, HEIC and AVIF files. It never decodes or re-encodes pixels, and it never holds more
 // than a bounded window of the file: the segments or chunks before the image data.
 //
 // # Contract
@@ -25,7 +25,10 @@
 //   - GIF, in every mode: Rest wraps rest, to check every frame's size and position against the
 //     limits (some decoders size their buffers by the frames, not the canvas). Nothing is
 //     removed (GIF has no EXIF), Removed is "none", and the bytes pass unchanged.
-//   - Any other format (TIFF, HEIC, AVIF, SVG...): Prefix is head, Rest is rest, Removed "none",
+//   - HEIF (HEIC, AVIF; heif.go): everything up to the end of the meta box is held (the sizes
+//     are read there, in every mode). With StripOff, Rest is rest itself; with StripGPS or
+//     StripAll, Rest wraps rest and rewrites the Exif and XMP items in place as they pass.
+//   - Any other format (TIFF, SVG...): Prefix is head, Rest is rest, Removed "none",
 //     no pixel limit (the storage applies its own).
 //
 // A file with nothing to remove comes out byte for byte.
@@ -37,7 +40,7 @@
 //     by one, inside the same IFD, so no other offset changes) and the GPS IFD with its values
 //     is overwritten with zeros. Nothing moves, so every offset in the block stays valid. XMP
 //     can carry GPS too (exif:GPSLatitude): an XMP packet that contains the letters "GPS" is
-//     removed whole, as are PNG text chunks whose keyword mentions GPS and ImageMagick's
+//     removed whole (JPEG ExtendedXMP once its portions are joined: xmpext.go), as are PNG text chunks whose keyword mentions GPS and ImageMagick's
 //     "Raw profile type exif/APP1/xmp" chunks. Nothing else changes.
 //   - StripAll: EXIF, XMP, IPTC/Photoshop (APP13), comments (COM), and the other APPn segments
 //     except APP0 (JFIF), APP2 ICC_PROFILE and APP14 (Adobe, needed to decode colours) are
@@ -54,10 +57,16 @@
 // XMP flag is cleared in the head; the EXIF flag is left (a minimal EXIF may follow; readers
 // treat the flags as hints).
 //
+// HEIF (HEIC, AVIF): iloc gives the items' absolute offsets, sent with the meta box before the
+// items pass, so the Exif and XMP items are overwritten in place too: the GPS IFD zeroed as
+// above; an XMP item removed whole becomes an empty packet padded with spaces; with StripAll
+// the Exif item keeps its header and gets the minimal EXIF (or an empty one) followed by
+// zeros. What cannot be followed exactly (see heif.go) is refused with StripGPS and StripAll.
+//
 // # Errors
 //
 // Errors are this package's values, for the caller to turn into answers: ErrMalformed (a JPEG,
-// PNG, WebP or GIF that cannot be walked exactly, or whose size cannot be read; the message
+// PNG, WebP, GIF or HEIF that cannot be walked exactly, or whose size cannot be read; the message
 // names the problem), ErrTooManyPixels (as a *SizeError with the image's size), and
 // ErrMetadataTooLarge (the segments before the image data, or one metadata chunk, exceed
 // Options.MaxMetadataBytes). An error reading rest is returned wrapped, so errors.As finds
@@ -130,13 +139,13 @@ func (o Options) withDefaults() Options {
 type Result struct {
 	Prefix []byte
 	Rest   io.Reader
-	// Removed is the policy the file went through: "gps" or "all" for a JPEG, PNG or WebP
+	// Removed is the policy the file went through: "gps" or "all" for a JPEG, PNG, WebP or HEIF
 	// walked with that mode (whether or not it had such metadata), "none" otherwise.
 	Removed string
 	// Wrapped is true when Rest is not the reader given to Guard but a walker over it, whose
 	// Read may fail with this package's errors.
 	Wrapped bool
-	Format  string // "jpeg", "png", "webp", "gif", or "" for a format Guard does not know
+	Format  string // "jpeg", "png", "webp", "gif", "heif", "avif", or "" for a format Guard does not know
 	Width   int64  // from the header; 0 for an unknown format
 	Height  int64
 }
