@@ -3,6 +3,7 @@ package imageguard
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"slices"
 )
@@ -55,6 +56,31 @@ type heifExtent struct{ off, n uint64 }
 
 func (it *heifItem) isExif() bool { return it.typ == "Exif" }
 
+// derived says whether the item is an image made of others, whose description gives its size:
+// a grid of tiles or an overlay (ISO 23008-12 §6.6.2.3, §6.6.2.4).
+func (it *heifItem) derived() bool { return it.typ == "grid" || it.typ == "iovl" }
+
+// checkDerived reads the output size of a grid's or an overlay's description and checks it.
+func checkDerived(f string, it *heifItem, b []byte, opts Options) error {
+	r := &isoReader{b: b}
+	r.u8() // version
+	wide := r.u8()&1 != 0
+	if it.typ == "grid" {
+		r.bytes(2) // rows_minus_one, columns_minus_one
+	} else {
+		r.bytes(8) // canvas_fill_value, four 16-bit channels
+	}
+	n := 2
+	if wide {
+		n = 4
+	}
+	w, h := int64(r.uint(n)), int64(r.uint(n))
+	if r.short {
+		return malformed(f, "the %s item %d's description is cut short", it.typ, it.id)
+	}
+	return opts.checkSize(f, w, h)
+}
+
 func (it *heifItem) isXMP() bool {
 	return (it.typ == "mime" || it.typ == "") && (it.contentType == "application/rdf+xml" || it.contentType == "application/xmp+xml")
 }
@@ -68,6 +94,7 @@ type heifMeta struct {
 	idat       []byte
 	idatAt     int // offset of idat's payload in the file
 	dimg       map[uint32][]uint32
+	other      []isoBox // ilst, keys, xml, bxml: metadata boxes of the meta box itself
 }
 
 func (m *heifMeta) item(id uint32) *heifItem {
@@ -83,7 +110,9 @@ func (m *heifMeta) item(id uint32) *heifItem {
 func guardHEIF(s *source, opts Options) (Result, error) {
 	const f = "HEIF"
 	format := heifBrands[string(s.win[8:12])]
+	strip := opts.Strip != StripOff
 	var meta *heifMeta
+	var xmpBoxes []isoBox // top-level uuid boxes of XMP before meta
 	for meta == nil {
 		start := s.pos
 		h, err := s.take(8)
@@ -101,37 +130,30 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 		switch {
 		case start == 0 && typ != "ftyp":
 			return Result{}, malformed(f, "the first box is not ftyp")
+		case typ == "mdat":
+			return Result{}, malformed(f, "the media data (mdat) comes before the meta box: the image's size and metadata cannot be read before its data passes")
+		case typ == "moov" && strip:
+			return Result{}, malformed(f, "an image sequence (moov box) can carry a location the guard does not walk")
 		case size == 0:
 			return Result{}, malformed(f, "box %q runs to the end of the file before the meta box", printable(typ))
 		case size < uint64(hdr):
 			return Result{}, malformed(f, "box %q of %d bytes", printable(typ), size)
 		case size-uint64(hdr) > uint64(s.limit+len(s.win)):
-			return Result{}, fmtTooLarge(f, typ, int64(min(size, 1<<62)), s.limit)
-		}
-		switch typ {
-		case "mdat":
-			return Result{}, malformed(f, "the media data (mdat) comes before the meta box: the image's size and metadata cannot be read before its data passes")
-		case "moov":
-			if opts.Strip != StripOff {
-				return Result{}, malformed(f, "an image sequence (moov box) can carry a location the guard does not walk")
-			}
-		case "uuid":
-			if opts.Strip != StripOff && size >= uint64(hdr)+16 {
-				if err := s.fill(16); err != nil {
-					return Result{}, truncation(f, err, "a uuid box")
-				}
-				if string(s.unread()[:16]) == xmpUUID {
-					return Result{}, malformed(f, "XMP in a uuid box is not walked by the guard")
-				}
-			}
+			return Result{}, fmt.Errorf("%w: HEIF box %q of %d bytes before the end of the meta box (at most %d)",
+				ErrMetadataTooLarge, printable(typ), size, s.limit)
 		}
 		payload, err := s.take(int(size) - hdr)
 		if err != nil {
 			return Result{}, truncation(f, err, "box "+printable(typ))
 		}
-		if typ == "meta" {
+		switch typ {
+		case "meta":
 			if meta, err = parseHEIFMeta(f, payload, s.pos-len(payload)); err != nil {
 				return Result{}, err
+			}
+		case "uuid":
+			if len(payload) >= 16 && string(payload[:16]) == xmpUUID {
+				xmpBoxes = append(xmpBoxes, isoBox{typ: typ, payload: payload[16:], at: s.pos - len(payload), hdr: hdr})
 			}
 		}
 	}
@@ -140,19 +162,24 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Removed: removed(opts), Format: format, Width: w, Height: h}
-	if opts.Strip == StripOff {
-		res.Prefix, res.Rest = s.win, s.r
-		return res, nil
-	}
 	end := uint64(s.pos)
 	prefix := slices.Clone(s.win[:s.pos])
 	zones, err := meta.plan(f, prefix, end, opts)
 	if err != nil {
 		return Result{}, err
 	}
+	if !strip && len(zones) == 0 {
+		res.Prefix, res.Rest = s.win, s.r
+		return res, nil
+	}
+	for _, bx := range xmpBoxes { // XMP in a uuid box (XMP Specification Part 3 §1.2.7)
+		if opts.Strip == StripAll || bytes.Contains(bx.payload, []byte("GPS")) {
+			copy(prefix[bx.at-bx.hdr+4:], "free")
+		}
+	}
 	s.bounded = false
 	res.Prefix = prefix
-	res.Rest = &heifWalker{src: s, abs: end, zones: zones, mode: opts.Strip}
+	res.Rest = &heifWalker{src: s, abs: end, zones: zones, opts: opts}
 	res.Wrapped = true
 	return res, nil
 }
@@ -202,6 +229,8 @@ func parseHEIFMeta(f string, b []byte, at int) (*heifMeta, error) {
 			err = m.parseIref(f, r, bx.at)
 		case "idat":
 			m.idat, m.idatAt = bx.payload, bx.at
+		case "ilst", "keys", "xml ", "bxml":
+			m.other = append(m.other, bx)
 		}
 		if err != nil {
 			return nil, err
@@ -453,28 +482,22 @@ func (m *heifMeta) size(f string, opts Options) (int64, int64, error) {
 	if w == 0 || h == 0 {
 		return 0, 0, malformed(f, "the primary item has no size (ispe)")
 	}
-	if prim.typ == "grid" && prim.method == 1 {
-		// The grid's own output size (ImageGrid, ISO 23008-12 §6.6.2.3.2), when it sits in
-		// idat; one in mdat cannot be read before the data passes, and its ispe, checked
-		// above, must be equal to it.
-		g, ok := m.idatBytes(prim)
-		if !ok {
-			return 0, 0, malformed(f, "the grid's description is outside idat")
+	for _, id := range m.ids { // grids and overlays whose description is in idat
+		it := m.items[id]
+		if !it.derived() || !it.located {
+			continue
 		}
-		r := &isoReader{b: g}
-		r.u8()
-		wide := r.u8()&1 != 0
-		r.bytes(2) // rows_minus_one, columns_minus_one
-		n := 2
-		if wide {
-			n = 4
-		}
-		gw, gh := int64(r.uint(n)), int64(r.uint(n))
-		if r.short {
-			return 0, 0, malformed(f, "the grid's description is cut short")
-		}
-		if err := opts.checkSize(f, gw, gh); err != nil {
-			return 0, 0, err
+		switch {
+		case it.method == 1:
+			b, ok := m.idatBytes(it)
+			if !ok {
+				return 0, 0, malformed(f, "the %s item %d runs past idat", it.typ, it.id)
+			}
+			if err := checkDerived(f, it, b, opts); err != nil {
+				return 0, 0, err
+			}
+		case it.method != 0 || it.dataRef != 0:
+			return 0, 0, malformed(f, "the %s item %d is not in this file's mdat or idat: its size cannot be read", it.typ, it.id)
 		}
 	}
 	return w, h, nil
@@ -495,20 +518,24 @@ func (m *heifMeta) idatBytes(it *heifItem) ([]byte, bool) {
 // heifZone is one metadata item's span of the file after the meta box: held whole as it passes.
 type heifZone struct {
 	lo, hi uint64
-	item   *heifItem
+	item   *heifItem // an Exif or XMP item, rewritten; or a grid or overlay, whose size is checked
 }
 
-// plan finds the EXIF and XMP items. Those in idat are rewritten at once in prefix (the file up
-// to the end of the meta box, end bytes); the others become zones, sorted, for the walker.
-// Whatever cannot be followed exactly is refused.
+// plan finds the EXIF and XMP items (with StripGPS or StripAll) and the grids and overlays
+// whose description is in mdat. The metadata items in idat are rewritten at once in prefix
+// (the file up to the end of the meta box, end bytes), and so are the meta box's own metadata
+// boxes; the others become zones, sorted, for the walker. What cannot be followed exactly is
+// refused.
 func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]heifZone, error) {
+	strip := opts.Strip != StripOff
 	var zones, inIdat []heifZone
 	for _, id := range m.ids {
 		it := m.items[id]
-		if !it.isExif() && !it.isXMP() || !it.located || len(it.extents) == 0 {
+		metadata := it.isExif() || it.isXMP()
+		if !(metadata && strip || it.derived() && it.method == 0) || !it.located || len(it.extents) == 0 {
 			continue
 		}
-		what := "Exif"
+		what := it.typ
 		if it.isXMP() {
 			what = "XMP"
 		}
@@ -520,7 +547,7 @@ func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]he
 		case it.method > 1:
 			return nil, malformed(f, "the %s item is built from another item (construction method %d)", what, it.method)
 		}
-		lo, hi, total := uint64(1<<63), uint64(0), uint64(0)
+		lo, hi := uint64(1<<63), uint64(0)
 		for i, e := range it.extents {
 			if e.n == 0 {
 				return nil, malformed(f, "the %s item has an extent that runs to the end", what)
@@ -530,10 +557,10 @@ func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]he
 					return nil, malformed(f, "the %s item's extents overlap", what)
 				}
 			}
-			lo, hi, total = min(lo, e.off), max(hi, e.off+e.n), total+e.n
+			lo, hi = min(lo, e.off), max(hi, e.off+e.n)
 		}
 		if hi-lo > uint64(opts.MaxMetadataBytes) {
-			return nil, fmtTooLarge(f, what, int64(hi-lo), opts.MaxMetadataBytes)
+			return nil, fmt.Errorf("%w: HEIF %s item of %d bytes (at most %d)", ErrMetadataTooLarge, printable(what), hi-lo, opts.MaxMetadataBytes)
 		}
 		z := heifZone{lo: lo, hi: hi, item: it}
 		if it.method == 1 {
@@ -552,7 +579,7 @@ func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]he
 		slices.SortFunc(list, func(a, b heifZone) int { return cmpUint(a.lo, b.lo) })
 		for i := 1; i < len(list); i++ {
 			if list[i].lo < list[i-1].hi {
-				return nil, malformed(f, "metadata items overlap")
+				return nil, malformed(f, "items %d and %d overlap", list[i-1].item.id, list[i].item.id)
 			}
 		}
 	}
@@ -562,7 +589,32 @@ func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]he
 			return nil, err
 		}
 	}
+	if strip {
+		m.stripBoxes(prefix, opts.Strip)
+	}
 	return zones, nil
+}
+
+// stripBoxes removes the meta box's own metadata boxes, which exiftool reads too: ilst and
+// keys (QuickTime metadata, which can hold com.apple.quicktime.location.ISO6709 or ©xyz), xml
+// and bxml (XML, binary XML). A box removed is renamed free, which readers skip at any level.
+func (m *heifMeta) stripBoxes(prefix []byte, mode Mode) {
+	location := false
+	for _, bx := range m.other {
+		low := bytes.ToLower(bx.payload)
+		if (bx.typ == "ilst" || bx.typ == "keys") &&
+			(bytes.Contains(low, []byte("location")) || bytes.Contains(low, []byte("gps")) || bytes.Contains(bx.payload, []byte("\xa9xyz"))) {
+			location = true
+		}
+	}
+	for _, bx := range m.other {
+		switch {
+		case mode == StripAll, bx.typ == "bxml",
+			(bx.typ == "ilst" || bx.typ == "keys") && location,
+			bytes.Contains(bx.payload, []byte("GPS")):
+			copy(prefix[bx.at-bx.hdr+4:], "free")
+		}
+	}
 }
 
 func cmpUint(a, b uint64) int {
@@ -578,10 +630,7 @@ func cmpUint(a, b uint64) int {
 // rewriteItem applies mode to an item whose extents lie in span, which starts at offset lo:
 // the extents are joined, rewritten, and put back in place.
 func rewriteItem(f string, it *heifItem, span []byte, lo uint64, mode Mode) error {
-	var data []byte
-	for _, e := range it.extents {
-		data = append(data, span[e.off-lo:e.off-lo+e.n]...)
-	}
+	data := gather(it, span, lo)
 	var err error
 	if it.isExif() {
 		err = rewriteHEIFExif(f, data, mode)
@@ -596,6 +645,15 @@ func rewriteItem(f string, it *heifItem, span []byte, lo uint64, mode Mode) erro
 		data = data[e.n:]
 	}
 	return nil
+}
+
+// gather joins an item's extents, which lie in span, which starts at offset lo.
+func gather(it *heifItem, span []byte, lo uint64) []byte {
+	var data []byte
+	for _, e := range it.extents {
+		data = append(data, span[e.off-lo:e.off-lo+e.n]...)
+	}
+	return data
 }
 
 // emptyXMP is an XMP packet with nothing in it; blankXMP writes it over a packet, padded
@@ -642,14 +700,16 @@ func rewriteHEIFExif(f string, data []byte, mode Mode) error {
 	return nil
 }
 
-// heifWalker streams the top-level boxes after the meta box: it passes them through, holds
-// each zone (a metadata item's extents) whole as it passes, rewrites it in place, and refuses
-// what could carry a location it does not walk (a second meta box, a moov, XMP in a uuid box).
+// heifWalker streams the top-level boxes after the meta box: it passes them through and holds
+// each zone whole as it passes: a metadata item's extents, rewritten in place, or a grid's or
+// overlay's description, whose size is checked. With StripGPS or StripAll it refuses what could
+// carry a location it does not walk (a second meta box, a moov) and renames an XMP uuid box
+// free, which readers skip.
 type heifWalker struct {
 	src    io.Reader
 	abs    uint64 // offset in the file of the next byte of src
 	zones  []heifZone
-	mode   Mode
+	opts   Options
 	inBox  bool // abs is inside a box's payload
 	toEnd  bool // that box runs to the end of the file
 	boxEnd uint64
@@ -742,19 +802,18 @@ func (w *heifWalker) box() error {
 	if size != 0 && size < uint64(hdr) {
 		return malformed(f, "box %q of %d bytes", printable(typ), size)
 	}
-	switch typ {
-	case "meta":
+	strip := w.opts.Strip != StripOff
+	switch {
+	case typ == "meta" && strip:
 		return malformed(f, "a second meta box")
-	case "moov":
+	case typ == "moov" && strip:
 		return malformed(f, "an image sequence (moov box) can carry a location the guard does not walk")
-	case "uuid":
-		if size == 0 || size >= uint64(hdr)+16 {
-			if err := more(16); err != nil {
-				return err
-			}
-			if string(w.hdr[hdr:hdr+16]) == xmpUUID {
-				return malformed(f, "XMP in a uuid box is not walked by the guard")
-			}
+	case typ == "uuid" && strip && (size == 0 || size >= uint64(hdr)+16):
+		if err := more(16); err != nil {
+			return err
+		}
+		if string(w.hdr[hdr:hdr+16]) == xmpUUID { // XMP, seen too late to be read: removed whole
+			copy(w.hdr[4:], "free")
 		}
 	}
 	start := w.abs
@@ -786,7 +845,13 @@ func (w *heifWalker) zone() error {
 	if _, err := readAtLeast(w.src, buf, len(buf)); err != nil {
 		return truncation(f, err, "a metadata item")
 	}
-	if err := rewriteItem(f, z.item, buf, z.lo, w.mode); err != nil {
+	var err error
+	if z.item.derived() {
+		err = checkDerived(f, z.item, gather(z.item, buf, z.lo), w.opts)
+	} else {
+		err = rewriteItem(f, z.item, buf, z.lo, w.opts.Strip)
+	}
+	if err != nil {
 		return err
 	}
 	w.out = buf

@@ -120,6 +120,8 @@ type synthItem struct {
 type synthHEIF struct {
 	brand         string
 	w, h          uint32
+	primary       *synthItem // instead of the stand-in hvc1 item (a grid, say)
+	metaBoxes     [][]byte   // more boxes inside meta
 	extra         []synthItem
 	before, after [][]byte
 	mdatFirst     bool
@@ -135,7 +137,11 @@ func (s synthHEIF) build() []byte {
 		s.brand = "heic"
 	}
 	ftyp := isoBoxOf("ftyp", []byte(s.brand), u32(0), []byte("mif1"), []byte(s.brand))
-	items := append([]synthItem{{typ: "hvc1", data: []byte("not really HEVC but a stand-in")}}, s.extra...)
+	first := synthItem{typ: "hvc1", data: []byte("not really HEVC but a stand-in")}
+	if s.primary != nil {
+		first = *s.primary
+	}
+	items := append([]synthItem{first}, s.extra...)
 	// Lay out mdat and idat: extents as offsets within each.
 	var mdat, idat, free []byte
 	extents := make([][][2]uint32, len(items))
@@ -200,6 +206,7 @@ func (s synthHEIF) build() []byte {
 		if idat != nil {
 			boxes = append(boxes, isoBoxOf("idat", idat))
 		}
+		boxes = append(boxes, s.metaBoxes...)
 		return fullBoxOf("meta", 0, 0, boxes...)
 	}
 	head := bytes.Join(append([][]byte{ftyp}, s.before...), nil)

@@ -317,28 +317,40 @@ func TestHEIFLayouts(t *testing.T) {
 	exif := exifItem(photoExif(binary.BigEndian, true))
 	xmpGPS := []byte(strings.Replace(testXMP, "<dc:creator>", `<exif:GPSLatitude xmlns:exif="http://ns.adobe.com/exif/1.0/">48,51.5N</exif:GPSLatitude><dc:creator>`, 1))
 	free := isoBoxOf("free", make([]byte, 10))
+	xmpBox := isoBoxOf("uuid", []byte(xmpUUID), xmpGPS)
+	// QuickTime metadata, as Apple writes a video's location: keys names the entries, ilst holds them.
+	key := "com.apple.quicktime.location.ISO6709"
+	appleLocation := [2][]byte{
+		fullBoxOf("keys", 0, 0, u32(1), u32(uint32(8+len(key))), []byte("mdta"), []byte(key)),
+		isoBoxOf("ilst", isoBoxOf("\x00\x00\x00\x01", isoBoxOf("data", u32(1), u32(0), []byte("+48.8584+002.2945/")))),
+	}
 	stripped := []struct {
 		name string
+		seen string // a tag exiftool finds in the original; "" where it does not look
 		s    synthHEIF
 	}{
-		{"exif in mdat", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif}}}},
-		{"exif in idat", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, method: 1}}}},
-		{"exif in three extents with gaps", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, split: 3, gapAfter: 5}}}},
-		{"exif and xmp", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif}, {typ: "mime", contentType: "application/rdf+xml", data: xmpGPS}}}},
-		{"boxes before and after meta", synthHEIF{before: [][]byte{free}, after: [][]byte{free}, extra: []synthItem{{typ: "Exif", data: exif}}}},
-		{"avif", synthHEIF{brand: "avif", extra: []synthItem{{typ: "Exif", data: exif, method: 1}}}},
+		{"exif in mdat", "GPS:GPSLatitude", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif}}}},
+		// exiftool 12.57 does not read items held in idat: the test's walker is the oracle there.
+		{"exif in idat", "", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, method: 1}}}},
+		{"exif in three extents with gaps", "GPS:GPSLatitude", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, split: 3, gapAfter: 5}}}},
+		{"exif and xmp", "XMP-exif:GPSLatitude", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif}, {typ: "mime", contentType: "application/rdf+xml", data: xmpGPS}}}},
+		{"boxes before and after meta", "GPS:GPSLatitude", synthHEIF{before: [][]byte{free}, after: [][]byte{free}, extra: []synthItem{{typ: "Exif", data: exif}}}},
+		{"avif", "", synthHEIF{brand: "avif", extra: []synthItem{{typ: "Exif", data: exif, method: 1}}}},
+		{"xmp in a uuid box before meta", "XMP-exif:GPSLatitude", synthHEIF{before: [][]byte{xmpBox}}},
+		{"xmp in a uuid box after meta", "XMP-exif:GPSLatitude", synthHEIF{after: [][]byte{xmpBox}}},
+		{"apple location in keys and ilst", "Keys:GPSCoordinates", synthHEIF{metaBoxes: [][]byte{appleLocation[0], appleLocation[1]}}},
+		{"xml box in meta", "XML-exif:GPSLatitude", synthHEIF{metaBoxes: [][]byte{fullBoxOf("xml ", 0, 0, xmpGPS)}}},
 	}
 	for _, c := range stripped {
 		t.Run(c.name, func(t *testing.T) {
 			c.s.w, c.s.h = 8, 8
 			orig := c.s.build()
-			if !gpsReachable(orig) {
+			hasExif := len(c.s.extra) > 0 && c.s.extra[0].typ == "Exif"
+			if hasExif && !gpsReachable(orig) {
 				t.Fatalf("the test file has no GPS for the test's walker")
 			}
-			// exiftool 12.57 does not read items held in idat: the test's walker is the oracle there.
-			inIdat := c.s.extra[0].method == 1
-			if g := gpsTags(exiftool(t, orig)); len(g) == 0 && !inIdat {
-				t.Fatalf("the test file has no GPS for exiftool")
+			if before := exiftool(t, orig); c.seen != "" && before[c.seen] == nil {
+				t.Fatalf("exiftool does not find %s in the test file: %v", c.seen, before)
 			}
 			for _, m := range []Mode{StripGPS, StripAll} {
 				out, err := guardAll(orig, Options{Strip: m})
@@ -359,6 +371,22 @@ func TestHEIFLayouts(t *testing.T) {
 			}
 		})
 	}
+	t.Run("grid in mdat", func(t *testing.T) {
+		grid := func(w, h uint16) synthHEIF {
+			desc := append([]byte{0, 0, 0, 0}, append(u16(w), u16(h)...)...)
+			return synthHEIF{w: 8, h: 8, primary: &synthItem{typ: "grid", data: desc}}
+		}
+		for _, m := range []Mode{StripGPS, StripOff} {
+			if out, err := guardAll(grid(8, 8).build(), Options{Strip: m}); err != nil || len(out) != len(grid(8, 8).build()) {
+				t.Errorf("%s: a grid of 8 × 8: err %v", m, err)
+			}
+			_, err := guardAll(grid(30_000, 30_000).build(), Options{Strip: m})
+			var se *SizeError
+			if !errors.As(err, &se) || se.Width != 30_000 {
+				t.Errorf("%s: a grid of 30000 × 30000 behind an ispe of 8 × 8: err %v", m, err)
+			}
+		}
+	})
 	refused := []struct {
 		name, want string
 		s          synthHEIF
@@ -371,7 +399,6 @@ func TestHEIFLayouts(t *testing.T) {
 		{"compressed xmp", "encoded", synthHEIF{extra: []synthItem{{typ: "mime", contentType: "application/rdf+xml", encoding: "deflate", data: []byte("x")}}}, false},
 		{"exif outside mdat", "not inside the media data", synthHEIF{}, false},
 		{"a second meta box", "second meta", synthHEIF{}, false},
-		{"xmp in a uuid box", "uuid", synthHEIF{before: [][]byte{isoBoxOf("uuid", []byte(xmpUUID), xmpGPS)}}, false},
 		{"file ends inside its exif", "ends inside a metadata item", synthHEIF{}, false},
 		{"file ends before its exif", "ends before its metadata item", synthHEIF{}, false},
 		{"no size", "no size", synthHEIF{}, true},

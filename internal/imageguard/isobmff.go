@@ -15,6 +15,7 @@ type isoBox struct {
 	typ     string
 	payload []byte // without the header
 	at      int    // offset of the payload in the bytes walked
+	hdr     int    // the header's length: the type is at at-hdr+4
 }
 
 // isoChildren walks the boxes that fill b exactly.
@@ -39,7 +40,7 @@ func isoChildren(f string, b []byte, base int) ([]isoBox, error) {
 		if size < uint64(hdr) || size > uint64(len(b)-p) {
 			return nil, malformed(f, "box %q of %d bytes in %d", printable(typ), size, len(b)-p)
 		}
-		boxes = append(boxes, isoBox{typ: typ, payload: b[p+hdr : p+int(size)], at: base + p + hdr})
+		boxes = append(boxes, isoBox{typ: typ, payload: b[p+hdr : p+int(size)], at: base + p + hdr, hdr: hdr})
 		p += int(size)
 	}
 	return boxes, nil
