@@ -10,9 +10,9 @@ import (
 
 // HEIF (ISO/IEC 23008-12) and AVIF (AV1 Image File Format) are ISO base media files: an ftyp
 // box, a meta box that describes the items (iinf: each item's type; iloc: where its bytes are;
-// iprp: its properties, among them ispe, the size; iref: how items refer to each other; idat:
-// small items' bytes held in the meta box itself), then mdat, the items' bytes. The image may
-// be a grid of tiles (item type "grid", its tiles named by iref "dimg"). EXIF is an item of
+// iprp: its properties, among them ispe, the size; idat: small items' bytes held in the meta
+// box itself), then mdat, the items' bytes. The image may be a grid of tiles (item type
+// "grid", its description giving the output size) or an overlay ("iovl"). EXIF is an item of
 // type "Exif" (a 4-byte offset to the TIFF header, then usually "Exif\0\0" and the TIFF
 // structure; ISO 23008-12 Annex A), XMP an item of type "mime" and content type
 // application/rdf+xml. Their bytes are usually in mdat, after the meta box.
@@ -92,14 +92,28 @@ type heifMeta struct {
 	ids        []uint32 // in iinf/iloc order
 	props      []isoBox
 	idat       []byte
-	idatAt     int // offset of idat's payload in the file
-	dimg       map[uint32][]uint32
+	idatAt     int      // offset of idat's payload in the file
 	other      []isoBox // ilst, keys, xml, bxml: metadata boxes of the meta box itself
+	extents    int      // in all items
+	tooMany    bool     // more than maxHEIFItems items or maxHEIFExtents extents
 }
 
+// Bounds on what a meta box may describe, so that 1 MiB of it cannot cost much more: an
+// iPhone's photo has about a hundred items, each in one extent.
+const (
+	maxHEIFItems   = 1 << 14
+	maxHEIFExtents = 1 << 16
+)
+
+// item gives the item id, described or not yet. Past maxHEIFItems it gives a stand-in and
+// sets tooMany, for parseHEIFMeta to refuse the file.
 func (m *heifMeta) item(id uint32) *heifItem {
 	it := m.items[id]
 	if it == nil {
+		if len(m.items) >= maxHEIFItems {
+			m.tooMany = true
+			return &heifItem{}
+		}
 		it = &heifItem{id: id}
 		m.items[id] = it
 		m.ids = append(m.ids, id)
@@ -193,11 +207,11 @@ func parseHEIFMeta(f string, b []byte, at int) (*heifMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &heifMeta{items: map[uint32]*heifItem{}, dimg: map[uint32][]uint32{}}
+	m := &heifMeta{items: map[uint32]*heifItem{}}
 	seen := map[string]bool{}
 	for _, bx := range boxes {
 		switch bx.typ {
-		case "hdlr", "pitm", "iinf", "iloc", "iprp", "iref", "idat":
+		case "hdlr", "pitm", "iinf", "iloc", "iprp", "idat":
 			if seen[bx.typ] {
 				return nil, malformed(f, "two %s boxes in the meta box", bx.typ)
 			}
@@ -225,8 +239,6 @@ func parseHEIFMeta(f string, b []byte, at int) (*heifMeta, error) {
 			err = m.parseIloc(f, r)
 		case "iprp":
 			err = m.parseIprp(f, bx)
-		case "iref":
-			err = m.parseIref(f, r, bx.at)
 		case "idat":
 			m.idat, m.idatAt = bx.payload, bx.at
 		case "ilst", "keys", "xml ", "bxml":
@@ -234,6 +246,9 @@ func parseHEIFMeta(f string, b []byte, at int) (*heifMeta, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if m.tooMany {
+			return nil, malformed(f, "more than %d items or %d extents", maxHEIFItems, maxHEIFExtents)
 		}
 		if r.short {
 			return nil, malformed(f, "%s box cut short", bx.typ)
@@ -350,6 +365,10 @@ func (m *heifMeta) parseIloc(f string, r *isoReader) error {
 		it.dataRef = r.u16()
 		base := r.uint(baseSize)
 		n := r.u16()
+		if m.extents += int(n); m.extents > maxHEIFExtents {
+			m.tooMany = true
+			return nil
+		}
 		for range n {
 			r.uint(idxSize)
 			off, length := r.uint(offSize), r.uint(lenSize)
@@ -408,40 +427,6 @@ func (m *heifMeta) parseIprp(f string, bx isoBox) error {
 			if r.short {
 				return malformed(f, "ipma box cut short")
 			}
-		}
-	}
-	return nil
-}
-
-func (m *heifMeta) parseIref(f string, r *isoReader, at int) error {
-	v := r.u8()
-	r.bytes(3)
-	if r.short {
-		return nil
-	}
-	boxes, err := isoChildren(f, r.b[r.p:], at+r.p)
-	if err != nil {
-		return err
-	}
-	r.p = len(r.b)
-	for _, bx := range boxes {
-		e := &isoReader{b: bx.payload}
-		id := func() uint32 {
-			if v == 0 {
-				return uint32(e.u16())
-			}
-			return e.u32()
-		}
-		from := id()
-		n := e.u16()
-		for range n {
-			to := id()
-			if bx.typ == "dimg" {
-				m.dimg[from] = append(m.dimg[from], to)
-			}
-		}
-		if e.short {
-			return malformed(f, "iref %q box cut short", printable(bx.typ))
 		}
 	}
 	return nil
@@ -547,18 +532,16 @@ func (m *heifMeta) plan(f string, prefix []byte, end uint64, opts Options) ([]he
 		case it.method > 1:
 			return nil, malformed(f, "the %s item is built from another item (construction method %d)", what, it.method)
 		}
-		lo, hi := uint64(1<<63), uint64(0)
-		for i, e := range it.extents {
+		sorted := slices.SortedFunc(slices.Values(it.extents), func(a, b heifExtent) int { return cmpUint(a.off, b.off) })
+		for i, e := range sorted {
 			if e.n == 0 {
 				return nil, malformed(f, "the %s item has an extent that runs to the end", what)
 			}
-			for _, o := range it.extents[:i] {
-				if e.off < o.off+o.n && o.off < e.off+e.n {
-					return nil, malformed(f, "the %s item's extents overlap", what)
-				}
+			if i > 0 && e.off < sorted[i-1].off+sorted[i-1].n {
+				return nil, malformed(f, "the %s item's extents overlap", what)
 			}
-			lo, hi = min(lo, e.off), max(hi, e.off+e.n)
 		}
+		lo, hi := sorted[0].off, sorted[len(sorted)-1].off+sorted[len(sorted)-1].n
 		if hi-lo > uint64(opts.MaxMetadataBytes) {
 			return nil, fmt.Errorf("%w: HEIF %s item of %d bytes (at most %d)", ErrMetadataTooLarge, printable(what), hi-lo, opts.MaxMetadataBytes)
 		}

@@ -462,3 +462,24 @@ func TestHEIFMetadataWindow(t *testing.T) {
 		t.Errorf("off holds no Exif item: err %v", err)
 	}
 }
+
+// A meta box of a few hundred kilobytes cannot make the guard hold much more: the items and
+// extents it may describe are bounded.
+func TestHEIFBounds(t *testing.T) {
+	items := func(n int, extents uint16) []byte {
+		iloc := []byte{0, 0} // every field size 0: an extent costs no byte
+		iloc = append(iloc, u16(uint16(n))...)
+		for i := range n {
+			iloc = append(iloc, u16(uint16(i+1))...)
+			iloc = append(iloc, u16(0)...)
+			iloc = append(iloc, u16(extents)...)
+		}
+		meta := fullBoxOf("meta", 0, 0, fullBoxOf("hdlr", 0, 0, u32(0), []byte("pict"), make([]byte, 13)), fullBoxOf("iloc", 0, 0, iloc))
+		return bytes.Join([][]byte{isoBoxOf("ftyp", []byte("heic"), u32(0)), meta, isoBoxOf("mdat")}, nil)
+	}
+	for name, b := range map[string][]byte{"items": items(20_000, 0), "extents": items(2, 65535)} {
+		if _, err := guardAll(b, Options{Strip: StripOff}); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "more than") {
+			t.Errorf("%s: err %v", name, err)
+		}
+	}
+}
