@@ -79,7 +79,7 @@ func envVars() []envVar {
 		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
 		{name: "MAX_IMAGE_DIMENSION", def: "20000", help: "Longest side of an accepted image, in pixels; longer gets 413"},
 		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
-		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true); empty: /metrics is open to anyone who can reach it", secret: true},
+		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true; at least 16 characters, e.g. openssl rand -hex 32); empty: /metrics is open to anyone who can reach it", secret: true},
 	}
 }
 
@@ -345,6 +345,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("METRICS", "true or false")
 	}
 	cfg.metricsToken = secret(get("METRICS_TOKEN"))
+	if cfg.metricsToken != "" && !strongToken(string(cfg.metricsToken)) {
+		problems = append(problems, errors.New("METRICS_TOKEN "+tokenRule)) // never the token itself
+	}
 	if cfg.metricsToken != "" && !cfg.metrics {
 		problems = append(problems, errors.New("METRICS_TOKEN is set but METRICS is not true: set METRICS=true to serve /metrics"))
 	}
