@@ -161,13 +161,13 @@ func TestRedisLeasesOfAKilledServerLapse(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	<-fake.FirstBytes // admitted on the server about to be killed
+	within(t, fake.FirstBytes, "the upload at the fake") // admitted on the server about to be killed
 	if resp, body := uploadPNG(t, c, survivor.url); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("the other server let a second upload in: %d %s", resp.StatusCode, body)
 	}
 	killed.kill(t)
 	close(f.stop)
-	<-done
+	within(t, done, "the killed server's client to end")
 
 	rdb := newRedisClient(t, redis)
 	ctx := context.Background()
