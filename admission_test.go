@@ -348,7 +348,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}
 	}
 	for range slow {
-		a := <-answers
+		a := within(t, answers, "a slow upload's answer")
 		if a.status != http.StatusRequestTimeout || !strings.Contains(a.body, errTooSlow.message) {
 			t.Errorf("slow body: %d %q, want 408 %q", a.status, a.body, errTooSlow.message)
 		}

@@ -154,9 +154,9 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 		s.stop(t)
 		<-readerDone
 	})
-	a, ok := <-addr
-	if !ok {
-		t.Fatalf("server did not start: %v\nlogs:\n%s", <-s.done, s.logs)
+	a := within(t, addr, "the server's listening line") // "" when run ended without one
+	if a == "" {
+		t.Fatalf("server did not start: %v\nlogs:\n%s", within(t, s.done, "run to return"), s.logs)
 	}
 	_, port, err := net.SplitHostPort(a)
 	if err != nil {
@@ -170,11 +170,18 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 func (s *testServer) stop(t *testing.T) {
 	t.Helper()
 	s.cancel()
-	if err, ok := <-s.done; ok {
-		close(s.done)
-		if err != nil {
-			t.Errorf("run: %v", err)
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case err, ok := <-s.done:
+		if ok {
+			close(s.done)
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
 		}
+	case <-timer.C:
+		t.Fatalf("run did not return within %v of its context's end", testWait)
 	}
 }
 

@@ -328,7 +328,7 @@ func TestUpstreamThatStopsReadingGets504(t *testing.T) {
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d (%q), want 504", resp.StatusCode, got.Error.Message)
 	}
-	c := <-conns
+	c := within(t, conns, "the stalled upstream's connection")
 	defer c.Close()
 	// Read what the server managed to send; the server must have closed its end.
 	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil { // a bound on failure, not a wait
