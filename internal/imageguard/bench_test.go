@@ -2,13 +2,15 @@ package imageguard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"testing"
 )
 
 // benchFile pads a test photo to n bytes: a JPEG with bytes after its EOI (the guard reads a
 // JPEG only up to SOS, so what follows stands for the entropy-coded data), a PNG with IDAT
-// chunks of 64 KiB (which the guard's walker passes on by length).
+// chunks of 64 KiB (which the guard's walker passes on by length), a HEIC whose mdat holds
+// its Exif item, then the image (which the walker passes on as it comes).
 func benchFile(b *testing.B, format string, n int) []byte {
 	switch format {
 	case "jpeg":
@@ -25,6 +27,11 @@ func benchFile(b *testing.B, format string, n int) []byte {
 			out = append(out, idat...)
 		}
 		return append(out, chunk("IEND", nil)...)
+	case "heic": // the Exif item first in mdat, as exiftool writes it, then the image data
+		exif := exifItem(photoExif(binary.BigEndian, true))
+		image := make([]byte, n-len(exif)-1024)
+		f := synthHEIF{w: 4032, h: 3024, primary: &synthItem{typ: "hvc1", data: image}, extra: []synthItem{{typ: "Exif", data: exif}}}.build()
+		return f
 	}
 	b.Fatalf("format %s", format)
 	return nil
@@ -46,6 +53,8 @@ func BenchmarkGuard(b *testing.B) {
 		{"jpeg-50MB-off", "jpeg", 50 << 20, StripOff},
 		{"png-50MB-gps", "png", 50 << 20, StripGPS},
 		{"png-50MB-off", "png", 50 << 20, StripOff},
+		{"heic-50MB-gps", "heic", 50 << 20, StripGPS},
+		{"heic-50MB-off", "heic", 50 << 20, StripOff},
 	} {
 		file := benchFile(b, c.format, c.size)
 		b.Run(c.name, func(b *testing.B) {
