@@ -36,8 +36,12 @@ func isHEIF(head []byte) bool {
 }
 
 // xmpUUID is the usertype of the uuid box in which the XMP specification (part 3) puts XMP in
-// an ISO base media file.
-const xmpUUID = "\xbe\x7a\xcf\xcb\x97\xa9\x42\xe8\x9c\x71\x99\x94\x91\xe3\xaf\xac"
+// an ISO base media file; canonUUID that of Canon's box (HIF and CR3 files), whose CMT1-CMT4
+// boxes hold IFD0, the Exif IFD, the maker notes and the GPS IFD as TIFF structures.
+const (
+	xmpUUID   = "\xbe\x7a\xcf\xcb\x97\xa9\x42\xe8\x9c\x71\x99\x94\x91\xe3\xaf\xac"
+	canonUUID = "\x85\xc0\xb6\x87\x82\x0f\x11\xe0\x81\x11\xf4\xce\x46\x2b\x6a\x48"
+)
 
 type heifItem struct {
 	id          uint32
@@ -126,7 +130,7 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 	format := heifBrands[string(s.win[8:12])]
 	strip := opts.Strip != StripOff
 	var meta *heifMeta
-	var xmpBoxes []isoBox // top-level uuid boxes of XMP before meta
+	var xmpBoxes, canonBoxes []isoBox // top-level uuid boxes of XMP, of Canon's, before meta
 	for meta == nil {
 		start := s.pos
 		h, err := s.take(8)
@@ -166,8 +170,13 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 				return Result{}, err
 			}
 		case "uuid":
-			if len(payload) >= 16 && string(payload[:16]) == xmpUUID {
-				xmpBoxes = append(xmpBoxes, isoBox{typ: typ, payload: payload[16:], at: s.pos - len(payload), hdr: hdr})
+			bx := isoBox{typ: typ, payload: payload[min(16, len(payload)):], at: s.pos - len(payload) + 16, hdr: hdr + 16}
+			switch {
+			case len(payload) < 16:
+			case string(payload[:16]) == xmpUUID:
+				xmpBoxes = append(xmpBoxes, bx)
+			case string(payload[:16]) == canonUUID:
+				canonBoxes = append(canonBoxes, bx)
 			}
 		}
 	}
@@ -189,6 +198,17 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 	for _, bx := range xmpBoxes { // XMP in a uuid box (XMP Specification Part 3 §1.2.7)
 		if opts.Strip == StripAll || bytes.Contains(bx.payload, []byte("GPS")) {
 			copy(prefix[bx.at-bx.hdr+4:], "free")
+		}
+	}
+	for _, bx := range canonBoxes { // the GPS IFD (CMT4) goes; with StripAll the others too
+		boxes, err := isoChildren(f, bx.payload, bx.at)
+		if err != nil {
+			return Result{}, err
+		}
+		for _, c := range boxes {
+			if c.typ == "CMT4" || opts.Strip == StripAll && (c.typ == "CMT1" || c.typ == "CMT2" || c.typ == "CMT3") {
+				copy(prefix[c.at-c.hdr+4:], "free")
+			}
 		}
 	}
 	s.bounded = false
@@ -795,7 +815,7 @@ func (w *heifWalker) box() error {
 		if err := more(16); err != nil {
 			return err
 		}
-		if string(w.hdr[hdr:hdr+16]) == xmpUUID { // XMP, seen too late to be read: removed whole
+		if u := string(w.hdr[hdr : hdr+16]); u == xmpUUID || u == canonUUID { // seen too late to be read: removed whole
 			copy(w.hdr[4:], "free")
 		}
 	}

@@ -318,6 +318,11 @@ func TestHEIFLayouts(t *testing.T) {
 	xmpGPS := []byte(strings.Replace(testXMP, "<dc:creator>", `<exif:GPSLatitude xmlns:exif="http://ns.adobe.com/exif/1.0/">48,51.5N</exif:GPSLatitude><dc:creator>`, 1))
 	free := isoBoxOf("free", make([]byte, 10))
 	xmpBox := isoBoxOf("uuid", []byte(xmpUUID), xmpGPS)
+	// Canon's HIF: a uuid box whose CMT1 holds IFD0 and CMT4 the GPS IFD, each a TIFF structure.
+	bo := binary.BigEndian
+	canon := isoBoxOf("uuid", []byte(canonUUID),
+		isoBoxOf("CMT1", buildTIFF(bo, &tiffIFD{entries: []tiffEntry{withTag(0x010F, ascii("Canon"))}})),
+		isoBoxOf("CMT4", buildTIFF(bo, &tiffIFD{entries: []tiffEntry{withTag(0x0001, ascii("N")), rationals(bo, 0x0002, 48, 51, 29)}})))
 	// QuickTime metadata, as Apple writes a video's location: keys names the entries, ilst holds them.
 	key := "com.apple.quicktime.location.ISO6709"
 	appleLocation := [2][]byte{
@@ -339,6 +344,10 @@ func TestHEIFLayouts(t *testing.T) {
 		{"xmp in a uuid box before meta", "XMP-exif:GPSLatitude", synthHEIF{before: [][]byte{xmpBox}}},
 		{"xmp in a uuid box after meta", "XMP-exif:GPSLatitude", synthHEIF{after: [][]byte{xmpBox}}},
 		{"apple location in keys and ilst", "Keys:GPSCoordinates", synthHEIF{metaBoxes: [][]byte{appleLocation[0], appleLocation[1]}}},
+		// exiftool 12.57 reads Canon's uuid box in CR3 and MP4 files, not yet in HEIF: the box
+		// named CMT4 must be gone, or Canon's whole box.
+		{"canon's uuid box before meta", "", synthHEIF{before: [][]byte{canon}}},
+		{"canon's uuid box after meta", "", synthHEIF{after: [][]byte{canon}}},
 		{"xml box in meta", "XML-exif:GPSLatitude", synthHEIF{metaBoxes: [][]byte{fullBoxOf("xml ", 0, 0, xmpGPS)}}},
 	}
 	for _, c := range stripped {
@@ -359,6 +368,9 @@ func TestHEIFLayouts(t *testing.T) {
 				}
 				if len(out) != len(orig) {
 					t.Errorf("%s: %d bytes out of %d", m, len(out), len(orig))
+				}
+				if bytes.Contains(out, []byte("uuid"+canonUUID)) && bytes.Contains(out, []byte("CMT4")) {
+					t.Errorf("%s: Canon's GPS IFD (CMT4) is still there", m)
 				}
 				if gpsReachable(out) {
 					t.Errorf("%s: the test's walker finds a GPS pointer", m)
