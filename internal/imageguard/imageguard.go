@@ -1,7 +1,8 @@
 // Package imageguard checks and rewrites an image's bytes on their way to storage: it refuses
 // images whose header claims more pixels than allowed, and removes metadata (GPS, or all of it)
-// from JPEG, PNG, WebP, HEIC and AVIF files. It never decodes or re-encodes pixels, and it never holds more
-// than a bounded window of the file: the segments or chunks before the image data.
+// from JPEG, PNG, WebP, HEIC and AVIF files. It never decodes or re-encodes pixels, and it
+// never holds more than a bounded window of the file: the segments or chunks before the image
+// data.
 //
 // # Contract
 //
@@ -40,8 +41,9 @@
 //     by one, inside the same IFD, so no other offset changes) and the GPS IFD with its values
 //     is overwritten with zeros. Nothing moves, so every offset in the block stays valid. XMP
 //     can carry GPS too (exif:GPSLatitude): an XMP packet that contains the letters "GPS" is
-//     removed whole (JPEG ExtendedXMP once its portions are joined: xmpext.go), as are PNG text chunks whose keyword mentions GPS and ImageMagick's
-//     "Raw profile type exif/APP1/xmp" chunks. Nothing else changes.
+//     removed whole (JPEG ExtendedXMP once its portions are joined: xmpext.go), as are PNG
+//     text chunks whose keyword mentions GPS and ImageMagick's "Raw profile type
+//     exif/APP1/xmp" chunks. Nothing else changes.
 //   - StripAll: EXIF, XMP, IPTC/Photoshop (APP13), comments (COM), and the other APPn segments
 //     except APP0 (JFIF), APP2 ICC_PROFILE and APP14 (Adobe, needed to decode colours) are
 //     removed from JPEG; tEXt, zTXt, iTXt, eXIf and tIME from PNG; EXIF and XMP from WebP. The
