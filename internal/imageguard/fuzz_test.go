@@ -25,7 +25,8 @@ func seeds(t testing.TB) [][]byte {
 	gpsInIFD1 := exifWithGPSInIFD1()
 	heif := synthHEIF{w: 8, h: 8, extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.BigEndian, true)), split: 2, gapAfter: 3},
 		{typ: "mime", contentType: "application/rdf+xml", data: []byte(testXMP)}}}.build()
-	s = append(s, heif, heif[:len(heif)-7], synthHEIF{brand: "avif", w: 3, h: 2, extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.LittleEndian, true))}}}.build())
+	s = append(s, heif, heif[:len(heif)-7],
+		synthHEIF{brand: "avif", w: 3, h: 2, mdatHeader: "large", extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.LittleEndian, true))}}}.build())
 	return append(s,
 		insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("Exif\x00\x00"), gpsInIFD1)),
 		riff(riffChunk("VP8L", vp8l(2, 2, colorOf(1, 2, 3))), riffChunk("EXIF", photoExif(binary.BigEndian, true))),

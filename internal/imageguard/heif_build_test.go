@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -125,6 +126,7 @@ type synthHEIF struct {
 	extra         []synthItem
 	before, after [][]byte
 	mdatFirst     bool
+	mdatHeader    string // "large": a 64-bit size; "to end": size 0, to the end of the file
 }
 
 // exifItem is an Exif item's payload: the offset to the TIFF header, "Exif\0\0", the TIFF.
@@ -220,6 +222,13 @@ func (s synthHEIF) build() []byte {
 	}
 	metaLen := len(meta(0, 0))
 	freeAt := uint32(len(head) + metaLen + 8)
-	at := uint32(len(head) + metaLen + len(after) + 8)
-	return bytes.Join([][]byte{head, meta(at, freeAt), after, isoBoxOf("mdat", mdat)}, nil)
+	mdatBox := isoBoxOf("mdat", mdat)
+	switch s.mdatHeader {
+	case "large":
+		mdatBox = slices.Concat(u32(1), []byte("mdat"), binary.BigEndian.AppendUint64(nil, uint64(16+len(mdat))), mdat)
+	case "to end":
+		mdatBox = slices.Concat(u32(0), []byte("mdat"), mdat)
+	}
+	at := uint32(len(head) + metaLen + len(after) + len(mdatBox) - len(mdat))
+	return bytes.Join([][]byte{head, meta(at, freeAt), after, mdatBox}, nil)
 }
