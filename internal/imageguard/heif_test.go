@@ -497,3 +497,28 @@ func TestHEIFBounds(t *testing.T) {
 		}
 	}
 }
+
+// With StripOff, a HEIF whose sizes are all in the meta box goes on as the caller's own reader
+// (its fast path stays), and one whose grid is described in mdat through the walker.
+func TestHEIFOffKeepsTheReader(t *testing.T) {
+	image := synthItem{typ: "hvc1", data: make([]byte, 8<<10)}
+	grid := synthItem{typ: "grid", data: append([]byte{0, 0, 0, 0}, append(u16(8), u16(8)...)...)}
+	for _, c := range []struct {
+		name    string
+		s       synthHEIF
+		wrapped bool
+	}{
+		{"plain", synthHEIF{w: 8, h: 8, primary: &image, extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.BigEndian, true))}}}, false},
+		{"grid in mdat", synthHEIF{w: 8, h: 8, primary: &grid, extra: []synthItem{image}}, true},
+	} {
+		b := c.s.build()
+		rest := bytes.NewReader(b[sniffLen:])
+		res, err := Guard(b[:sniffLen], rest, Options{Strip: StripOff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (res.Rest != io.Reader(rest)) != c.wrapped || res.Wrapped != c.wrapped || res.Removed != "none" {
+			t.Errorf("%s: Rest is %T, Wrapped %v, Removed %q", c.name, res.Rest, res.Wrapped, res.Removed)
+		}
+	}
+}
