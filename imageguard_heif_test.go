@@ -300,3 +300,25 @@ func TestHEIFRefusedAfterFirstBytesStoresNothing(t *testing.T) {
 		})
 	}
 }
+
+// Every ISO base media file that the type sniff calls an image is walked by the guard, and no
+// other: the guard's list of brands is mimetype's. A brand list of ftyp boxes alone: the guard
+// refuses them (no meta box) or passes them on, which tells which it took for HEIF.
+func TestHEIFBrandsAreTheSniffs(t *testing.T) {
+	brands := []string{"heic", "heix", "hevc", "hevx", "mif1", "msf1", "heim", "heis", "avic", "hevm", "hevs", "avcs",
+		"avif", "avis", "mif2", "miaf", "isom", "iso2", "mp41", "mp42", "qt  ", "M4V ", "M4A ", "3gp4", "crx ", "jxl ", "jp2 ", "dash", "MSNV"}
+	for _, brand := range brands {
+		head := slices.Concat([]byte{0, 0, 0, 24}, []byte("ftyp"+brand), []byte{0, 0, 0, 0}, []byte("mif1"+brand))
+		image := strings.HasPrefix(sniffType(head).String(), "image/")
+		res, err := guardImageHead(head)
+		walked := err != nil || res != "none"
+		if image != walked {
+			t.Errorf("brand %q: sniffed %s, walked by the guard %v", brand, sniffType(head), walked)
+		}
+	}
+}
+
+func guardImageHead(head []byte) (string, error) {
+	_, _, removed, err := guardImage(head, bytes.NewReader(nil), testConfig().uploadLimits())
+	return removed, err
+}
