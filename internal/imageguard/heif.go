@@ -211,6 +211,11 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 			}
 		}
 	}
+	// Prefix is the window's copy: what was read past the meta box moves to an array of its
+	// own, so that the window's can go. What the guard holds is then the prefix and one item's
+	// bytes at a time, each at most the window: twice the window, as the server's memory
+	// budget counts it.
+	s.win, s.pos = slices.Clone(s.unread()), 0
 	s.bounded = false
 	res.Prefix = prefix
 	res.Rest = &heifWalker{src: s, abs: end, zones: zones, opts: opts}
@@ -650,8 +655,13 @@ func rewriteItem(f string, it *heifItem, span []byte, lo uint64, mode Mode) erro
 	return nil
 }
 
-// gather joins an item's extents, which lie in span, which starts at offset lo.
+// gather joins an item's extents, which lie in span, which starts at offset lo. An item in one
+// extent, as they all are in practice, is span's own bytes, not a copy.
 func gather(it *heifItem, span []byte, lo uint64) []byte {
+	if len(it.extents) == 1 {
+		e := it.extents[0]
+		return span[e.off-lo : e.off-lo+e.n]
+	}
 	var data []byte
 	for _, e := range it.extents {
 		data = append(data, span[e.off-lo:e.off-lo+e.n]...)
