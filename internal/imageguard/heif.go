@@ -692,6 +692,9 @@ func rewriteHEIFExif(f string, data []byte, mode Mode) error {
 			tiff = data[4+n:]
 		}
 	}
+	if bytes.HasPrefix(tiff, []byte("Exif\x00\x00")) { // an offset of 0 before JPEG's APP1 header
+		tiff = tiff[6:]
+	}
 	if tiff == nil {
 		if mode == StripAll {
 			clear(data)

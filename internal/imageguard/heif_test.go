@@ -337,6 +337,7 @@ func TestHEIFLayouts(t *testing.T) {
 		{"exif in mdat", "GPS:GPSLatitude", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif}}}},
 		// exiftool 12.57 does not read items held in idat: the test's walker is the oracle there.
 		{"exif in idat", "", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, method: 1}}}},
+		{"exif with a header offset of 0", "", synthHEIF{extra: []synthItem{{typ: "Exif", data: append(u32(0), exif[4:]...)}}}},
 		{"mdat with a 64-bit size", "GPS:GPSLatitude", synthHEIF{mdatHeader: "large", extra: []synthItem{{typ: "Exif", data: exif}}}},
 		{"mdat to the end of the file", "GPS:GPSLatitude", synthHEIF{mdatHeader: "to end", extra: []synthItem{{typ: "Exif", data: exif}}}},
 		{"exif in three extents with gaps", "GPS:GPSLatitude", synthHEIF{extra: []synthItem{{typ: "Exif", data: exif, split: 3, gapAfter: 5}}}},
