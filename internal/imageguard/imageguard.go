@@ -105,9 +105,13 @@ type Options struct {
 	MaxPixels    int64 // width × height, at most
 	MaxDimension int64 // width and height, each at most
 	// MaxMetadataBytes bounds what Guard holds: the bytes before the image data (JPEG: up to
-	// SOS; PNG: up to the first IDAT; WebP: up to the image chunk), and any one metadata chunk
-	// met after it.
+	// SOS; PNG: up to the first IDAT; WebP: up to the image chunk), and the metadata chunks
+	// met after it, each one and all together.
 	MaxMetadataBytes int
+	// MaxFrames and MaxAnimationPixels bound an image of several frames (see frames.go): how
+	// many, and their pixels added up.
+	MaxFrames          int64
+	MaxAnimationPixels int64
 }
 
 func (o Options) withDefaults() Options {
@@ -122,6 +126,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxMetadataBytes <= 0 {
 		o.MaxMetadataBytes = DefaultMaxMetadataBytes
+	}
+	if o.MaxFrames <= 0 {
+		o.MaxFrames = DefaultMaxFrames
+	}
+	if o.MaxAnimationPixels <= 0 {
+		o.MaxAnimationPixels = DefaultMaxAnimationPixels
 	}
 	return o
 }
@@ -202,6 +212,15 @@ func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 		return guardWebP(src, opts)
 	case hasPrefix(head, "GIF87a"), hasPrefix(head, "GIF89a"):
 		return guardGIF(src, opts)
+	// Formats measured but never rewritten (Removed "none"), each in its own file.
+	case isBMP(head):
+		return guardBMP(src, opts)
+	case hasPrefix(head, "II*\x00"), hasPrefix(head, "MM\x00*"):
+		return guardTIFF(src, opts)
+	case hasPrefix(head, "8BPS"):
+		return guardPSD(src, opts)
+	case hasPrefix(head, "\x00\x00\x01\x00"), hasPrefix(head, "\x00\x00\x02\x00"):
+		return guardICO(src, opts)
 	}
 	return Result{Prefix: head, Rest: rest, Removed: "none"}, nil
 }

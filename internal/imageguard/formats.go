@@ -1,0 +1,23 @@
+package imageguard
+
+// checkedTypes are the MIME types, as github.com/gabriel-vasile/mimetype names them, of the
+// formats whose size Guard reads (and whose frames it counts). A format added to Guard's
+// dispatch is added here; the server admits an image type under "image/*" only if it is here.
+var checkedTypes = map[string]bool{
+	"image/jpeg":                true,
+	"image/png":                 true,
+	"image/apng":                true,
+	"image/vnd.mozilla.apng":    true,
+	"image/gif":                 true,
+	"image/webp":                true,
+	"image/bmp":                 true,
+	"image/tiff":                true,
+	"image/vnd.adobe.photoshop": true,
+	"image/x-icon":              true,
+	// HEIC, HEIF and AVIF (ISOBMFF) are walked in their own file.
+}
+
+// Checks says whether Guard reads the size of files of this MIME type (without parameters,
+// in lower case, mimetype's canonical name). A file of another type goes through Guard
+// unmeasured.
+func Checks(mimeType string) bool { return checkedTypes[mimeType] }
