@@ -19,10 +19,18 @@ const metadataRemovedHeader = "X-Metadata-Removed"
 // for a PNG or WebP with STRIP_METADATA=off, and for formats the guard does not know, the
 // reader is file itself, so a pieceReader keeps its fast path; a PNG or WebP being stripped,
 // and a GIF (whose every frame is checked), come through the guard's walker.
-func guardImage(head []byte, file io.Reader, lim uploadLimits) ([]byte, io.Reader, string, error) {
+//
+// measured says the file was admitted as an image type whose size the guard reads (ALLOWED_TYPES
+// image/*): if the guard finds no format it knows in it, the file is refused, so that a file
+// the sniffer and the guard see differently is never stored unmeasured.
+func guardImage(head []byte, file io.Reader, lim uploadLimits, measured bool) ([]byte, io.Reader, string, error) {
 	res, err := imageguard.Guard(head, file, lim.image)
 	if err != nil {
 		return nil, nil, "", imageError(err, lim)
+	}
+	if measured && res.Format == "" {
+		base, _, _ := strings.Cut(sniffType(head).String(), ";")
+		return nil, nil, "", errTypeUnchecked(base)
 	}
 	rest := res.Rest
 	if res.Wrapped {
