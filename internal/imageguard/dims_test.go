@@ -198,6 +198,7 @@ func TestFormatsMeasured(t *testing.T) {
 		{"ico with a dib", icoFile(0, dib), 60000, 60000},
 		{"ico's second image, after the head", icoFile(4000, pngIn(16, 16), pngIn(60000, 16)), 60000, 16},
 		{"webp: 1 × 1 canvas around a 16383² bitstream", riff(vp8x(0, 1, 1), riffChunk("VP8L", vp8l(16383, 16383, colorOf(0, 0, 0)))), 16383, 16383},
+		{"webp: ALPH, then a 16383² bitstream", riff(vp8x(0x10, 1, 1), riffChunk("ALPH", make([]byte, 5000)), riffChunk("VP8L", vp8l(16383, 16383, colorOf(0, 0, 0)))), 16383, 16383},
 		{"webp: an ANMF frame of 16383²", animWebP(1, 1, [4]int{1, 1, 1, 1}, [4]int{16383, 16383, 1, 1}), 16383, 16383},
 		{"webp: an ANMF frame of 1 × 1 around a 16383² bitstream", animWebP(1, 1, [4]int{1, 1, 16383, 16383}), 16383, 16383},
 		{"apng: an fcTL of 60000²", apng(t, 3, 4, 4, [4]uint32{60000, 60000, 0, 0}), 60000, 60000},

@@ -82,8 +82,9 @@ func guardWebP(s *source, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if opts.Strip == StripOff && !st.animated && !st.anmf {
-		// Nothing to remove, no frames to count: the rest goes on through rest itself.
+	if opts.Strip == StripOff && !st.animated && !st.anmf && st.frames.n == 1 {
+		// Nothing to remove, no frames to count, the image's size read (not an ALPH chunk
+		// first): the rest goes on through rest itself.
 		res.Prefix = slices.Concat(prefix, more, s.unread())
 		res.Rest = s.r
 		return res, nil
