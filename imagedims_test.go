@@ -282,3 +282,16 @@ func TestPNGTextInTotal(t *testing.T) {
 		})
 	}
 }
+
+// A file admitted by image/* as a type the guard measures, in which the guard finds no format
+// it knows (the sniffer and the guard disagree), is refused rather than stored unmeasured.
+func TestImageUnmeasuredRefused(t *testing.T) {
+	head := []byte("icns\x00\x00\x00\x10is32\x00\x00\x00\x08")
+	_, _, _, err := guardImage(head, bytes.NewReader(nil), testConfig().uploadLimits(), true)
+	if api := asAPIError(err); api.status != http.StatusUnsupportedMediaType || !strings.Contains(api.message, "cannot check its size") {
+		t.Errorf("measured but unknown: %v", err)
+	}
+	if _, _, _, err := guardImage(head, bytes.NewReader(nil), testConfig().uploadLimits(), false); err != nil {
+		t.Errorf("a type named in ALLOWED_TYPES: %v", err)
+	}
+}

@@ -14,7 +14,14 @@ var checkedTypes = map[string]bool{
 	"image/tiff":                true,
 	"image/vnd.adobe.photoshop": true,
 	"image/x-icon":              true,
-	// HEIC, HEIF and AVIF (ISOBMFF) are walked in their own file.
+	// HEIC, HEIF and AVIF (ISOBMFF), walked in their own file. The server also refuses a
+	// file of a type listed here when Guard gives it no Format, so a sequence, or a brand the
+	// walk does not take, is refused rather than stored unmeasured.
+	"image/heic":          true,
+	"image/heic-sequence": true,
+	"image/heif":          true,
+	"image/heif-sequence": true,
+	"image/avif":          true,
 }
 
 // Checks says whether Guard reads the size of files of this MIME type (without parameters,
