@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
+
+	"cloudinary-upload-api/internal/imageguard"
 )
 
 // Every image type that ALLOWED_TYPES=image/* admits has its size read, its frames counted:
@@ -248,7 +250,6 @@ func TestImageTypesUnchecked(t *testing.T) {
 	decodeOK(t, postForm(t, newClient(t), named.url, ct, bytes.NewReader(body)), "a named type")
 }
 
-
 // PNG text chunks are bounded in total, not only one by one: 1.8 MB of tEXt after the image
 // data, in chunks of 600 KB, gets 413 and is not stored (the attack run's 40 MiB was kept).
 func TestPNGTextInTotal(t *testing.T) {
@@ -293,5 +294,38 @@ func TestImageUnmeasuredRefused(t *testing.T) {
 	}
 	if _, _, _, err := guardImage(head, bytes.NewReader(nil), testConfig().uploadLimits(), false); err != nil {
 		t.Errorf("a type named in ALLOWED_TYPES: %v", err)
+	}
+}
+
+// The sniffer and the guard agree: a file of each format the guard measures is sniffed as a
+// type that imageguard.Checks lists, and the guard reads its size.
+func TestCheckedTypesAreSniffedAndMeasured(t *testing.T) {
+	var bmpB bytes.Buffer
+	if err := bmp.Encode(&bmpB, image.NewGray(image.Rect(0, 0, 4, 4))); err != nil {
+		t.Fatal(err)
+	}
+	for want, b := range map[string][]byte{
+		"image/jpeg":                testJPEG(t, 8, 8),
+		"image/png":                 testPNG(t, 8, 8),
+		"image/apng":                dimsAPNG(t, 2, 8, 8),
+		"image/gif":                 dimsGIF(2, 8, 8),
+		"image/webp":                dimsWebP(),
+		"image/bmp":                 bmpB.Bytes(),
+		"image/tiff":                dimsTIFF(8, 8),
+		"image/vnd.adobe.photoshop": dimsPSD(8, 8),
+		"image/x-icon":              dimsICO(t, 16, 16),
+	} {
+		got, _, _ := strings.Cut(sniffType(b).String(), ";")
+		if got != want {
+			t.Errorf("%s is sniffed as %s", want, got)
+		}
+		if !imageguard.Checks(got) {
+			t.Errorf("imageguard.Checks(%q) is false", got)
+		}
+		lim := testConfig().uploadLimits()
+		lim.image.MaxPixels, lim.image.MaxDimension = 1<<40, 1<<20
+		if _, _, _, err := guardImage(b, bytes.NewReader(nil), lim, true); err != nil {
+			t.Errorf("%s: %v", want, err)
+		}
 	}
 }
