@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"image/png"
 	"io"
@@ -79,6 +80,39 @@ func psdHeader(version uint16, w, h uint32) []byte {
 	b = binary.BigEndian.AppendUint32(b, w)
 	b = append(b, 0, 8, 0, 3)             // depth, colour mode RGB
 	return append(b, make([]byte, 12)...) // empty colour mode data, resources, layers
+}
+
+// psdLayers is a PSD of w × h with resources of gap bytes and one layer per rectangle (top,
+// left, bottom, right), each of 3 channels with 2 bytes of data each and a name.
+func psdLayers(w, h uint32, gap int, rects ...[4]int32) []byte {
+	be := binary.BigEndian
+	var recs, data []byte
+	for _, r := range rects {
+		for _, v := range r {
+			recs = be.AppendUint32(recs, uint32(v))
+		}
+		recs = be.AppendUint16(recs, 3)
+		for id := range 3 {
+			recs = be.AppendUint16(recs, uint16(id))
+			recs = be.AppendUint32(recs, 2)
+			data = append(data, 0, 0) // raw, no rows
+		}
+		recs = append(recs, "8BIMnorm\xff\x00\x00\x00"...)
+		extra := []byte{0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c'} // no mask, no blending ranges, a name
+		recs = be.AppendUint32(recs, uint32(len(extra)))
+		recs = append(recs, extra...)
+	}
+	info := be.AppendUint16(nil, uint16(len(rects)))
+	info = append(append(info, recs...), data...)
+	lm := be.AppendUint32(nil, uint32(len(info)))
+	lm = append(append(lm, info...), 0, 0, 0, 0) // no global mask
+	b := psdHeader(1, w, h)[:26]
+	b = be.AppendUint32(b, 0)           // colour mode data
+	b = be.AppendUint32(b, uint32(gap)) // image resources
+	b = append(b, make([]byte, gap)...)
+	b = be.AppendUint32(b, uint32(len(lm)))
+	b = append(b, lm...)
+	return append(b, 0, 0) // image data: raw
 }
 
 // icoFile is an ICO of the images given (PNG files or DIBs), each after gap bytes.
@@ -194,6 +228,8 @@ func TestFormatsMeasured(t *testing.T) {
 		{"tiff ifd at the end", tiffFile(binary.LittleEndian, 64<<10, [2]uint32{50_000, 50_000}), 50_000, 50_000},
 		{"psd", psdHeader(1, 1_000_000, 1_000_000), 1_000_000, 1_000_000},
 		{"psb", psdHeader(2, 300_000, 300_000), 300_000, 300_000},
+		{"psd: a 10 × 10 canvas, a layer of a million pixels a side", psdLayers(10, 10, 0, [4]int32{0, 0, 10, 10}, [4]int32{-500_000, -500_000, 500_000, 500_000}), 1_000_000, 1_000_000},
+		{"psd: the layer after 100 KB of resources", psdLayers(10, 10, 100<<10, [4]int32{0, 0, 1, 60000}), 60000, 1},
 		{"ico with a png", icoFile(0, pngIn(60000, 60000)), 60000, 60000},
 		{"ico with a dib", icoFile(0, dib), 60000, 60000},
 		{"ico's second image, after the head", icoFile(4000, pngIn(16, 16), pngIn(60000, 16)), 60000, 16},
@@ -252,6 +288,7 @@ func TestFrames(t *testing.T) {
 		{"apng: 160 pixels", apng(t, 11, 4, 4, [4]uint32{4, 4, 0, 0}), Options{MaxPixels: 16, MaxAnimationPixels: 160}, false, false},
 		{"webp: 11 frames", animWebP(4, 4, anims(11)...), Options{MaxFrames: 10}, true, false},
 		{"tiff: 11 pages", tiffFile(binary.LittleEndian, 100, slices.Repeat([][2]uint32{{8, 8}}, 11)...), Options{MaxFrames: 10}, true, false},
+		{"psd: 11 layers declared", psdLayers(10, 10, 0, slices.Repeat([][4]int32{{0, 0, 2, 2}}, 11)...), Options{MaxFrames: 10}, true, true},
 		{"ico: 11 images declared", icoFile(0, slices.Repeat([][]byte{pngIn16(t)}, 11)...), Options{MaxFrames: 10}, true, true},
 	}
 	for _, c := range cases {
@@ -296,6 +333,7 @@ func TestMeasuredFormatsPass(t *testing.T) {
 		{"tiff, its IFD last", tiffB.Bytes(), "tiff", 0, 0},
 		{"tiff of 3 pages", tiffFile(binary.BigEndian, 10, [2]uint32{8, 8}, [2]uint32{20_000, 2500}, [2]uint32{3, 3}), "tiff", 8, 8},
 		{"psd", psdHeader(1, 3000, 2000), "psd", 3000, 2000},
+		{"psd with layers", psdLayers(300, 200, 5000, [4]int32{0, 0, 200, 300}, [4]int32{-10, -10, 0, 0}, [4]int32{50, 50, 150, 250}), "psd", 300, 200},
 		{"ico", icoFile(0, pngIn16(t), encodePNG(t, 32, 32), bmpHeader(48, 96)[14:]), "ico", 16, 16},
 		{"animated gif", encodeGIF(t, 20, 64, 48, 3, 2), "gif", 67, 50},
 		{"apng", apng(t, 10, 64, 48, [4]uint32{32, 24, 32, 24}), "png", 64, 48},
@@ -314,6 +352,11 @@ func TestMeasuredFormatsPass(t *testing.T) {
 				}
 			})
 		}
+	}
+	// exiftool, the oracle, reads the layers where the guard did.
+	if tags := exiftool(t, psdLayers(300, 200, 5000, [4]int32{0, 0, 200, 300}, [4]int32{50, 50, 150, 250})); tags["Photoshop:LayerCount"] != float64(2) ||
+		fmt.Sprint(tags["Photoshop:LayerRectangles"]) != "[0 0 200 300 50 50 150 250]" {
+		t.Errorf("exiftool reads the test PSD's layers as %v, %v", tags["Photoshop:LayerCount"], tags["Photoshop:LayerRectangles"])
 	}
 	// The standard decoders read what passed.
 	if _, err := bmp.Decode(bytes.NewReader(bmpB.Bytes())); err != nil {

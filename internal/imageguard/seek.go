@@ -78,5 +78,12 @@ func (o *offsetWalk) start(format string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Prefix: append(head, prefix...), Rest: cw, Wrapped: true, Removed: "none", Format: format}, nil
+	res := Result{Removed: "none", Format: format}
+	if cw.tail && cw.pass == 0 && len(cw.out) == 0 {
+		// Every part was in the head: the rest goes on through rest itself.
+		res.Prefix, res.Rest = slices.Concat(head, prefix, o.src.unread()), o.src.r
+		return res, nil
+	}
+	res.Prefix, res.Rest, res.Wrapped = append(head, prefix...), cw, true
+	return res, nil
 }
