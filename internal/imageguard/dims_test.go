@@ -74,6 +74,44 @@ func tiffFile(bo binary.AppendByteOrder, gap int, sizes ...[2]uint32) []byte {
 	return b
 }
 
+// tiffSubIFDs is a little-endian TIFF whose IFD0 (8 × 8) has SubIFDs of the sizes given, after
+// gap bytes: one offset in the entry itself, or an array of them.
+func tiffSubIFDs(gap int, sizes ...[2]uint32) []byte {
+	le := binary.LittleEndian
+	ifd0 := func(count, value uint32) []byte {
+		b := le.AppendUint16(nil, 3)
+		for _, e := range [][4]uint32{{256, 4, 1, 8}, {257, 4, 1, 8}, {330, 4, count, value}} {
+			b = le.AppendUint16(b, uint16(e[0]))
+			b = le.AppendUint16(b, uint16(e[1]))
+			b = le.AppendUint32(b, e[2])
+			b = le.AppendUint32(b, e[3])
+		}
+		return le.AppendUint32(b, 0)
+	}
+	n := uint32(len(sizes))
+	at := uint32(8 + len(ifd0(0, 0)) + gap) // the array, or the one SubIFD
+	first := at
+	if n > 1 {
+		first += 4 * n
+	}
+	pageLen := uint32(len(tiffPage(le, 1, 1, 0)))
+	value := first
+	if n > 1 {
+		value = at
+	}
+	b := append(le.AppendUint32([]byte("II*\x00"), 8), ifd0(n, value)...)
+	b = append(b, make([]byte, gap)...)
+	if n > 1 {
+		for i := range n {
+			b = le.AppendUint32(b, first+i*pageLen)
+		}
+	}
+	for _, sz := range sizes {
+		b = append(b, tiffPage(le, sz[0], sz[1], 0)...)
+	}
+	return b
+}
+
 func psdHeader(version uint16, w, h uint32) []byte {
 	b := append([]byte("8BPS"), 0, byte(version), 0, 0, 0, 0, 0, 0, 0, 3)
 	b = binary.BigEndian.AppendUint32(b, h)
@@ -226,6 +264,8 @@ func TestFormatsMeasured(t *testing.T) {
 		{"tiff big-endian", tiffFile(binary.BigEndian, 0, [2]uint32{1_000_000, 1_000_000}), 1_000_000, 1_000_000},
 		{"tiff page 3 of 3, after the head", tiffFile(binary.LittleEndian, 4000, [2]uint32{8, 8}, [2]uint32{8, 8}, [2]uint32{1_000_000, 8}), 1_000_000, 8},
 		{"tiff ifd at the end", tiffFile(binary.LittleEndian, 64<<10, [2]uint32{50_000, 50_000}), 50_000, 50_000},
+		{"tiff: a SubIFD", tiffSubIFDs(100, [2]uint32{1_000_000, 1_000_000}), 1_000_000, 1_000_000},
+		{"tiff: the second of two SubIFDs, after the head", tiffSubIFDs(5000, [2]uint32{8, 8}, [2]uint32{1_000_000, 2}), 1_000_000, 2},
 		{"psd", psdHeader(1, 1_000_000, 1_000_000), 1_000_000, 1_000_000},
 		{"psb", psdHeader(2, 300_000, 300_000), 300_000, 300_000},
 		{"psd: a 10 × 10 canvas, a layer of a million pixels a side", psdLayers(10, 10, 0, [4]int32{0, 0, 10, 10}, [4]int32{-500_000, -500_000, 500_000, 500_000}), 1_000_000, 1_000_000},
@@ -331,6 +371,7 @@ func TestMeasuredFormatsPass(t *testing.T) {
 	}{
 		{"bmp", bmpB.Bytes(), "bmp", 40, 30},
 		{"tiff, its IFD last", tiffB.Bytes(), "tiff", 0, 0},
+		{"tiff with two SubIFDs", tiffSubIFDs(5000, [2]uint32{8, 8}, [2]uint32{400, 300}), "tiff", 8, 8},
 		{"tiff of 3 pages", tiffFile(binary.BigEndian, 10, [2]uint32{8, 8}, [2]uint32{20_000, 2500}, [2]uint32{3, 3}), "tiff", 8, 8},
 		{"psd", psdHeader(1, 3000, 2000), "psd", 3000, 2000},
 		{"psd with layers", psdLayers(300, 200, 5000, [4]int32{0, 0, 200, 300}, [4]int32{-10, -10, 0, 0}, [4]int32{50, 50, 150, 250}), "psd", 300, 200},

@@ -37,6 +37,7 @@ func seeds(t testing.TB) [][]byte {
 		tiffFile(binary.BigEndian, 16, [2]uint32{3, 2}, [2]uint32{2, 2}),
 		tiffFile(binary.LittleEndian, 4000, [2]uint32{3, 2}),
 		psdHeader(1, 3, 2),
+		tiffSubIFDs(4, [2]uint32{2, 2}, [2]uint32{3, 1}),
 		psdLayers(3, 2, 8, [4]int32{0, 0, 2, 3}, [4]int32{-1, -1, 1, 1}),
 		icoFile(0, encodePNG(t, 3, 2), bmpHeader(2, 4)[14:]),
 		icoFile(4000, encodePNG(t, 3, 2)),

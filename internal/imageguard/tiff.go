@@ -7,7 +7,8 @@ import "encoding/binary"
 // value or the offset of one), then the offset of the next IFD, 0 after the last. Each IFD is
 // a page (an image) with its own ImageWidth (256) and ImageLength (257), SHORT or LONG. IFDs
 // may lie anywhere, often after their image data; the pages are walked in the order of their
-// offsets as the file streams, each one's size checked, and they count as frames. A file
+// offsets as the file streams, each one's size checked, and they count as frames; so are the
+// IFDs a SubIFDs entry (330) points to (a DNG keeps its raw image there). A file
 // whose next IFD lies before what has been walked (already sent on) is refused: writers put
 // it further on. Nothing is removed: TIFF's metadata passes unchanged.
 
@@ -24,6 +25,7 @@ func guardTIFF(s *source, opts Options) (Result, error) {
 	o := &offsetWalk{format: f, src: s, pos: 8}
 	var firstW, firstH int64 // the first page's, when it is in the head
 	var ifd func(w *chunkWalker) error
+	var subIFDs func(typ uint16, count, value uint32) error
 	ifd = func(w *chunkWalker) error {
 		c, err := o.take(w, 2, "an IFD")
 		if err != nil {
@@ -44,6 +46,12 @@ func guardTIFF(s *source, opts Options) (Result, error) {
 		for i := 0; i < n; i++ {
 			en := e[12*i : 12*i+12]
 			tag, typ, count := bo.Uint16(en), bo.Uint16(en[2:]), bo.Uint32(en[4:])
+			if tag == 330 { // SubIFDs: a DNG's raw image, reduced-resolution copies
+				if err := subIFDs(typ, count, bo.Uint32(en[8:])); err != nil {
+					return err
+				}
+				continue
+			}
 			if tag != 256 && tag != 257 {
 				continue
 			}
@@ -80,6 +88,31 @@ func guardTIFF(s *source, opts Options) (Result, error) {
 			return o.add(visit{off: nextOff, what: "the next IFD", read: ifd})
 		}
 		return nil
+	}
+	// subIFDs plans the visits of the IFDs a SubIFDs entry points to: its one value is the
+	// offset of one, or the offset of an array of count offsets.
+	subIFDs = func(typ uint16, count, value uint32) error {
+		if typ != 4 && typ != 13 { // LONG or IFD
+			return malformed(f, "SubIFDs of type %d", typ)
+		}
+		if count == 1 {
+			return o.add(visit{off: int64(value), what: "a SubIFD", read: ifd})
+		}
+		if int64(count) > opts.MaxFrames {
+			return opts.declared(int64(count))
+		}
+		return o.add(visit{off: int64(value), what: "the SubIFDs' offsets", read: func(w *chunkWalker) error {
+			offs, err := o.take(w, 4*int(count), "the SubIFDs' offsets")
+			if err != nil {
+				return err
+			}
+			for i := range int(count) {
+				if err := o.add(visit{off: int64(bo.Uint32(offs[4*i:])), what: "a SubIFD", read: ifd}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
 	}
 	first := int64(bo.Uint32(b[4:]))
 	if first < 8 {
