@@ -84,7 +84,7 @@ func (st *pngState) next(w *chunkWalker) error {
 	case "IEND":
 		w.tail = true
 	case "acTL", "fcTL":
-		return st.animation(w, typ, n)
+		return st.animation(w, typ == "fcTL", n)
 	case "eXIf", "tEXt", "zTXt", "iTXt", "tIME":
 		if opts.Strip == StripOff || typ == "tIME" && opts.Strip != StripAll {
 			break
@@ -116,9 +116,12 @@ func (st *pngState) next(w *chunkWalker) error {
 // first IDAT, makes the file animated and says how many frames it has; each fcTL gives a
 // frame's size and position (width, height, x and y offsets as 32-bit values after a sequence
 // number), checked and counted. An fcTL is checked even without an acTL.
-func (st *pngState) animation(w *chunkWalker, typ string, n uint32) error {
+func (st *pngState) animation(w *chunkWalker, fctl bool, n uint32) error {
 	const f = "PNG"
-	want := map[string]uint32{"acTL": 8, "fcTL": 26}[typ]
+	typ, want := "acTL", uint32(8) // (not the chunk's own type string: it would escape, for every chunk)
+	if fctl {
+		typ, want = "fcTL", 26
+	}
 	if n != want {
 		return malformed(f, "%s chunk of %d bytes (want %d)", typ, n, want)
 	}
@@ -130,7 +133,7 @@ func (st *pngState) animation(w *chunkWalker, typ string, n uint32) error {
 	w.out = chunk
 	d := chunk[8 : 8+n]
 	be := binary.BigEndian
-	if typ == "acTL" {
+	if !fctl {
 		st.animated = st.animated || !st.image // after the image data it is ignored, as decoders do
 		return st.opts.declared(int64(be.Uint32(d)))
 	}

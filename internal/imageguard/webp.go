@@ -59,7 +59,7 @@ func guardWebP(s *source, opts Options) (Result, error) {
 		if err := s.fill(10); err != nil {
 			return Result{}, truncation(f, err, "the image header")
 		}
-		if w, h, err = bitstreamSize(fourcc, size, s.unread()); err != nil {
+		if w, h, err = bitstreamSize(fourcc == "VP8L", size, s.unread()); err != nil {
 			return Result{}, err
 		}
 		prefix = s.win[:s.pos:s.pos]
@@ -97,10 +97,11 @@ func guardWebP(s *source, opts Options) (Result, error) {
 // bitstreamSize reads the size of a VP8 key frame (RFC 6386 §9.1: three bytes of frame tag,
 // the start code 9D 01 2A, then width and height in 14 bits each) or of a VP8L image (the
 // signature 0x2F, then width-1 and height-1 in 14 bits each), from the first bytes of its
-// chunk's payload (size long in all; p holds at least 10 bytes, or the whole payload).
-func bitstreamSize(fourcc string, size int64, p []byte) (w, h int64, err error) {
+// chunk's payload (size long in all; p holds at least 10 bytes, or the whole payload). The
+// chunk's type goes in as a bool: as a string taken from the header, it would escape.
+func bitstreamSize(lossless bool, size int64, p []byte) (w, h int64, err error) {
 	const f = "WebP"
-	if fourcc == "VP8L" {
+	if lossless {
 		if size < 5 || len(p) < 5 || p[0] != 0x2f {
 			return 0, 0, malformed(f, "VP8L chunk without its signature")
 		}
@@ -155,7 +156,7 @@ func (st *webpState) next(w *chunkWalker) error {
 		return malformed(f, "a second VP8X chunk")
 	case "VP8 ", "VP8L":
 		w.image = true
-		return st.bitstream(w, fourcc, size, padded, true)
+		return st.bitstream(w, fourcc == "VP8L", size, padded, true)
 	case "ANMF":
 		w.image = true
 		if padded < 16 {
@@ -217,7 +218,7 @@ func (st *webpState) frameChunk(w *chunkWalker) error {
 	}
 	st.inFrame -= 8 + padded
 	if fourcc == "VP8 " || fourcc == "VP8L" {
-		return st.bitstream(w, fourcc, size, padded, false)
+		return st.bitstream(w, fourcc == "VP8L", size, padded, false)
 	}
 	w.out = hdr
 	w.pass = padded
@@ -227,17 +228,17 @@ func (st *webpState) frameChunk(w *chunkWalker) error {
 // bitstream reads the start of a VP8 or VP8L chunk whose header is in w.hdr, checks the size
 // it gives (and counts it as a frame when it stands alone, not in an ANMF), and passes the
 // rest of the chunk.
-func (st *webpState) bitstream(w *chunkWalker, fourcc string, size, padded int64, alone bool) error {
+func (st *webpState) bitstream(w *chunkWalker, lossless bool, size, padded int64, alone bool) error {
 	const f = "WebP"
 	n := min(padded, 10)
 	d := make([]byte, 8+n)
 	copy(d, w.hdr[:])
-	if err := w.readFull(d[8:], "chunk "+fourcc); err != nil {
+	if err := w.readFull(d[8:], "an image chunk"); err != nil {
 		return err
 	}
 	w.out = d
 	w.pass = padded - n
-	bw, bh, err := bitstreamSize(fourcc, size, d[8:])
+	bw, bh, err := bitstreamSize(lossless, size, d[8:])
 	if err != nil {
 		return err
 	}
