@@ -52,13 +52,14 @@ func dimsTIFF(w, h uint32) []byte {
 	return le.AppendUint32(b, 0)
 }
 
-// dimsPSD is a Photoshop header claiming w × h.
+// dimsPSD is a Photoshop file claiming w × h, its sections empty.
 func dimsPSD(w, h uint32) []byte {
 	b := append([]byte("8BPS\x00\x01"), make([]byte, 6)...)
 	b = append(b, 0, 3)
 	b = binary.BigEndian.AppendUint32(b, h)
 	b = binary.BigEndian.AppendUint32(b, w)
-	return append(b, 0, 8, 0, 3)
+	b = append(b, 0, 8, 0, 3)
+	return append(b, make([]byte, 12)...) // no colour mode data, image resources or layers
 }
 
 // dimsPNGChunk is a PNG chunk with its CRC.
