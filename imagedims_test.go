@@ -330,3 +330,20 @@ func TestCheckedTypesAreSniffedAndMeasured(t *testing.T) {
 		}
 	}
 }
+
+// The start-up line names what ALLOWED_TYPES admits unchecked, and nothing else.
+func TestUncheckedImageTypes(t *testing.T) {
+	for _, c := range []struct {
+		allowed, want string
+	}{
+		{"image/*", ""},
+		{"image/png,image/x-ms-bmp,image/tiff", ""}, // an alias of a type the guard measures
+		{"image/*,image/svg+xml", "image/svg+xml"},
+		{"image/jxl,application/pdf", "image/jxl"},
+		{"*", "*"},
+	} {
+		if got := strings.Join(uncheckedImageTypes(strings.Split(c.allowed, ",")), ","); got != c.want {
+			t.Errorf("ALLOWED_TYPES=%s: unchecked %q, want %q", c.allowed, got, c.want)
+		}
+	}
+}
