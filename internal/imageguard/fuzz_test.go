@@ -36,6 +36,7 @@ func seeds(t testing.TB) [][]byte {
 		bmpHeader(3, -2),
 		tiffFile(binary.BigEndian, 16, [2]uint32{3, 2}, [2]uint32{2, 2}),
 		tiffFile(binary.LittleEndian, 4000, [2]uint32{3, 2}),
+		tiffFile(binary.LittleEndian, 80<<10, [2]uint32{3, 2}), // its IFD past the window
 		psdHeader(1, 3, 2),
 		tiffSubIFDs(4, [2]uint32{2, 2}, [2]uint32{3, 1}),
 		psdLayers(3, 2, 8, [4]int32{0, 0, 2, 3}, [4]int32{-1, -1, 1, 1}),
@@ -48,11 +49,11 @@ func seeds(t testing.TB) [][]byte {
 }
 
 // FuzzGuard feeds arbitrary bytes to Guard in each mode. It checks that Guard never panics,
-// and that whatever it lets through holds no GPS IFD: gpsReachable is a second, independent
-// and lenient walker of the output (JPEG APP1 Exif before SOS, every PNG eXIf, every WebP
-// EXIF chunk) that follows every pointer tag of IFD0, IFD1..., the Exif, Interoperability
-// and Sub IFDs. exiftool is too slow to run on every input: TestSeedsThroughExiftool runs it
-// on the seeds only.
+// that it reads no more than its window before it returns, and that whatever it lets through
+// holds no GPS IFD: gpsReachable is a second, independent and lenient walker of the output
+// (JPEG APP1 Exif before SOS, every PNG eXIf, every WebP EXIF chunk) that follows every pointer
+// tag of IFD0, IFD1..., the Exif, Interoperability and Sub IFDs. exiftool is too slow to run on
+// every input: TestSeedsThroughExiftool runs it on the seeds only.
 func FuzzGuard(f *testing.F) {
 	for _, s := range seeds(f) {
 		f.Add(s, byte(0), uint16(sniffLen))
@@ -60,7 +61,13 @@ func FuzzGuard(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, mode byte, split uint16) {
 		m := []Mode{StripGPS, StripAll, StripOff}[mode%3]
 		headLen := min(int(split), len(b))
-		res, err := Guard(slices.Clone(b[:headLen]), bytes.NewReader(b[headLen:]), Options{Strip: m, MaxMetadataBytes: 64 << 10, MaxFrames: 16})
+		const window = 64 << 10
+		src := bytes.NewReader(b[headLen:])
+		res, err := Guard(slices.Clone(b[:headLen]), src, Options{Strip: m, MaxMetadataBytes: window, MaxFrames: 16})
+		// Guard holds a bounded window: before it returns, it reads at most that much of rest.
+		if read := int64(len(b)-headLen) - int64(src.Len()); read > window {
+			t.Fatalf("Guard read %d bytes of rest before returning, more than its window of %d", read, window)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooManyPixels) && !errors.Is(err, ErrMetadataTooLarge) && !errors.Is(err, ErrTooManyFrames) {
 				t.Fatalf("error of no known kind: %v", err)
