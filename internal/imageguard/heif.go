@@ -31,6 +31,12 @@ var heifBrands = map[string]string{
 	"avif": "avif", "avis": "avif",
 }
 
+// errSequence refuses an image sequence, in every mode: its frames are not counted (against
+// MaxFrames), and its tracks can carry a location (udta) the guard does not walk.
+func errSequence() error {
+	return malformed("HEIF", "an image sequence (moov box): the guard does not count its frames or walk its tracks")
+}
+
 func isHEIF(head []byte) bool {
 	return len(head) >= 12 && string(head[4:8]) == "ftyp" && heifBrands[string(head[8:12])] != ""
 }
@@ -128,7 +134,6 @@ func (m *heifMeta) item(id uint32) *heifItem {
 func guardHEIF(s *source, opts Options) (Result, error) {
 	const f = "HEIF"
 	format := heifBrands[string(s.win[8:12])]
-	strip := opts.Strip != StripOff
 	var meta *heifMeta
 	var xmpBoxes, canonBoxes []isoBox // top-level uuid boxes of XMP, of Canon's, before meta
 	for meta == nil {
@@ -150,8 +155,8 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 			return Result{}, malformed(f, "the first box is not ftyp")
 		case typ == "mdat":
 			return Result{}, malformed(f, "the media data (mdat) comes before the meta box: the image's size and metadata cannot be read before its data passes")
-		case typ == "moov" && strip:
-			return Result{}, malformed(f, "an image sequence (moov box) can carry a location the guard does not walk")
+		case typ == "moov":
+			return Result{}, errSequence()
 		case size == 0:
 			return Result{}, malformed(f, "box %q runs to the end of the file before the meta box", printable(typ))
 		case size < uint64(hdr):
@@ -191,9 +196,8 @@ func guardHEIF(s *source, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if !strip && len(zones) == 0 {
-		res.Prefix, res.Rest = s.win, s.r
-		return res, nil
+	if opts.Strip == StripOff {
+		xmpBoxes, canonBoxes = nil, nil
 	}
 	for _, bx := range xmpBoxes { // XMP in a uuid box (XMP Specification Part 3 §1.2.7)
 		if opts.Strip == StripAll || bytes.Contains(bx.payload, []byte("GPS")) {
@@ -718,9 +722,9 @@ func rewriteHEIFExif(f string, data []byte, mode Mode) error {
 
 // heifWalker streams the top-level boxes after the meta box: it passes them through and holds
 // each zone whole as it passes: a metadata item's extents, rewritten in place, or a grid's or
-// overlay's description, whose size is checked. With StripGPS or StripAll it refuses what could
-// carry a location it does not walk (a second meta box, a moov) and renames an XMP uuid box
-// free, which readers skip.
+// overlay's description, whose size is checked. It refuses an image sequence (moov) in every
+// mode; with StripGPS or StripAll, also a second meta box, and it renames an XMP or Canon uuid
+// box free, which readers skip.
 type heifWalker struct {
 	src    io.Reader
 	abs    uint64 // offset in the file of the next byte of src
@@ -822,8 +826,8 @@ func (w *heifWalker) box() error {
 	switch {
 	case typ == "meta" && strip:
 		return malformed(f, "a second meta box")
-	case typ == "moov" && strip:
-		return malformed(f, "an image sequence (moov box) can carry a location the guard does not walk")
+	case typ == "moov":
+		return errSequence()
 	case typ == "uuid" && strip && (size == 0 || size >= uint64(hdr)+16):
 		if err := more(16); err != nil {
 			return err
