@@ -130,7 +130,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	client := cfg.Client
 	if client == nil {
-		client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: startupFetch}}
+		// No keep-alive: fetches are hours apart (or a minute, for an unknown kid), and an idle
+		// connection would outlive the Verifier.
+		client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: startupFetch, DisableKeepAlives: true}}
 	}
 	noErrorFirst := true
 	jwks, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
