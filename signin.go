@@ -152,37 +152,32 @@ func identify(tokens *tokenSet, s signInConfig, next http.Handler) http.Handler 
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := s.check(r, tokens)
-		if u, ok := err.(userFound); ok {
-			r = r.WithContext(auth.NewContext(r.Context(), u.User))
-			err = nil
-		}
-		if err != nil {
+		u, err := s.check(r, tokens)
+		switch {
+		case err != nil:
 			r = r.WithContext(context.WithValue(r.Context(), accessKey{}, err))
+		case u != nil:
+			r = r.WithContext(auth.NewContext(r.Context(), *u))
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// userFound is check's answer for a valid sign-in token.
-type userFound struct{ auth.User }
-
-func (userFound) Error() string { return "signed in" }
-
-// check returns nil for a script or an open server, userFound for a user, else why not.
-func (s signInConfig) check(r *http.Request, tokens *tokenSet) error {
+// check returns the user of a valid sign-in token; nil and nil for a script with one of
+// UPLOAD_TOKENS; else why the request may not go on.
+func (s signInConfig) check(r *http.Request, tokens *tokenSet) (*auth.User, error) {
 	header := r.Header.Get("Authorization")
 	bearer, isBearer := bearerToken(header)
 	if tokens != nil && isBearer && tokens.valid(bearer) {
-		return nil
+		return nil, nil
 	}
 	if !s.on() {
-		return errUnauthorized // tokens != nil here
+		return nil, errUnauthorized // tokens != nil here
 	}
 	tok := bearer
 	switch {
 	case header != "" && !isBearer:
-		return fmt.Errorf("%w: Authorization is not Bearer <token>", auth.ErrMalformed)
+		return nil, fmt.Errorf("%w: Authorization is not Bearer <token>", auth.ErrMalformed)
 	case header == "" && s.cookie != "":
 		if c, err := r.Cookie(s.cookie); err == nil {
 			tok = c.Value
@@ -190,9 +185,9 @@ func (s signInConfig) check(r *http.Request, tokens *tokenSet) error {
 	}
 	u, err := s.verifier.Verify(r.Context(), tok)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return userFound{u}
+	return &u, nil
 }
 
 // requireAccess answers a request that identify refused: 401 with WWW-Authenticate (RFC 6750

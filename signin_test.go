@@ -205,6 +205,11 @@ func TestSignInJWKSDownAtStart(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || e.Error.Message != errKeysUnavailable.message {
 		t.Fatalf("JWKS down: %d Retry-After %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), e.Error.Message)
 	}
+	resp = postSign(t, client, srv.url, tok, `{}`)
+	decodeBody(t, resp, &e)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("/sign while the JWKS is down: %d %q", resp.StatusCode, e.Error.Message)
+	}
 	idp.SetDown(false)
 	decodeOK(t, uploadAs(t, client, srv.url, tok, nil), "once the JWKS is up")
 }

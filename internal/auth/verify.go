@@ -42,11 +42,11 @@ const Leeway = 60 * time.Second
 const MinSecretBytes = 32
 
 // How a request may make the JWKS be fetched again when its token names a key not in it: at
-// most once a minute, or twice a second while no key was ever loaded (the JWKS was down at
+// most once a minute, or four times a second while no key was ever loaded (the JWKS was down at
 // start-up); and never waiting more than MaxKeyWait for it.
 const (
 	unknownKeyRefresh = time.Minute
-	unloadedRefresh   = 500 * time.Millisecond
+	unloadedRefresh   = 250 * time.Millisecond
 	MaxKeyWait        = time.Second
 	backgroundRefresh = time.Hour
 	startupFetch      = 5 * time.Second
