@@ -52,6 +52,7 @@ var (
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
+	errTwoOrigins          = apiError{http.StatusBadRequest, "the request has more than one Origin header"}
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
 	// Sign-in (AUTH_JWKS_URL, AUTH_JWT_SECRET): accessError maps internal/auth's reasons onto these.
@@ -65,6 +66,7 @@ var (
 	errTokenAudience       = apiError{http.StatusUnauthorized, "the token's audience (aud) does not name this server (AUTH_AUDIENCE)"}
 	errTokenUnknownKey     = apiError{http.StatusUnauthorized, "the token's key (kid) is not in the identity provider's JWKS (AUTH_JWKS_URL), or does not fit its alg"}
 	errTokenBadSignature   = apiError{http.StatusUnauthorized, "the token's signature does not verify: it was not signed with a key of AUTH_JWKS_URL or with AUTH_JWT_SECRET"}
+	errTokenSubject        = apiError{http.StatusUnauthorized, "the token's sub contains '&', which a Cloudinary signature cannot carry in uploaded_by"}
 	errKeysUnavailable     = apiError{http.StatusServiceUnavailable, "sign-in keys are not available yet (AUTH_JWKS_URL cannot be fetched); try again shortly"}
 	errPublicIDTaken       = apiError{http.StatusConflict, "public_id is already taken"}
 	errUploadedBy          = apiError{http.StatusBadRequest, "context key uploaded_by is set by the server, not by the client"}

@@ -284,7 +284,7 @@ func TestLocalStoreSamePublicIDRace(t *testing.T) {
 	}
 	created, taken := 0, 0
 	for range n {
-		switch a := <-answers; {
+		switch a := within(t, answers, "an upload's answer"); {
 		case a.status == http.StatusOK && !a.Existing && a.SecureURL != "":
 			created++
 		case a.status == http.StatusConflict && a.SecureURL == "":

@@ -187,6 +187,9 @@ func (s signInConfig) check(r *http.Request, tokens *tokenSet) (*auth.User, erro
 	if err != nil {
 		return nil, err
 	}
+	if strings.Contains(u.Subject, "&") { // the signer refuses any value with '&' (see cloudinary.Signer.Sign)
+		return nil, errTokenSubject
+	}
 	return &u, nil
 }
 

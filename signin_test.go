@@ -140,6 +140,7 @@ func TestSignInRefusals(t *testing.T) {
 		{"hs256_with_jwks_public_key", authtest.MintHS256(t, pubPEM, goodClaims("u1")), errTokenAlgorithm},
 		{"unknown_kid", authtest.Mint(t, idp.NewKey(t, "ES256"), goodClaims("u1")), errTokenUnknownKey},
 		{"no_sub", authtest.Mint(t, rsaKey, edit(func(c jwt.MapClaims) { delete(c, "sub") })), errTokenMissingClaim},
+		{"sub_with_ampersand", authtest.Mint(t, rsaKey, goodClaims("a&b")), errTokenSubject},
 		{"not_yet_valid", authtest.Mint(t, rsaKey, edit(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(time.Hour).Unix() })), errTokenNotYetValid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
