@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -69,6 +70,10 @@ type Config struct {
 	Client *http.Client
 	// Warn hears of a failed fetch of the JWKS (nil: nothing is told).
 	Warn func(ctx context.Context, msg string, err error)
+	// CacheSize is how many verified tokens are remembered (0: DefaultCacheSize; negative: none).
+	CacheSize int
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
 }
 
 // Verifier checks sign-in tokens and says whose they are. It is safe for concurrent use.
@@ -78,6 +83,8 @@ type Verifier struct {
 	limiter *rate.Limiter   // refreshes for unknown keys
 	loaded  atomic.Bool     // some key was loaded from the JWKS once
 	parser  *jwt.Parser
+	cache   *tokenCache // nil: every token is checked in full
+	now     func() time.Time
 }
 
 // CheckJWKSURL accepts an https URL, or an http one whose host is a loopback address or
@@ -113,8 +120,14 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Warn == nil {
 		cfg.Warn = func(context.Context, string, error) {}
 	}
-	v := &Verifier{cfg: cfg, limiter: rate.NewLimiter(rate.Every(unloadedRefresh), 1)}
-	opts := []jwt.ParserOption{jwt.WithLeeway(Leeway), jwt.WithExpirationRequired()}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	v := &Verifier{cfg: cfg, limiter: rate.NewLimiter(rate.Every(unloadedRefresh), 1), cache: newTokenCache(cfg.CacheSize), now: cfg.Now}
+	opts := []jwt.ParserOption{jwt.WithLeeway(Leeway), jwt.WithExpirationRequired(), jwt.WithTimeFunc(cfg.Now)}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
@@ -182,6 +195,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
 	if token == "" {
 		return User{}, ErrNoToken
 	}
+	now := v.now()
+	key := sha256.Sum256([]byte(token))
+	if sub, ok := v.cache.get(key, now); ok {
+		return User{Subject: sub}, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, MaxKeyWait)
 	defer cancel()
 	var claims jwt.RegisteredClaims
@@ -192,6 +210,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
 	if claims.Subject == "" {
 		return User{}, fmt.Errorf("%w: no sub", ErrMissingClaim)
 	}
+	until := now.Add(cacheTTL)
+	if exp := claims.ExpiresAt.Add(Leeway); exp.Before(until) {
+		until = exp
+	}
+	v.cache.put(key, claims.Subject, until, now)
 	return User{Subject: claims.Subject}, nil
 }
 

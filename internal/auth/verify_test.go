@@ -172,3 +172,48 @@ func TestCheckJWKSURL(t *testing.T) {
 		}
 	}
 }
+
+// A verified token is remembered: the same token again is not checked in full (its key being
+// gone from the JWKS does not matter), until it expires, with the leeway, or for a minute at most.
+func TestVerifyCache(t *testing.T) {
+	idp := authtest.New(t)
+	start := time.Now()
+	now := start
+	v := newVerifier(t, auth.Config{JWKSURL: idp.URL(), Now: func() time.Time { return now }})
+	key := idp.Key(t, "ES256")
+	short := authtest.Mint(t, key, jwt.MapClaims{"sub": "u", "exp": start.Add(-50 * time.Second).Unix()}) // valid by the leeway for 10 s more
+	long := authtest.Mint(t, key, jwt.MapClaims{"sub": "u", "exp": start.Add(time.Hour).Unix()})
+	for _, tok := range []string{short, long} {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The key leaves the JWKS, and a token of an unknown kid makes the verifier fetch it again.
+	idp.Serve(idp.NewKey(t, "ES256"))
+	if _, err := v.Verify(context.Background(), authtest.Mint(t, idp.NewKey(t, "ES256"), jwt.MapClaims{"sub": "x", "exp": start.Add(time.Hour).Unix()})); !errors.Is(err, auth.ErrUnknownKey) {
+		t.Fatalf("unknown kid: %v", err)
+	}
+	now = start.Add(55 * time.Second)
+	if u, err := v.Verify(context.Background(), long); err != nil || u.Subject != "u" {
+		t.Errorf("long within the minute, from the cache: %+v %v", u, err)
+	}
+	now = start.Add(15 * time.Second)
+	if _, err := v.Verify(context.Background(), short); !errors.Is(err, auth.ErrUnknownKey) && !errors.Is(err, auth.ErrExpired) {
+		t.Errorf("short after exp+leeway: %v, want it checked in full (and refused)", err)
+	}
+	now = start.Add(61 * time.Second)
+	if _, err := v.Verify(context.Background(), long); !errors.Is(err, auth.ErrUnknownKey) {
+		t.Errorf("long after a minute: %v, want it checked in full: ErrUnknownKey", err)
+	}
+}
+
+// With the cache off, every token is checked in full.
+func TestVerifyNoCache(t *testing.T) {
+	v := newVerifier(t, auth.Config{Secret: testSecret, CacheSize: -1})
+	tok := authtest.MintHS256(t, testSecret, authtest.Claims("u", "", "", time.Minute))
+	for range 2 {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
