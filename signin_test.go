@@ -456,3 +456,29 @@ func TestSignInConfig(t *testing.T) {
 		}
 	}
 }
+
+// MAX_UPLOADS_PER_CLIENT counts a signed-in user as the user: with one upload of Alice's in
+// flight, her next is refused, and Bob's, from the same address, gets in.
+func TestSignInUploadsInFlightPerUser(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	idp := authtest.New(t)
+	env := signInEnv(t, fake, idp)
+	env["MAX_UPLOADS_PER_CLIENT"] = "1"
+	srv := startServer(t, env)
+	as := func(sub string) *http.Client {
+		base := clientFrom(t, "127.0.0.2")
+		tok := authtest.Mint(t, idp.Key(t, "ES256"), goodClaims(sub))
+		return &http.Client{Transport: withHeader{base.Transport, "Authorization", "Bearer " + tok}}
+	}
+	alice, bob := as("alice"), as("bob")
+	held := holdUpload(t, alice, srv.url, fake)
+	if status, _, msg := smallUpload(t, alice, srv.url); status != http.StatusTooManyRequests || msg != errClientBusy.message {
+		t.Errorf("alice's second upload at once: %d %q, want 429 %q", status, msg, errClientBusy.message)
+	}
+	if status, _, msg := smallUpload(t, bob, srv.url); status != http.StatusOK {
+		t.Errorf("bob, same address, meanwhile: %d %q, want 200", status, msg)
+	}
+	if s := held.finish(t); s != http.StatusOK {
+		t.Errorf("alice's held upload: %d", s)
+	}
+}
