@@ -17,6 +17,7 @@ import (
 
 	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/auth/authtest"
+	"cloudinary-upload-api/internal/ratelimit/redistest"
 	"cloudinary-upload-api/internal/store"
 )
 
@@ -480,5 +481,37 @@ func TestSignInUploadsInFlightPerUser(t *testing.T) {
 	}
 	if s := held.finish(t); s != http.StatusOK {
 		t.Errorf("alice's held upload: %d", s)
+	}
+}
+
+// Shared through Redis: a user is one client across servers and addresses; another user from
+// the same address has a budget of their own.
+func TestSignInRateLimitSharedThroughRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	fake := newFakeCloudinary(t)
+	idp := authtest.New(t)
+	env := redisEnv(t, fake, redis.URL())
+	for k, v := range signInEnv(t, fake, idp) {
+		if strings.HasPrefix(k, "AUTH_") {
+			env[k] = v
+		}
+	}
+	a, b := startServer(t, env), startServer(t, env)
+	as := func(ip, sub string) *http.Client {
+		base := clientFrom(t, ip)
+		tok := authtest.Mint(t, idp.Key(t, "RS256"), goodClaims(sub))
+		return &http.Client{Transport: withHeader{base.Transport, "Authorization", "Bearer " + tok}}
+	}
+	// Alice from two addresses, through both servers: one budget of 5.
+	alice := []*http.Client{as("127.0.0.2", "alice"), as("127.0.0.3", "alice")}
+	for i := range 6 {
+		srv := []*testServer{a, b}[i%2]
+		resp, body := uploadPNG(t, alice[i%2], srv.url)
+		if want := map[bool]int{true: http.StatusOK, false: http.StatusTooManyRequests}[i < 5]; resp.StatusCode != want {
+			t.Fatalf("alice's upload %d: %d %s, want %d", i+1, resp.StatusCode, body, want)
+		}
+	}
+	if resp, body := uploadPNG(t, as("127.0.0.2", "bob"), a.url); resp.StatusCode != http.StatusOK {
+		t.Errorf("bob, from alice's address: %d %s, want 200", resp.StatusCode, body)
 	}
 }
