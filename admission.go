@@ -115,8 +115,7 @@ func newOriginCheck(origins []string, m *metrics) func(http.Handler) http.Handle
 		m.refusals.WithLabelValues("origin").Inc()
 		loggerFrom(r.Context()).InfoContext(r.Context(), "cross-origin request refused",
 			slog.String("origin", r.Header.Get("Origin")), slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
-		w.Header().Set("Connection", "close") // else net/http reads up to 256 KiB of the body first
-		writeError(w, r, errForeignOrigin)
+		refuseEarly(w, r, errForeignOrigin)
 	}))
 	return c.Handler
 }

@@ -78,8 +78,7 @@ func requireToken(tokens *tokenSet, next http.Handler) http.Handler {
 		tok, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok || !tokens.valid(tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="uploads"`)
-			writeError(w, r, errUnauthorized)
-			drainBody(w, r, r.Body) // so that a browser still sending its file sees the 401, not a reset
+			refuseEarly(w, r, errUnauthorized) // at once, then drained: a browser still sending its file sees the 401, not a reset
 			return
 		}
 		next.ServeHTTP(w, r)

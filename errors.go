@@ -254,6 +254,9 @@ func encode(w http.ResponseWriter, status int, v any) error {
 // writeJSON writes an already encoded JSON body.
 func writeJSON(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	// Whole once flushed, so an answer sent before the request's body has been read (answerEarly)
+	// can be read to its end while the server still drains the body.
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
 	if _, err := w.Write(append(body, '\n')); err != nil {
 		return fmt.Errorf("write body: %w", err)
