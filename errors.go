@@ -43,6 +43,7 @@ var (
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
 	errClientBusy          = apiError{http.StatusTooManyRequests, "too many uploads in progress from this client; try again when one has finished"}
+	errClientMemory        = apiError{http.StatusTooManyRequests, "this client holds its share of the server's memory; try again when one upload has finished"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
 	errFormTooLarge        = apiError{http.StatusBadRequest, "form fields and part headers are larger than " + formatBytes(formOverhead) + " (files not counted)"}
 	errTooManyParts        = apiError{http.StatusBadRequest, fmt.Sprintf("form has more than %d parts", maxFormParts)}
@@ -125,6 +126,8 @@ func admissionError(err error) error {
 	switch {
 	case errors.Is(err, admission.ErrClientBusy):
 		return fmt.Errorf("%w: %w", errClientBusy, err)
+	case errors.Is(err, admission.ErrClientMemory):
+		return fmt.Errorf("%w: %w", errClientMemory, err)
 	case errors.Is(err, admission.ErrBudgetSpent), errors.Is(err, admission.ErrTooManyUploads):
 		return fmt.Errorf("%w: %w", errTooBusy, err)
 	case errors.Is(err, admission.ErrTooSlow):

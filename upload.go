@@ -64,16 +64,17 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission) http.Hand
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
-		release, err := adm.admit(w, r)
+		mem, err := adm.admit(w, r)
 		if err != nil {
 			refuseEarly(w, r, err)
 			return
 		}
-		defer release() // however the upload ends
+		defer mem.release() // however the upload ends
 		r.Body = adm.paced(r.Body)
-		status, result, err := serveUpload(w, r, up, lim, bufs)
+		status, result, err := serveUpload(w, r, up, lim, bufs, mem)
 		if err != nil {
-			release() // the drain holds none of the upload's memory
+			mem.release()             // the drain holds none of the upload's memory
+			adm.refusedFor(w, r, err) // a chunk that found the memory spent
 			if errors.Is(err, errTooSlow) {
 				// Reading on at that pace would hold the connection for nothing.
 				adm.refused("too_slow")
@@ -123,7 +124,7 @@ func (lim uploadLimits) maxBodyBytes() int64 {
 
 // serveUpload reads the form and uploads each file part in order. It answers with a status
 // and a body, or with an error for the whole request (then nothing was stored).
-func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) (int, []byte, error) {
+func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers, mem store.Memory) (int, []byte, error) {
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
 		return 0, nil, errNotMultipart
@@ -189,6 +190,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Memory = mem
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue

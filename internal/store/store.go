@@ -7,6 +7,8 @@
 // (the root's errors.go) decides what a client sees of them.
 package store
 
+import "context"
+
 // Params are the per-upload choices a client may make, already checked by the HTTP layer.
 type Params struct {
 	PublicID string            // empty: the store picks one
@@ -15,4 +17,15 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+	Memory   Memory            // what the upload may hold beyond what it was admitted with; nil: no bound
+}
+
+// Memory is the server's budget as one upload sees it: a store that holds a file's bytes (a
+// chunk, read whole before it is sent) reserves them here first, as they arrive.
+type Memory interface {
+	// Grow reserves n more bytes, waiting within the server's bound; its error says why not,
+	// and is the caller's to return as it is.
+	Grow(ctx context.Context, n int64) error
+	// Shrink gives back everything Grow reserved.
+	Shrink()
 }
