@@ -20,8 +20,10 @@ package main
 //	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible
 //	uploadForm       internal/cloudinary  the multipart request around the file; WriteTo hands the file the
 //	                              transport's writer (smallWrites, whose Flush the file calls before it waits)
-//	chunkReader      internal/cloudinary  chunked uploads only: the file is Read into a chunk buffer, which this
-//	                              writes upstream in 1 MiB pieces (a retry resends it from the buffer)
+//	chunkReader      internal/cloudinary  chunked uploads only: the file is Read into a chunk buffer of 1 MiB blocks,
+//	                              each reserved from UPLOAD_MEMORY (store.Memory) as the chunk's bytes arrive
+//	                              and given back once the chunk is sent; written upstream block by block
+//	                              (a retry resends it from the buffer)
 //
 // The wrappers under the form reader see only its large reads, so they cost nothing per piece;
 // the fast path above it (WriteTo, NextPiece, Flush) never goes through them. A wrapper that hid
@@ -33,8 +35,12 @@ package main
 //	READ_HEADER_TIMEOUT   connection accepted / previous answer   request headers read                  connection closed (net/http)
 //	origin check          -                                       at once, before the body              403 JSON
 //	MAX_UPLOADS_PER_CLIENT (no timer)                             at once                               429 JSON, Retry-After
+//	MAX_CONNECTIONS (no timer)  connection past the limit         another connection closes             waits in the listen queue
+//	MAX_MEMORY_PER_CLIENT (no timer)                              at once                               429 JSON, Retry-After
 //	ADMISSION_WAIT        upload finds UPLOAD_MEMORY (or the      memory given back by another upload  503 JSON, Retry-After
-//	                      MAX_CONCURRENT_UPLOADS cap) spent
+//	                      MAX_CONCURRENT_UPLOADS cap) spent;
+//	                      a chunk's next 1 MiB block finds the    memory given back (the banker's      503 (429 for the client's own
+//	                      budget (or the client's share) spent    rule: some chunk can always finish)  share), at once; the rest is drained
 //	MIN_UPLOAD_RATE       body's first read (grace, then window;  body's end                            408 JSON; the reservation is returned,
 //	                      only time spent waiting on the client)                                        the rest of the body is not read
 //	BODY_IDLE_TIMEOUT     each read of the body                   the read brings bytes                 408 JSON
