@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"golang.org/x/term"
 
 	"cloudinary-upload-api/internal/ratelimit"
@@ -69,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Past MAX_CONNECTIONS, Accept waits for a connection to close: the others wait in the
 	// kernel's listen queue instead of the process running out of file descriptors.
 	maxConns := connectionLimit(cfg.maxConnections)
-	ln = netutil.LimitListener(ln, maxConns)
+	ln = newLimitListener(ln, maxConns)
 	// On a terminal, a developer's first look: where to open the page, before the details.
 	if terminal {
 		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
