@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 )
 
@@ -26,12 +25,21 @@ func parseTokens(raw string) (*tokenSet, error) {
 	}
 	ts := &tokenSet{}
 	for i, tok := range list {
-		if len(tok) < minTokenLen || !validTokenChars(tok) {
-			return nil, fmt.Errorf("UPLOAD_TOKENS: token %d of %d must be at least %d characters of letters, digits and -._~+/= (try: openssl rand -hex 32)", i+1, len(list), minTokenLen)
+		if !strongToken(tok) {
+			return nil, fmt.Errorf("UPLOAD_TOKENS: token %d of %d %s", i+1, len(list), tokenRule)
 		}
 		ts.digests = append(ts.digests, sha256.Sum256([]byte(tok)))
 	}
 	return ts, nil
+}
+
+// tokenRule is what strongToken asks of a token, as a start-up error says it.
+var tokenRule = fmt.Sprintf("must be at least %d characters of letters, digits and -._~+/= (try: openssl rand -hex 32)", minTokenLen)
+
+// strongToken is the one rule for the secrets clients send as bearer tokens (UPLOAD_TOKENS,
+// METRICS_TOKEN): long enough not to be guessed, and sendable in an Authorization header as it is.
+func strongToken(tok string) bool {
+	return len(tok) >= minTokenLen && validTokenChars(tok)
 }
 
 // validTokenChars accepts RFC 6750's token68 characters, so a token fits an Authorization header as it is.
@@ -67,22 +75,6 @@ func bearerToken(header string) (string, bool) {
 		return "", false
 	}
 	return tok, true
-}
-
-// requireToken answers 401 unless the request carries one of the tokens; nil tokens let everyone in.
-func requireToken(tokens *tokenSet, next http.Handler) http.Handler {
-	if tokens == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := bearerToken(r.Header.Get("Authorization"))
-		if !ok || !tokens.valid(tok) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="uploads"`)
-			refuseEarly(w, r, errUnauthorized) // at once, then drained: a browser still sending its file sees the 401, not a reset
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // isLoopback reports whether the listener only takes connections from this machine.

@@ -43,7 +43,7 @@ func TestLimitListenerAgreesWithNetutil(t *testing.T) {
 				defer c.Close()
 				clients = append(clients, c)
 			}
-			first, second := within(t, accepted), within(t, accepted)
+			first, second := acceptedWithin(t, accepted), acceptedWithin(t, accepted)
 			select {
 			case c := <-accepted:
 				t.Fatalf("third connection accepted past the limit of 2: %v", c.RemoteAddr())
@@ -53,7 +53,7 @@ func TestLimitListenerAgreesWithNetutil(t *testing.T) {
 				t.Errorf("our connection hides CloseWrite")
 			}
 			first.Close()
-			third := within(t, accepted)
+			third := acceptedWithin(t, accepted)
 			defer second.Close()
 			defer third.Close()
 			ln.Close() // while Accept waits for a slot
@@ -69,8 +69,8 @@ func TestLimitListenerAgreesWithNetutil(t *testing.T) {
 	}
 }
 
-// within receives from ch, failing after a bound that only keeps a broken test from hanging.
-func within(t *testing.T, ch chan net.Conn) net.Conn {
+// acceptedWithin receives from ch, failing after a bound that only keeps a broken test from hanging.
+func acceptedWithin(t *testing.T, ch chan net.Conn) net.Conn {
 	t.Helper()
 	select {
 	case c := <-ch:

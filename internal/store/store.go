@@ -17,7 +17,16 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
-	Memory   Memory            // what the upload may hold beyond what it was admitted with; nil: no bound
+	// Folder goes in front of the public id (chosen or picked), as Cloudinary's folder parameter
+	// does: the server's UPLOAD_FOLDER, or the signed-in user's own folder. Empty: none (a store
+	// built with a folder of its own uses that).
+	Folder string
+	// UploadedBy is the signed-in user's subject, set by the server: the store records it as the
+	// file's context uploaded_by and answers it in context.custom, as Cloudinary does. Empty: none.
+	UploadedBy string
+	// Memory is what the upload may hold beyond what it was admitted with, reserved as it is
+	// used; nil: no bound.
+	Memory Memory
 }
 
 // Memory is the server's budget as one upload sees it: a store that holds a file's bytes (a
@@ -29,3 +38,6 @@ type Memory interface {
 	// Shrink gives back everything Grow reserved.
 	Shrink()
 }
+
+// UploadedByKey is the context key that carries who uploaded a file.
+const UploadedByKey = "uploaded_by"
