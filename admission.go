@@ -32,12 +32,12 @@ func (cfg config) uploadReservation(chunked bool) int64 {
 // uploadAdmission decides, for POST /upload, who gets in and when (internal/admission does the
 // counting), and paces the bodies of those admitted.
 type uploadAdmission struct {
-	gate       *admission.Gate
-	cfg        config
-	minRate    admission.Rule
-	trustProxy bool
-	m          *metrics
-	now        func() time.Time
+	gate    *admission.Gate
+	cfg     config
+	minRate admission.Rule
+	trust   proxyTrust
+	m       *metrics
+	now     func() time.Time
 }
 
 func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now func() time.Time) *uploadAdmission {
@@ -49,11 +49,11 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 			MaxPerClient: cfg.maxPerClient,
 			Leases:       leases,
 		}),
-		cfg:        cfg,
-		minRate:    cfg.minRate,
-		trustProxy: cfg.trustProxy,
-		m:          m,
-		now:        now,
+		cfg:     cfg,
+		minRate: cfg.minRate,
+		trust:   cfg.trustProxy,
+		m:       m,
+		now:     now,
 	}
 }
 
@@ -62,7 +62,7 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 // memory spent waits for it up to ADMISSION_WAIT. release may be called more than once.
 func (a *uploadAdmission) admit(w http.ResponseWriter, r *http.Request) (release func(), err error) {
 	chunked := r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes // as serveUpload decides
-	client := clientKeyOf(r, a.trustProxy)
+	client := clientKeyOf(r, a.trust)
 	release, waited, err := a.gate.Admit(r.Context(), client, a.cfg.uploadReservation(chunked))
 	if waited > 0 {
 		a.m.admissionWait.Observe(waited.Seconds())

@@ -67,7 +67,7 @@ func envVars() []envVar {
 		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
 		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
-		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "TRUST_PROXY", def: "false", help: "Where the client's address comes from, for the per-client limits: false (the connection), true or heroku (the right-most X-Forwarded-For entry, which Heroku's router appends), fly (Fly-Client-IP), cloudflare (CF-Connecting-IP), or xff:N (the Nth X-Forwarded-For entry from the right, e.g. xff:2 behind Google's load balancer); a request without that header counts as the connection's address. See docs/deploy.md"},
 		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
@@ -119,7 +119,7 @@ type config struct {
 
 	uploadTokens       *tokenSet // nil: anyone may upload
 	rateLimit          ratelimit.Spec
-	trustProxy         bool
+	trustProxy         proxyTrust
 	redisURL           secret // empty: no Redis
 	redisTLSVerify     bool
 	redisTimeout       time.Duration
@@ -237,12 +237,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
 		problems = append(problems, err)
 	}
-	switch strings.ToLower(get("TRUST_PROXY")) {
-	case "true", "1", "yes":
-		cfg.trustProxy = true
-	case "false", "0", "no":
-	default:
-		bad("TRUST_PROXY", "true or false")
+	if cfg.trustProxy, err = parseProxyTrust(get("TRUST_PROXY")); err != nil {
+		problems = append(problems, err)
 	}
 	cfg.redisURL = secret(get("REDIS_URL"))
 	if b, err := strconv.ParseBool(get("REDIS_TLS_VERIFY")); err == nil {
