@@ -104,6 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:      serverProtocols(),
 	}
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -132,6 +133,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serverProtocols are HTTP/1.1 and HTTP/2 without TLS (h2c, with prior knowledge, RFC 9113 §3.3)
+// on the one port: a platform that ends TLS at its edge may speak either to the server. Cloud Run
+// refuses HTTP/1 requests over 32 MiB, but passes HTTP/2 ones of any size to a server that speaks
+// h2c (gcloud run deploy --use-http2). Each HTTP/2 stream has its own read deadline, so
+// BODY_IDLE_TIMEOUT and MIN_UPLOAD_RATE hold per upload there too.
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
 }
 
 // runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works

@@ -310,7 +310,14 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 // drainBody reads and drops what is left of a request body whose answer is an error, so that
 // the answer reaches a client that is still sending. A body that cannot end within
 // maxDrainBytes is not read at all: the connection is closed, as it would be anyway.
+//
+// HTTP/2 needs none: the answer goes out on the stream while the client sends, then the server ends
+// the client's half with RST_STREAM NO_ERROR, which a client must not take as a failed answer
+// (RFC 9113 §8.1). Draining there would only make the client send up to 32 MiB for nothing.
 func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
+	if r.ProtoMajor >= 2 {
+		return
+	}
 	if r.ContentLength > maxDrainBytes+formOverhead || errors.Is(r.Context().Err(), context.Canceled) {
 		return
 	}
