@@ -53,7 +53,7 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB): a streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB"},
+		{name: "UPLOAD_MEMORY", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB); unset: half of the container's memory limit (cgroup v2 memory.max or v1 memory.limit_in_bytes), or 256MiB without one. A streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB, kept under 90% of the container's limit; the start-up log says what was chosen and why"},
 		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) before it gets 503 with Retry-After"},
 		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
@@ -103,6 +103,7 @@ type config struct {
 	chunkSize       int64
 	maxConcurrent   int   // hard cap on uploads at once; 0: none
 	uploadMemory    int64 // the admission budget, in bytes
+	uploadMemorySet bool  // UPLOAD_MEMORY was given; else run() takes it from the container's limit
 	admissionWait   time.Duration
 	maxPerClient    int // 0: no per-client cap
 	minRate         admission.Rule
@@ -295,14 +296,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 			bad(c.name, "a positive number, or off")
 		}
 	}
-	if n, err := parseBytes(get("UPLOAD_MEMORY")); err == nil && n > 0 {
-		cfg.uploadMemory = n
-		// One upload of the largest kind must fit, or it would wait for nothing.
-		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
-			bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+	cfg.uploadMemory = defaultUploadMemory // unset: run() takes half of the container's limit, if there is one
+	if v := get("UPLOAD_MEMORY"); v != "" {
+		cfg.uploadMemorySet = true
+		if n, err := parseBytes(v); err == nil && n > 0 {
+			cfg.uploadMemory = n
+			// One upload of the largest kind must fit, or it would wait for nothing.
+			if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
+				bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+			}
+		} else {
+			bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
 		}
-	} else {
-		bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
 	}
 	if v, err := time.ParseDuration(get("ADMISSION_WAIT")); err == nil && v >= 0 {
 		cfg.admissionWait = v

@@ -30,8 +30,24 @@ func main() {
 	}
 }
 
+// runOptions are the parts of the machine run reads besides its arguments and environment;
+// only tests change them.
+type runOptions struct {
+	cgroupRoot string // where /proc/self/cgroup and the cgroup file systems are: "/"
+}
+
+// runOption changes a runOptions.
+type runOption func(*runOptions)
+
+// withCgroupRoot makes run read the container's memory limit under dir instead of "/".
+func withCgroupRoot(dir string) runOption { return func(o *runOptions) { o.cgroupRoot = dir } }
+
 // run is the whole program; main only hands it the process's outside world.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts ...runOption) error {
+	o := runOptions{cgroupRoot: "/"}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if exit, err := parseArgs(args, stdout); exit || err != nil {
 		return err
 	}
@@ -55,9 +71,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
 	// grow to twice the live heap: the runtime's memory limit makes it collect before the
 	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
+	mem := planMemory(cfg, o.cgroupRoot)
+	cfg.uploadMemory = mem.uploadMemory
+	goLimit := "GOMEMLIMIT"
 	if prev := debug.SetMemoryLimit(-1); prev == math.MaxInt64 {
-		debug.SetMemoryLimit(cfg.uploadMemory + runtimeHeadroom)
+		debug.SetMemoryLimit(mem.goLimit)
 		defer debug.SetMemoryLimit(prev)
+		goLimit = mib(mem.goLimit)
+	}
+	logger.Info("memory: UPLOAD_MEMORY="+mib(mem.uploadMemory)+", "+mem.why+"; Go memory limit "+goLimit,
+		"upload_memory", mem.uploadMemory, "go_memory_limit", goLimit)
+	if mem.warning != "" {
+		logger.Warn(mem.warning)
 	}
 
 	ln, err := net.Listen("tcp", ":"+cfg.port)
