@@ -79,11 +79,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer debug.SetMemoryLimit(prev)
 		goLimit = mib(mem.goLimit)
 	}
-	logger.Info("memory: UPLOAD_MEMORY="+mib(mem.uploadMemory)+", "+mem.why+"; Go memory limit "+goLimit,
-		"upload_memory", mem.uploadMemory, "go_memory_limit", goLimit)
-	if mem.warning != "" {
-		logger.Warn(mem.warning)
-	}
 
 	ln, err := net.Listen("tcp", ":"+cfg.port)
 	if err != nil {
@@ -93,6 +88,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// On a terminal, a developer's first look: where to open the page, before the details.
 	if terminal {
 		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
+	}
+
+	logger.Info("memory: UPLOAD_MEMORY="+mib(mem.uploadMemory)+", "+mem.why+"; Go memory limit "+goLimit,
+		"upload_memory", mem.uploadMemory, "go_memory_limit", goLimit)
+	if mem.warning != "" {
+		logger.Warn(mem.warning)
 	}
 
 	st, closeStore, err := openStore(cfg, logger)
