@@ -43,12 +43,12 @@ func (cfg config) chunkReservation() int64 {
 // uploadAdmission decides, for POST /upload, who gets in and when (internal/admission does the
 // counting), and paces the bodies of those admitted.
 type uploadAdmission struct {
-	gate       *admission.Gate
-	cfg        config
-	minRate    admission.Rule
-	trustProxy bool
-	m          *metrics
-	now        func() time.Time
+	gate    *admission.Gate
+	cfg     config
+	minRate admission.Rule
+	trust   proxyTrust
+	m       *metrics
+	now     func() time.Time
 }
 
 func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now func() time.Time) *uploadAdmission {
@@ -62,11 +62,11 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 			ChunkBytes:         cfg.chunkReservation(),
 			Leases:             leases,
 		}),
-		cfg:        cfg,
-		minRate:    cfg.minRate,
-		trustProxy: cfg.trustProxy,
-		m:          m,
-		now:        now,
+		cfg:     cfg,
+		minRate: cfg.minRate,
+		trust:   cfg.trustProxy,
+		m:       m,
+		now:     now,
 	}
 }
 
@@ -75,7 +75,7 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 // once; an upload that finds the memory spent waits for it up to ADMISSION_WAIT. The upload's
 // Release may be called more than once; its memory (for store.Params) grows a chunk's buffer.
 func (a *uploadAdmission) admit(w http.ResponseWriter, r *http.Request) (*uploadMemory, error) {
-	client := clientKeyOf(r, a.trustProxy)
+	client := clientKeyOf(r, a.trust)
 	u, waited, err := a.gate.AdmitUpload(r.Context(), client, a.cfg.uploadReservation(false))
 	if waited > 0 {
 		a.m.admissionWait.Observe(waited.Seconds())

@@ -77,6 +77,9 @@ import (
 // idleBody is the request body with an idle timeout: each read must bring something within
 // timeout, or it fails with errBodyIdle. It moves the connection's read deadline before each read;
 // when the body beneath is a pacer whose bytes are due sooner, to then, failing with errTooSlow.
+// Over HTTP/2 (h2c) the deadline is the stream's, not the connection's: net/http closes that
+// stream's body when it passes, and the other uploads on the connection go on
+// (TestH2CBodyTimers).
 type idleBody struct {
 	body        io.ReadCloser
 	rc          *http.ResponseController

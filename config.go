@@ -53,7 +53,7 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB): a streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB"},
+		{name: "UPLOAD_MEMORY", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB); unset: half of the container's memory limit (cgroup v2 memory.max or v1 memory.limit_in_bytes), or 256MiB without one. A streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB, kept under 90% of the container's limit; the start-up log says what was chosen and why"},
 		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS), and a chunk for the memory to fill it, before it gets 503 with Retry-After"},
 		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
@@ -74,7 +74,7 @@ func envVars() []envVar {
 		{name: "AUTH_JWT_SECRET", help: "Sign-in: the shared secret (at least 32 bytes) of HS256 tokens minted by the app's own backend; with or without AUTH_JWKS_URL", secret: true},
 		{name: "AUTH_COOKIE", help: "Sign-in: the cookie that carries the token when there is no Authorization header (Clerk's __session); needs ALLOWED_ORIGINS other than *"},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
-		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "TRUST_PROXY", def: "false", help: "Where the client's address comes from, for the per-client limits: false (the connection), true or heroku (the right-most X-Forwarded-For entry, which Heroku's router appends), fly (Fly-Client-IP), cloudflare (CF-Connecting-IP), or xff:N (the Nth X-Forwarded-For entry from the right, e.g. xff:2 behind Google's load balancer); a request without that header counts as the connection's address. See docs/deploy.md"},
 		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
@@ -112,10 +112,12 @@ type config struct {
 	chunkSize          int64
 	maxConcurrent      int   // hard cap on uploads at once; 0: none
 	uploadMemory       int64 // the admission budget, in bytes
+	uploadMemorySet    bool  // UPLOAD_MEMORY was given; else run() takes it from the container's limit
 	admissionWait      time.Duration
-	maxPerClient       int   // 0: no per-client cap
-	maxMemoryPerClient int64 // 0: no per-client share of uploadMemory
-	maxConnections     int   // 0: auto, sized from the file limit at start-up
+	maxPerClient       int    // 0: no per-client cap
+	maxMemoryPerClient int64  // 0: no per-client share of uploadMemory
+	clientMemoryShare  string // MAX_MEMORY_PER_CLIENT as set, for run() once it knows uploadMemory
+	maxConnections     int    // 0: auto, sized from the file limit at start-up
 	minRate            admission.Rule
 	bodyIdleTimeout    time.Duration
 	retryBackoff       time.Duration
@@ -131,7 +133,7 @@ type config struct {
 	uploadTokens       *tokenSet // nil: anyone may upload
 	signIn             signInConfig
 	rateLimit          ratelimit.Spec
-	trustProxy         bool
+	trustProxy         proxyTrust
 	redisURL           secret // empty: no Redis
 	redisTLSVerify     bool
 	redisTimeout       time.Duration
@@ -260,12 +262,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
 		problems = append(problems, err)
 	}
-	switch strings.ToLower(get("TRUST_PROXY")) {
-	case "true", "1", "yes":
-		cfg.trustProxy = true
-	case "false", "0", "no":
-	default:
-		bad("TRUST_PROXY", "true or false")
+	if cfg.trustProxy, err = parseProxyTrust(get("TRUST_PROXY")); err != nil {
+		problems = append(problems, err)
 	}
 	cfg.redisURL = secret(get("REDIS_URL"))
 	if b, err := strconv.ParseBool(get("REDIS_TLS_VERIFY")); err == nil {
@@ -322,16 +320,21 @@ func loadConfig(getenv func(string) string) (config, error) {
 			bad(c.name, "a positive number, or off")
 		}
 	}
-	if n, err := parseBytes(get("UPLOAD_MEMORY")); err == nil && n > 0 {
-		cfg.uploadMemory = n
-		// One upload of the largest kind must fit, or it would wait for nothing.
-		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
-			bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+	cfg.uploadMemory = defaultUploadMemory // unset: run() takes half of the container's limit, if there is one
+	if v := get("UPLOAD_MEMORY"); v != "" {
+		cfg.uploadMemorySet = true
+		if n, err := parseBytes(v); err == nil && n > 0 {
+			cfg.uploadMemory = n
+			// One upload of the largest kind must fit, or it would wait for nothing.
+			if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
+				bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+			}
+		} else {
+			bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
 		}
-	} else {
-		bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
 	}
-	cfg.maxMemoryPerClient, err = parseClientMemory(get("MAX_MEMORY_PER_CLIENT"), cfg.uploadMemory, cfg.uploadReservation(true))
+	cfg.clientMemoryShare = get("MAX_MEMORY_PER_CLIENT")
+	cfg.maxMemoryPerClient, err = parseClientMemory(cfg.clientMemoryShare, cfg.uploadMemory, cfg.uploadReservation(true))
 	if err != nil {
 		bad("MAX_MEMORY_PER_CLIENT", err.Error())
 	}

@@ -375,12 +375,17 @@ func answerEarly(w http.ResponseWriter, r *http.Request, write func()) {
 	}
 	rc := http.NewResponseController(w)
 	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.started()
-	drain := !waiting && !rb.ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
+	// HTTP/2 needs neither drain nor close: the answer goes out on its stream while the client
+	// sends, then the server ends the client's half with RST_STREAM NO_ERROR, which a client must
+	// not take as a failed answer (RFC 9113 §8.1). Draining there would only make the client send
+	// up to 32 MiB for nothing.
+	http1 := r.ProtoMajor < 2
+	drain := http1 && !waiting && !rb.ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
 		!errors.Is(r.Context().Err(), context.Canceled)
 	switch {
 	case drain:
-		_ = rc.EnableFullDuplex() // unsupported on HTTP/2, which needs none, and in tests' recorders
-	case !waiting && !rb.ended() && r.ContentLength != 0:
+		_ = rc.EnableFullDuplex() // unsupported in tests' recorders
+	case http1 && !waiting && !rb.ended() && r.ContentLength != 0:
 		w.Header().Set("Connection", "close") // else net/http reads up to 256 KiB of the body before the answer
 	}
 	write()
