@@ -102,6 +102,13 @@ var (
 	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")    // wrapped by ErrTimeout
 )
 
+// The ways a deletion can fail besides those above (ErrUnreachable, ErrFailed, ErrRateLimited,
+// ErrTimeout, ErrCredentials, ErrNotJSON keep their meaning).
+var (
+	ErrNotFound     = errors.New("cloudinary has no such asset")        // destroy or delete_by_token answered "not found"
+	ErrTokenRefused = errors.New("cloudinary refused the delete token") // expired, unknown, or not a token
+)
+
 // RejectedError is Cloudinary's own 4xx about the file (not about the credentials or the rate),
 // with its message, which is meant for whoever sent the file.
 type RejectedError struct {

@@ -7,6 +7,8 @@
 // (the root's errors.go) decides what a client sees of them.
 package store
 
+import "time"
+
 // Params are the per-upload choices a client may make, already checked by the HTTP layer.
 type Params struct {
 	PublicID string            // empty: the store picks one
@@ -15,4 +17,11 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+	// DeleteToken asks for a delete token in the answer ("delete_token"): whoever holds the answer
+	// may delete the file with it for DeleteTokenTTL (Cloudinary's return_delete_token).
+	DeleteToken bool
 }
+
+// DeleteTokenTTL is how long a delete token deletes its file: Cloudinary's 10 minutes, which the
+// local store's own tokens keep too.
+const DeleteTokenTTL = 10 * time.Minute
