@@ -137,6 +137,7 @@ func producibleErrors(t *testing.T) []apiError {
 		errTransferEncoding, errPublicIDOneFile, errTooSlow, errForeignOrigin, errImageMetadataTooLarge,
 		errUnauthorized, errMetricsToken, errRateLimited,
 		errSignNeedsCloudinary, errSignNotJSON, errSignBadJSON, errSignTooLarge,
+		errDeleteBadBody, errDeleteTooLarge, errDeleteToken, errDeleteNotYours,
 		errNoFilePart(fileFields),
 		errNotFileField("upload", fileFields),
 		errTooManyFiles(lim.maxFiles),

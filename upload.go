@@ -19,6 +19,7 @@ import (
 
 	"github.com/gabriel-vasile/mimetype"
 
+	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/store"
@@ -186,6 +187,9 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
+			_, signedIn := auth.FromContext(r.Context())
+			p.DeleteToken = !signedIn
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue

@@ -82,7 +82,7 @@ func (u Upload) Tags() []string {
 	return fakeSplitList(fakeCollapseParams(u.Params).Get("tags"))
 }
 
-// Behaviour makes the fake misbehave. The zero value is normal processing.
+// Behaviour makes the fake misbehave, in uploads and deletions alike. The zero value is normal processing.
 type Behaviour struct {
 	Status      int    // non-zero: after reading the whole body, answer with this status and body instead of the normal processing
 	Body        string // e.g. `{"error":{"message":"Invalid image file"}}` or an HTML page
@@ -243,6 +243,18 @@ func (f *Server) RequestCount() int {
 // MaxFileBytesSeen is the largest number of file bytes any single request delivered, counted while streaming.
 func (f *Server) MaxFileBytesSeen() int64 { return f.maxFile.Load() }
 
+// nextBehaviour is how the fake answers the request that has just come: b, when misbehave.
+func (f *Server) nextBehaviour() (b Behaviour, misbehave bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b = f.behaviour
+	misbehave = b.misbehaves() && (b.FailTimes <= 0 || f.misbehaved < b.FailTimes)
+	if misbehave {
+		f.misbehaved++
+	}
+	return b, misbehave
+}
+
 // fakeRequest is what the fake read from one request body.
 type fakeRequest struct {
 	Params    url.Values
@@ -277,12 +289,8 @@ func parseFakeContentRange(s string) (fakeContentRange, bool) {
 func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.requests++
-	b := f.behaviour
-	misbehave := b.misbehaves() && (b.FailTimes <= 0 || f.misbehaved < b.FailTimes)
-	if misbehave {
-		f.misbehaved++
-	}
 	f.mu.Unlock()
+	b, misbehave := f.nextBehaviour()
 
 	// A chunk continues the hashes of the chunks before it. Clone them now, so the body can be hashed while it
 	// streams; whether the chunk fits is decided after the body has been read.
@@ -849,12 +857,17 @@ func (f *Server) readParams(w http.ResponseWriter, r *http.Request) (url.Values,
 	if r.Header.Get("Content-Type") == "" {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
+	b, misbehave := f.nextBehaviour()
 	req := &fakeRequest{sha: sha256.New().(hash.Cloner), md5: md5.New().(hash.Cloner)}
 	if err := f.readRequest(r, req); err != nil {
 		select {
 		case f.Aborted <- err:
 		default:
 		}
+		return nil, false
+	}
+	if misbehave {
+		f.misbehave(w, r, b)
 		return nil, false
 	}
 	if cloud := r.PathValue("cloud"); cloud != CloudName {
