@@ -63,9 +63,21 @@ func localStored(t *testing.T, dir, publicID string) bool {
 	return ok
 }
 
-// localRecord is the local store's record of publicID in dir, read from its meta/ directory.
+// localRecord is the local store's record of publicID in dir.
 func localRecord(t *testing.T, dir, publicID string) (localstore.Record, bool) {
 	t.Helper()
+	for _, rec := range localRecords(t, dir) {
+		if rec.Result.PublicID == publicID {
+			return rec, true
+		}
+	}
+	return localstore.Record{}, false
+}
+
+// localRecords are the records of the local store in dir, read from its meta/ directory.
+func localRecords(t *testing.T, dir string) []localstore.Record {
+	t.Helper()
+	var out []localstore.Record
 	for _, f := range listFiles(t, dir) {
 		if filepath.Dir(f) != "meta" {
 			continue
@@ -78,11 +90,9 @@ func localRecord(t *testing.T, dir, publicID string) (localstore.Record, bool) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Result.PublicID == publicID {
-			return rec, true
-		}
+		out = append(out, rec)
 	}
-	return localstore.Record{}, false
+	return out
 }
 
 // postUpload uploads a small PNG under publicID and returns the answer's text, as FilePond keeps it.
