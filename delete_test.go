@@ -36,11 +36,16 @@ func startDeleteBackends(t *testing.T) []deleteBackend {
 	local := localEnv(t)
 	dir := local["UPLOAD_DIR"]
 	return []deleteBackend{
-		{name: "fake_cloudinary", srv: startServer(t, baseEnv(t, fake)),
+		{name: "fake_cloudinary", srv: startServer(t, withMetrics(baseEnv(t, fake))),
 			stored: func(_ *testing.T, id string) bool { _, ok := fake.Asset(id); return ok },
 			late:   func() { offset = store.DeleteTokenTTL + time.Second }},
-		{name: "local_store", srv: startServer(t, local), stored: func(t *testing.T, id string) bool { return localStored(t, dir, id) }},
+		{name: "local_store", srv: startServer(t, withMetrics(local)), stored: func(t *testing.T, id string) bool { return localStored(t, dir, id) }},
 	}
+}
+
+func withMetrics(env map[string]string) map[string]string {
+	env["METRICS"] = "true"
+	return env
 }
 
 // localStored reports whether the local store in dir holds publicID, checking that files and
@@ -202,6 +207,9 @@ func TestDeleteWithTheAnswer(t *testing.T) {
 			status, got = sendDelete(t, c, api, "", `{"delete_token":"`+tok2+`"}`)
 			wantResult(t, "a JSON delete_token", status, got, http.StatusOK, "")
 
+			if m := metricsText(t, c, api); !strings.Contains(m, `deletes_total{outcome="ok"} 2`) || !strings.Contains(m, `deletes_total{outcome="rejected"} 4`) {
+				t.Errorf("deletes_total after 2 deletes and 4 refusals:\n%s", m)
+			}
 			if b.late == nil {
 				return // the local store's clock: TestDeleteTokenExpiresInTheLocalStore
 			}

@@ -8,7 +8,8 @@
 //     upload goes. The Client signs its requests with it, and so does the server's POST /sign.
 //   - A Client sends one file as one request, streamed without a copy (the file's WriteTo is
 //     handed the request's writer), or in chunks with Cloudinary's chunked upload protocol, each
-//     chunk retried with backoff when it fails in a way that may pass.
+//     chunk retried with backoff when it fails in a way that may pass. It deletes, too: Destroy
+//     (signed) and DeleteByToken (with the delete_token an upload answered when asked).
 //
 // The Client's errors are this package's values (ErrCredentials, ErrFailed, *RejectedError, …),
 // never an HTTP status of the caller's: the caller decides what its own clients see. Errors of
