@@ -64,7 +64,7 @@ func handleDelete(d deleter, folderTemplate string, timeout time.Duration) http.
 		ctx, cancel := context.WithTimeoutCause(r.Context(), timeout, errUpstreamTimeout)
 		defer cancel()
 		if u, signedIn := auth.FromContext(r.Context()); signedIn {
-			err = destroyOwn(ctx, d, req, auth.Folder(folderTemplate, u))
+			err = destroyOwn(ctx, d, req, folderTemplate, u)
 		} else if req.DeleteToken == "" {
 			err = errDeleteToken
 		} else {
@@ -85,12 +85,14 @@ func handleDelete(d deleter, folderTemplate string, timeout time.Duration) http.
 	})
 }
 
-// destroyOwn deletes req's public_id if it lies inside folder, the signed-in user's own.
-func destroyOwn(ctx context.Context, d deleter, req deleteRequest, folder string) error {
+// destroyOwn deletes req's public_id if it lies inside u's own folder. A folder template without
+// {sub} is every user's folder at once, so nothing in it is any one user's to delete.
+func destroyOwn(ctx context.Context, d deleter, req deleteRequest, folderTemplate string, u auth.User) error {
 	if req.PublicID == "" {
 		return errDeleteBadBody
 	}
-	if folder == "" || !strings.HasPrefix(req.PublicID, folder+"/") {
+	folder := auth.Folder(folderTemplate, u)
+	if !strings.Contains(folderTemplate, auth.SubjectPlaceholder) || !strings.HasPrefix(req.PublicID, folder+"/") {
 		return errDeleteNotYours
 	}
 	return d.Destroy(ctx, req.PublicID, req.ResourceType)

@@ -358,6 +358,14 @@ func TestDeleteSignedIn(t *testing.T) {
 			wantResult(t, "the user's file again", status, got, http.StatusNotFound, errNotFound.message)
 			status, got = del(`{"public_id":"` + alice + `/later"}`)
 			wantResult(t, "the user's other file, with the default resource type", status, got, http.StatusOK, "")
+
+			shared := cfg
+			shared.uploadFolder = "users" // no {sub}: no file is one user's own
+			h = signedIn(newServer(discardLogger(), shared, b.st, newHealthState()), "auth0|alice")
+			rec := serve(h, httptest.NewRequest(http.MethodDelete, "http://uploads.test/upload", strings.NewReader(`{"public_id":"`+bob+`/pic"}`)))
+			if rec.Code != http.StatusForbidden || !stored(bob+"/pic") {
+				t.Errorf("a folder without {sub}: %d %s, want 403 and the file kept", rec.Code, rec.Body)
+			}
 		})
 	}
 }
