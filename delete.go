@@ -129,9 +129,10 @@ func readDeleteRequest(w http.ResponseWriter, r *http.Request) (deleteRequest, e
 }
 
 // deletablePublicID accepts a public id as an upload answers it (UPLOAD_FOLDER included): printable,
-// with no empty, "." or ".." part, so that no spelling of it reaches outside the folder it names.
+// with no empty, "." or ".." part, so that no spelling of it reaches outside the folder it names,
+// and no '&', which no upload could have signed (cloudinary.Signer.Sign).
 func deletablePublicID(id string) bool {
-	if len(id) > maxDeletePublicID || !printable(id) {
+	if len(id) > maxDeletePublicID || !printable(id) || strings.Contains(id, "&") {
 		return false
 	}
 	for _, seg := range strings.Split(id, "/") {

@@ -343,6 +343,8 @@ func TestDeleteSignedIn(t *testing.T) {
 			wantResult(t, "a folder that only starts like the user's", status, got, http.StatusForbidden, errDeleteNotYours.message)
 			status, got = del(`{"public_id":"` + alice + `/../` + strings.TrimPrefix(bob, "users/") + `/pic"}`)
 			wantResult(t, "a way out of the user's folder", status, got, http.StatusBadRequest, errDeleteBadBody.message)
+			status, got = del(`{"public_id":"` + alice + `/a&type=private"}`)
+			wantResult(t, "a public id with '&'", status, got, http.StatusBadRequest, errDeleteBadBody.message)
 			status, got = del(`{"delete_token":"` + strings.Repeat("0", 64) + `"}`)
 			wantResult(t, "a signed-in user with a token only", status, got, http.StatusBadRequest, errDeleteBadBody.message)
 			if !stored(bob+"/pic") || !stored(alice+"-x/pic") {

@@ -44,10 +44,10 @@ func TestDestroyRequestIsTheSDKs(t *testing.T) {
 	fake := cloudinarytest.New(t)
 	sdkAtFake := newSDKUploader(t, fake.CloudinaryURL())
 
-	if _, err := sdk.Destroy(context.Background(), cldupload.DestroyParams{PublicID: "a/b&c", Type: "upload", ResourceType: "video", Invalidate: api.Bool(true)}); err != nil {
+	if _, err := sdk.Destroy(context.Background(), cldupload.DestroyParams{PublicID: "a/b c", Type: "upload", ResourceType: "video", Invalidate: api.Bool(true)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := newTestClient(t, catcher.URL, "", "", "").Destroy(context.Background(), "a/b&c", "video"); err != nil {
+	if err := newTestClient(t, catcher.URL, "", "", "").Destroy(context.Background(), "a/b c", "video"); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 {
