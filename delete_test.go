@@ -440,3 +440,48 @@ func TestDeleteErrors(t *testing.T) {
 		}
 	})
 }
+
+// FuzzDeleteBody: whatever the body, signed in or not, DELETE /upload answers JSON with 200,
+// 400, 403, 404 or 413 against a local store holding one file, and deletes nothing but by its
+// token or its owner's public_id.
+func FuzzDeleteBody(f *testing.F) {
+	dir := f.TempDir()
+	s, err := localstore.New(dir, "", "", nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = s.Close() })
+	cfg := testConfig()
+	cfg.uploadFolder = "users/{sub}"
+	h := newServer(discardLogger(), cfg, localStorage(s), newHealthState())
+	own := signedIn(h, "alice")
+	keep := "users/bob/keep"
+	if _, err := s.Upload(context.Background(), bytes.NewReader(testPNG(f, 2, 2)), store.Params{PublicID: keep, DeleteToken: true}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"public_id":"users/alice/x","delete_token":"`+strings.Repeat("a", 64)+`"}`), false)
+	f.Add([]byte(`{"public_id":"users/alice/../bob/keep"}`), true)
+	f.Add([]byte(`{"public_id":"users/bob/keep","resource_type":"image"}`), true)
+	f.Add([]byte(`{"delete_token":null,"public_id":7}`), false)
+	f.Add([]byte("\x00\xff"), true)
+	f.Fuzz(func(t *testing.T, body []byte, asAlice bool) {
+		target := h
+		if asAlice {
+			target = own
+		}
+		req := httptest.NewRequest(http.MethodDelete, "http://uploads.test/upload", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+		rec := serve(target, req)
+		switch rec.Code {
+		case http.StatusOK, http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
+		}
+		if !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+			t.Fatalf("non-JSON answer %d", rec.Code)
+		}
+		if _, ok := localRecord(t, dir, keep); !ok {
+			t.Fatalf("%q deleted bob's file", body)
+		}
+	})
+}
