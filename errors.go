@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
@@ -56,6 +57,21 @@ var (
 	errTwoOrigins          = apiError{http.StatusBadRequest, "the request has more than one Origin header"}
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
+	// Sign-in (AUTH_JWKS_URL, AUTH_JWT_SECRET): accessError maps internal/auth's reasons onto these.
+	errSignInRequired      = apiError{http.StatusUnauthorized, "sign-in required: send the user's token as Authorization: Bearer <token>"}
+	errTokenMalformed      = apiError{http.StatusUnauthorized, "the token is not a JSON Web Token: send the identity provider's token itself as Authorization: Bearer <token>"}
+	errTokenAlgorithm      = apiError{http.StatusUnauthorized, "the token's signing algorithm is not accepted: RS, PS, ES or EdDSA with a key of AUTH_JWKS_URL, HS256 only with AUTH_JWT_SECRET"}
+	errTokenMissingClaim   = apiError{http.StatusUnauthorized, "the token lacks a required claim: exp and sub"}
+	errTokenExpired        = apiError{http.StatusUnauthorized, "the token has expired: get a fresh one from the identity provider"}
+	errTokenNotYetValid    = apiError{http.StatusUnauthorized, "the token is not valid yet (nbf): check the clocks of the server that minted it"}
+	errTokenIssuer         = apiError{http.StatusUnauthorized, "the token's issuer (iss) is not the one this server accepts (AUTH_ISSUER)"}
+	errTokenAudience       = apiError{http.StatusUnauthorized, "the token's audience (aud) does not name this server (AUTH_AUDIENCE)"}
+	errTokenUnknownKey     = apiError{http.StatusUnauthorized, "the token's key (kid) is not in the identity provider's JWKS (AUTH_JWKS_URL), or does not fit its alg"}
+	errTokenBadSignature   = apiError{http.StatusUnauthorized, "the token's signature does not verify: it was not signed with a key of AUTH_JWKS_URL or with AUTH_JWT_SECRET"}
+	errTokenSubject        = apiError{http.StatusUnauthorized, "the token's sub contains '&', which a Cloudinary signature cannot carry in uploaded_by"}
+	errKeysUnavailable     = apiError{http.StatusServiceUnavailable, "sign-in keys are not available yet (AUTH_JWKS_URL cannot be fetched); try again shortly"}
+	errPublicIDTaken       = apiError{http.StatusConflict, "public_id is already taken"}
+	errUploadedBy          = apiError{http.StatusBadRequest, "context key uploaded_by is set by the server, not by the client"}
 	errMetricsToken        = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
 	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
 	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
@@ -128,6 +144,36 @@ func orList(names []string) string {
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
+// accessError says what a client refused by identify sees: internal/auth's reasons, one row
+// each, or the apiError itself (UPLOAD_TOKENS' 401).
+func accessError(err error) apiError {
+	var api apiError
+	if errors.As(err, &api) {
+		return api
+	}
+	for _, row := range []struct {
+		reason error
+		api    apiError
+	}{
+		{auth.ErrKeysUnavailable, errKeysUnavailable},
+		{auth.ErrNoToken, errSignInRequired},
+		{auth.ErrMalformed, errTokenMalformed},
+		{auth.ErrAlgorithm, errTokenAlgorithm},
+		{auth.ErrMissingClaim, errTokenMissingClaim},
+		{auth.ErrExpired, errTokenExpired},
+		{auth.ErrNotYetValid, errTokenNotYetValid},
+		{auth.ErrIssuer, errTokenIssuer},
+		{auth.ErrAudience, errTokenAudience},
+		{auth.ErrUnknownKey, errTokenUnknownKey},
+		{auth.ErrBadSignature, errTokenBadSignature},
+	} {
+		if errors.Is(err, row.reason) {
+			return row.api
+		}
+	}
+	return errTokenMalformed
+}
+
 // admissionError says what a client refused by internal/admission sees.
 func admissionError(err error) error {
 	switch {
@@ -148,10 +194,15 @@ func admissionError(err error) error {
 func imageAPIError(err error) *apiError {
 	var size *imageguard.SizeError
 	var bad *imageguard.MalformedError
+	var frames *imageguard.FramesError
 	switch {
 	case errors.As(err, &size):
 		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
 			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
+	case errors.As(err, &frames) && frames.TooMany():
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image has more than %d frames (MAX_FRAMES)", frames.MaxFrames)}
+	case errors.As(err, &frames):
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image's frames add up to more than %d pixels (MAX_ANIMATION_PIXELS)", frames.MaxAnimationPixels)}
 	case errors.As(err, &bad):
 		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
 	case errors.Is(err, imageguard.ErrMetadataTooLarge):
@@ -173,6 +224,12 @@ func errTooLarge(limit int64) apiError {
 // errTypeNotAllowed is the 415 for a sniffed type that ALLOWED_TYPES refuses.
 func errTypeNotAllowed(got string, allowed []string) apiError {
 	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed (allowed: %s)", got, strings.Join(allowed, ", "))}
+}
+
+// errTypeUnchecked is the 415 for an image type that "image/*" does not cover: the image
+// guard cannot read its size, so it must be named in ALLOWED_TYPES to be accepted.
+func errTypeUnchecked(got string) apiError {
+	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot check its size (name it in ALLOWED_TYPES to accept it unchecked)", got)}
 }
 
 // errUpstreamRejected passes on Cloudinary's own 4xx about the file, with its message.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/gabriel-vasile/mimetype"
 
-	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/store"
@@ -34,6 +34,8 @@ type uploadLimits struct {
 	maxFiles      int           // file parts per request (MAX_FILES_PER_REQUEST)
 	fileFields    []string      // names of the parts taken as files (FILE_FIELDS)
 	signable      []string      // text fields a client may set: the parameters POST /sign signs (SIGNABLE_PARAMS)
+	folder        string        // UPLOAD_FOLDER; with sign-in on, a template holding {sub}
+	signIn        bool
 	image         imageguard.Options
 }
 
@@ -187,9 +189,9 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
-			_, signedIn := auth.FromContext(r.Context())
-			p.DeleteToken = !signedIn
+			p.DeleteToken = p.UploadedBy == ""
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
@@ -266,11 +268,17 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return nil, "", errEmptyFile
 	}
 	head = head[:n]
-	if got := sniffType(head); !typeAllowed(got, lim.allowedTypes) {
+	got := sniffType(head)
+	allowed, measured := typeAllowed(got, lim.allowedTypes)
+	if !allowed {
 		base, _, _ := strings.Cut(got.String(), ";")
+		// SVG is refused for what it can carry, not for its size: the plain message.
+		if strings.HasPrefix(base, "image/") && base != "image/svg+xml" && !imageguard.Checks(base) && slices.Contains(lim.allowedTypes, "image/*") {
+			return nil, "", errTypeUnchecked(base)
+		}
 		return nil, "", errTypeNotAllowed(base, lim.allowedTypes)
 	}
-	head, file, removed, err := guardImage(head, part, lim)
+	head, file, removed, err := guardImage(head, part, lim, measured)
 	if err != nil {
 		return nil, "", err
 	}
@@ -302,6 +310,9 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 	case bodyErr != nil:
 		return nil, "", bodyError(bodyErr, lim)
 	case upErr == nil:
+		if err := checkExisting(result, p); err != nil {
+			return nil, "", err
+		}
 		return result, removed, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
 		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
@@ -309,6 +320,27 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return nil, "", fmt.Errorf("%w: %w", errClientGone, upErr)
 	}
 	return nil, "", upErr
+}
+
+// checkExisting refuses a store's answer for a public id that was already taken (overwrite=false:
+// "existing": true, with the existing file's details) unless it lies in the signed-in user's own
+// folder, where it is the user's own retry: anyone else would learn of another's file, and get
+// a URL serving its bytes as if it were theirs.
+func checkExisting(result []byte, p store.Params) error {
+	if !bytes.Contains(result, []byte(`"existing"`)) {
+		return nil
+	}
+	var answer struct {
+		Existing bool   `json:"existing"`
+		PublicID string `json:"public_id"`
+	}
+	if err := json.Unmarshal(result, &answer); err != nil || !answer.Existing {
+		return nil // readAnswer has checked it is JSON
+	}
+	if p.UploadedBy != "" && p.Folder != "" && strings.HasPrefix(answer.PublicID, p.Folder+"/") {
+		return nil
+	}
+	return fmt.Errorf("%w: %s exists", errPublicIDTaken, answer.PublicID)
 }
 
 // drainBody reads and drops what is left of a request body whose answer is an error, so that
@@ -475,21 +507,45 @@ func sniffType(head []byte) *mimetype.MIME {
 	return mimetype.Detect(head)
 }
 
-// typeAllowed matches a sniffed type against ALLOWED_TYPES. SVG can carry script,
-// so "image/*" does not include it: it must be named.
-func typeAllowed(m *mimetype.MIME, allowed []string) bool {
+// typeAllowed matches a sniffed type against ALLOWED_TYPES. "image/*" stands for the image
+// types whose size the image guard reads (imageguard.Checks): another image type (SVG, which
+// can carry script, JPEG XL, ICNS...) is admitted only when named, or by "*". measured is
+// true when only "image/*" admits the file: the guard must then read its size.
+func typeAllowed(m *mimetype.MIME, allowed []string) (ok, measured bool) {
 	base, _, _ := strings.Cut(m.String(), ";")
 	for _, a := range allowed {
 		switch {
-		case a == "*":
-			return true
-		case m.Is(a):
-			return true
-		case strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")) && base != "image/svg+xml":
-			return true
+		case a == "*", m.Is(a):
+			return true, false
+		case a == "image/*" && imageguard.Checks(base):
+			ok = true
+		case a != "image/*" && strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")):
+			return true, false
 		}
 	}
-	return false
+	return ok, ok
+}
+
+// uncheckedImageTypes are the entries of ALLOWED_TYPES that admit image files whose size the
+// image guard cannot read: an image type named that it does not check, another image/ family
+// pattern than image/*, or "*".
+func uncheckedImageTypes(allowed []string) []string {
+	var out []string
+	for _, a := range allowed {
+		if a == "*" || strings.HasPrefix(a, "image/") && a != "image/*" && !imageguard.Checks(canonicalType(a)) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// canonicalType is mimetype's own name for a MIME type or one of its aliases.
+func canonicalType(t string) string {
+	if m := mimetype.Lookup(t); m != nil {
+		base, _, _ := strings.Cut(m.String(), ";")
+		return base
+	}
+	return t
 }
 
 // uploadBody is the file as the uploader reads it: capped, timed, and stoppable.

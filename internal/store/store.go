@@ -20,8 +20,18 @@ type Params struct {
 	// DeleteToken asks for a delete token in the answer ("delete_token"): whoever holds the answer
 	// may delete the file with it for DeleteTokenTTL (Cloudinary's return_delete_token).
 	DeleteToken bool
+	// Folder goes in front of the public id (chosen or picked), as Cloudinary's folder parameter
+	// does: the server's UPLOAD_FOLDER, or the signed-in user's own folder. Empty: none (a store
+	// built with a folder of its own uses that).
+	Folder string
+	// UploadedBy is the signed-in user's subject, set by the server: the store records it as the
+	// file's context uploaded_by and answers it in context.custom, as Cloudinary does. Empty: none.
+	UploadedBy string
 }
 
 // DeleteTokenTTL is how long a delete token deletes its file: Cloudinary's 10 minutes, which the
 // local store's own tokens keep too.
 const DeleteTokenTTL = 10 * time.Minute
+
+// UploadedByKey is the context key that carries who uploaded a file.
+const UploadedByKey = "uploaded_by"
