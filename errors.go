@@ -14,6 +14,8 @@ import (
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/localstore"
+	"cloudinary-upload-api/internal/store"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -76,6 +78,11 @@ var (
 	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
 	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
 	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxSignBody)}
+	// DELETE /upload's (delete.go).
+	errDeleteBadBody  = apiError{http.StatusBadRequest, "body must be the upload's answer, or a JSON object with public_id or delete_token"}
+	errDeleteTooLarge = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxDeleteBody)}
+	errDeleteToken    = apiError{http.StatusForbidden, fmt.Sprintf("no valid delete_token: an upload's answer deletes its file for %d minutes", int(store.DeleteTokenTTL.Minutes()))}
+	errDeleteNotYours = apiError{http.StatusForbidden, "public_id is not in your folder: only its uploader may delete a file"}
 	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
 	errClientGone = apiError{499, "client closed the request"}
 	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
@@ -276,6 +283,18 @@ func storeError(err error) (api apiError, kind string, ok bool) {
 		return errEmptyFile, "rejected", true
 	}
 	return apiError{}, "", false
+}
+
+// deleteError maps the stores' refusals of a deletion (no such file, a refused delete token) to
+// what the client sees; any other error is the store's, which storeError maps.
+func deleteError(err error) error {
+	switch {
+	case errors.Is(err, cloudinary.ErrNotFound), errors.Is(err, localstore.ErrNotFound):
+		return fmt.Errorf("%w: %w", errNotFound, err)
+	case errors.Is(err, cloudinary.ErrTokenRefused), errors.Is(err, localstore.ErrTokenRefused):
+		return fmt.Errorf("%w: %w", errDeleteToken, err)
+	}
+	return err
 }
 
 // logClientError logs err as the client will see it: a 5xx with its cause as an error, a

@@ -31,6 +31,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec // kind
 	admissionWait  prometheus.Histogram   // uploads that had to wait for the memory budget (or the cap)
 	refusals       *prometheus.CounterVec // reason
+	deletes        *prometheus.CounterVec // outcome
 }
 
 // The label values, listed so that every series exists (at 0) from the start.
@@ -77,16 +78,23 @@ func newMetrics(store string) *metrics {
 			Name: "upload_refusals_total",
 			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), client_memory (429: MAX_MEMORY_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin).",
 		}, []string{"reason"}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deletes_total",
+			Help: "DELETE /upload requests answered, by outcome (ok, rejected: 4xx such as a refused delete token or no such file, failed: 5xx, aborted).",
+		}, []string{"outcome"}),
 	}
 	// A fresh registry and distinct names: registration cannot collide.
 	m.registry.MustRegister(
-		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors, m.admissionWait, m.refusals,
+		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors, m.admissionWait, m.refusals, m.deletes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	for _, o := range uploadOutcomes {
 		m.uploads.WithLabelValues(o, store)
 		m.uploadDuration.WithLabelValues(o)
+	}
+	for _, o := range uploadOutcomes {
+		m.deletes.WithLabelValues(o)
 	}
 	for _, k := range upstreamErrorKinds {
 		m.upstreamErrors.WithLabelValues(k)
@@ -152,6 +160,21 @@ func (m *metrics) countUploads(next http.Handler) http.Handler {
 			o := outcome(status)
 			m.uploads.WithLabelValues(o, m.store).Inc()
 			m.uploadDuration.WithLabelValues(o).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// countDeletes counts the DELETE /upload handler's answers by outcome.
+func (m *metrics) countDeletes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			m.deletes.WithLabelValues(outcome(status)).Inc()
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -140,6 +140,7 @@ func producibleErrors(t *testing.T) []apiError {
 		errTokenNotYetValid, errTokenIssuer, errTokenAudience, errTokenUnknownKey, errTokenBadSignature,
 		errKeysUnavailable, errPublicIDTaken, errUploadedBy, errTokenSubject,
 		errSignNeedsCloudinary, errSignNotJSON, errSignBadJSON, errSignTooLarge,
+		errDeleteBadBody, errDeleteTooLarge, errDeleteToken, errDeleteNotYours,
 		errNoFilePart(fileFields),
 		errNotFileField("upload", fileFields),
 		errTooManyFiles(lim.maxFiles),

@@ -195,6 +195,8 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
 			p.Memory = mem
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
+			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
+			p.DeleteToken = p.UploadedBy == ""
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue

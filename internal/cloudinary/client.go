@@ -139,6 +139,9 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 	if p.PublicID != "" {
 		params.Overwrite = api.Bool(false) // a client must not replace someone else's file
 	}
+	if p.DeleteToken {
+		params.ReturnDeleteToken = api.Bool(true)
+	}
 	fields, err := api.StructToParams(params)
 	if err != nil {
 		return nil, fmt.Errorf("upload parameters: %w", err)

@@ -7,7 +7,10 @@
 // (the root's errors.go) decides what a client sees of them.
 package store
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Params are the per-upload choices a client may make, already checked by the HTTP layer.
 type Params struct {
@@ -17,6 +20,9 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+	// DeleteToken asks for a delete token in the answer ("delete_token"): whoever holds the answer
+	// may delete the file with it for DeleteTokenTTL (Cloudinary's return_delete_token).
+	DeleteToken bool
 	// Folder goes in front of the public id (chosen or picked), as Cloudinary's folder parameter
 	// does: the server's UPLOAD_FOLDER, or the signed-in user's own folder. Empty: none (a store
 	// built with a folder of its own uses that).
@@ -38,6 +44,10 @@ type Memory interface {
 	// Shrink gives back everything Grow reserved.
 	Shrink()
 }
+
+// DeleteTokenTTL is how long a delete token deletes its file: Cloudinary's 10 minutes, which the
+// local store's own tokens keep too.
+const DeleteTokenTTL = 10 * time.Minute
 
 // UploadedByKey is the context key that carries who uploaded a file.
 const UploadedByKey = "uploaded_by"
