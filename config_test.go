@@ -87,6 +87,9 @@ func TestBadCloudinaryURLDoesNotLeakSecret(t *testing.T) {
 		"cloudinary://key:" + secretValue + "@cloud?timeout=notanumber",
 		"cloudinary://key:" + secretValue + "@cloud%zz",
 		"https://key:" + secretValue + "@cloud",
+		"CLOUDINARY_URL=cloudinary://key:" + secretValue + "@cloud",
+		"cloudinary://key:" + secretValue + " @cloud",
+		"cloudinary://<your_api_key>:" + secretValue + "@cloud",
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), nil, mapGetenv(map[string]string{
