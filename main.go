@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
+		if !strings.Contains(err.Error(), "\n") {
+			return fmt.Errorf("configuration: %w", err) // one mistake, one line
+		}
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	terminal := isTerminal(stdout)
