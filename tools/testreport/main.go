@@ -103,7 +103,10 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 	if events == 0 {
 		return true, errors.New("no test events on the input: run go test -json ./... | go run ./tools/testreport")
 	}
-	if skips > 0 {
+	switch {
+	case skips == 1:
+		printf("1 test skipped (see above); under CI=true a missing tool fails it instead\n")
+	case skips > 1:
 		printf("%d tests skipped (see above); under CI=true a missing tool fails them instead\n", skips)
 	}
 	return failed, werr

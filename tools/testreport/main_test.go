@@ -60,7 +60,7 @@ func TestBreaks(t *testing.T) {
 		"SKIP fixture TestNeedsATool: x_test.go:7: no chromium found (install Debian's chromium)\n",
 		"boom: want 1, got 2",
 		"FAIL fixture ",
-		"1 tests skipped",
+		"1 test skipped",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the report lacks %q:\n%s", want, text)
