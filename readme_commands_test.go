@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,6 +56,15 @@ func shellCommands(text string) []string {
 		cont = ""
 	}
 	return cmds
+}
+
+// inlineCommand finds the code span `command` in a README section's prose, and returns it.
+func inlineCommand(t *testing.T, text, command string) string {
+	t.Helper()
+	if !strings.Contains(text, "`"+command+"`") {
+		t.Fatalf("the README no longer says `%s`", command)
+	}
+	return command
 }
 
 // commandStarting is the one command of cmds that starts with prefix.
@@ -243,8 +253,9 @@ func listeningPort(t *testing.T, line string) string {
 // TestREADMECommandsOnAFreshClone runs the README's first commands as written, found in its
 // code blocks, on a fresh clone of this repository: `go run .` (on a free port: PORT=0 is the
 // one thing the environment adds), its curl of testdata/beach.jpg (200 with a secure_url that
-// serves the file back, its GPS removed), then the fake Cloudinary's command, the server again
-// on the .env line it wrote, and the same curl through the Cloudinary client.
+// serves the file back, its GPS removed); Using it's server with a token and its curl, twice
+// (the second answer "existing"); then the fake Cloudinary's command, the server again on the
+// .env line it wrote, and the same curl through the Cloudinary client.
 func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds the server and the fake in a fresh clone")
@@ -333,6 +344,29 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 				t.Errorf("exiftool: GPS %q, want GPS %v (the sent file has it, the stored one not)", out, f.wantGPS)
 			}
 		}
+	}
+	server.stop(t)
+
+	// Using it: the server started as the README says, with a token; its curl sends it, and
+	// sent twice with its public_id, the second answer is the first file, "existing".
+	using := section(t, string(readme), "Using it")
+	tokenServer := inlineCommand(t, using, "UPLOAD_TOKENS=$TOKEN go run .")
+	inlineCommand(t, using, "TOKEN=$(openssl rand -hex 32)")
+	tokenCurl := commandStarting(t, shellCommands(using), "curl ", "Using it")
+	tokenEnv := append(slices.Clone(env), "TOKEN="+strings.Repeat("5eed", 16)) // what openssl rand -hex 32 prints
+	server = startREADMECommand(t, dir, tokenEnv, tokenServer)
+	port = listeningPort(t, server.waitFor(t, `"msg":"listening"`, readmeStartDeadline))
+	answer = runREADMECurl(t, dir, tokenEnv, tokenCurl, port)
+	again := runREADMECurl(t, dir, tokenEnv, tokenCurl, port)
+	if answer["public_id"] != "holiday/beach" || again["existing"] != true || again["secure_url"] != answer["secure_url"] {
+		t.Errorf("the README's curl twice: %v, then %v; want holiday/beach, then the same file with \"existing\": true", answer, again)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	noToken := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(curlCmd, "http://localhost:8080", "http://localhost:"+port))
+	noToken.Dir, noToken.Env = dir, env
+	if out, err := noToken.Output(); err != nil || !strings.Contains(string(out), "missing or wrong upload token") {
+		t.Errorf("the first curl, without the token, to a server with UPLOAD_TOKENS: %s (%v), want the 401's message", out, err)
 	}
 	server.stop(t)
 
