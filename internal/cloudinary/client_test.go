@@ -75,6 +75,7 @@ func TestParseURLMistakes(t *testing.T) {
 		{"space_in_secret", "cloudinary://123456789012345:s3cret Qx7@cloud", "the API secret contains a space"},
 		{"empty_cloud_name", "cloudinary://123456789012345:" + sec + "@", "has no cloud name"},
 		{"no_credentials", "cloudinary://cloud", `has no "API_KEY:API_SECRET@"`},
+		{"quoted", `"cloudinary://123456789012345:` + sec + `@cloud"`, "is in quotes"},
 		{"bad_escape", "cloudinary://123456789012345:" + sec + "@cloud%zz", "is not a well-formed URL"},
 		{"bad_upload_prefix", "cloudinary://123456789012345:" + sec + "@cloud?upload_prefix=ftp://x", "upload_prefix is not an http(s) URL"},
 	} {
@@ -100,7 +101,7 @@ func TestParseURLMistakes(t *testing.T) {
 	// Each message is its own: two mistakes never share one (the rows with the same want aside).
 	seen := map[string]string{}
 	for _, raw := range []string{"cloudinary://k@c", "cloudinary://:s@c", "https://k:s@c", "k:s@c", "CLOUDINARY_URL=cloudinary://k:s@c",
-		"cloudinary://<your_api_key>:s@c", "cloudinary://k:<your_api_secret>@c", "cloudinary://k:s s@c", "cloudinary://k:s@", "cloudinary://c"} {
+		"cloudinary://<your_api_key>:s@c", "cloudinary://k:<your_api_secret>@c", "cloudinary://k:s s@c", "cloudinary://k:s@", "cloudinary://c", `"cloudinary://k:s@c"`} {
 		_, err := ParseURL(raw)
 		if err == nil {
 			t.Fatalf("%s: accepted", raw)

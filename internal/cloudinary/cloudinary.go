@@ -56,6 +56,9 @@ func ParseURL(raw string) (*Credentials, error) {
 	if len(raw) >= len(envLinePrefix) && strings.EqualFold(raw[:len(envLinePrefix)], envLinePrefix) {
 		return nil, errors.New(`the value starts with "CLOUDINARY_URL=", as the console shows the whole line: set only what follows the "=", cloudinary://…`)
 	}
+	if strings.HasPrefix(raw, `"`) || strings.HasPrefix(raw, "'") {
+		return nil, errors.New("is in quotes, which are part of the value here (a dashboard keeps them): set it without them")
+	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	switch {
 	case ok && (strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "http")):
