@@ -196,6 +196,24 @@ func runREADMECurl(t *testing.T, dir string, env []string, curl, port string) ma
 	return answer
 }
 
+// runREADMECurlFails runs a README curl whose answer is an error, and returns the answer.
+func runREADMECurlFails(t *testing.T, dir string, env []string, curl, port string) string {
+	t.Helper()
+	cmd := strings.ReplaceAll(curl, "http://localhost:8080", "http://localhost:"+port)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, "bash", "-c", cmd)
+	c.Dir, c.Env = dir, env
+	out, err := c.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	if !strings.Contains(string(out), `"error"`) {
+		t.Errorf("%s: %s, want an error", cmd, out)
+	}
+	return string(out)
+}
+
 // fetch is the body at u, which must answer 200.
 func fetch(t *testing.T, u string) []byte {
 	t.Helper()
@@ -232,7 +250,9 @@ func copyUncommitted(t *testing.T, top, clone string) {
 		case os.IsNotExist(err):
 			err = os.Remove(filepath.Join(clone, name))
 		case err == nil:
-			err = os.WriteFile(filepath.Join(clone, name), data, 0o644)
+			if err = os.MkdirAll(filepath.Dir(filepath.Join(clone, name)), 0o755); err == nil {
+				err = os.WriteFile(filepath.Join(clone, name), data, 0o644)
+			}
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -254,7 +274,7 @@ func listeningPort(t *testing.T, line string) string {
 // code blocks, on a fresh clone of this repository: `go run .` (on a free port: PORT=0 is the
 // one thing the environment adds), its curl of testdata/beach.jpg (200 with a secure_url that
 // serves the file back, its GPS removed); Using it's server with a token and its curl, twice
-// (the second answer "existing"); then the fake Cloudinary's command, the server again on the
+// (the second answer 409, the name taken), and the first curl without the token (401); then the fake Cloudinary's command, the server again on the
 // .env line it wrote, and the same curl through the Cloudinary client.
 func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	if testing.Short() {
@@ -357,16 +377,14 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	server = startREADMECommand(t, dir, tokenEnv, tokenServer)
 	port = listeningPort(t, server.waitFor(t, `"msg":"listening"`, readmeStartDeadline))
 	answer = runREADMECurl(t, dir, tokenEnv, tokenCurl, port)
-	again := runREADMECurl(t, dir, tokenEnv, tokenCurl, port)
-	if answer["public_id"] != "holiday/beach" || again["existing"] != true || again["secure_url"] != answer["secure_url"] {
-		t.Errorf("the README's curl twice: %v, then %v; want holiday/beach, then the same file with \"existing\": true", answer, again)
+	if answer["public_id"] != "holiday/beach" {
+		t.Errorf("the README's curl with public_id=holiday/beach: %v", answer)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	noToken := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(curlCmd, "http://localhost:8080", "http://localhost:"+port))
-	noToken.Dir, noToken.Env = dir, env
-	if out, err := noToken.Output(); err != nil || !strings.Contains(string(out), "missing or wrong upload token") {
-		t.Errorf("the first curl, without the token, to a server with UPLOAD_TOKENS: %s (%v), want the 401's message", out, err)
+	if out := runREADMECurlFails(t, dir, tokenEnv, tokenCurl, port); !strings.Contains(out, "public_id is already taken") {
+		t.Errorf("the README's curl again: %s, want the 409 the README promises", out)
+	}
+	if out := runREADMECurlFails(t, dir, env, curlCmd, port); !strings.Contains(out, "missing or wrong upload token") {
+		t.Errorf("the first curl, without the token, to a server with UPLOAD_TOKENS: %s, want the 401's message", out)
 	}
 	server.stop(t)
 
