@@ -231,6 +231,12 @@ func errTypeUnchecked(got string) apiError {
 	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot check its size (name it in ALLOWED_TYPES to accept it unchecked)", got)}
 }
 
+// errTypeKeepsLocation is the 415 for an image type that "image/*" measures but whose metadata,
+// GPS included, the guard cannot remove (TIFF, PSD), while STRIP_METADATA removes it from others.
+func errTypeKeepsLocation(got string) apiError {
+	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot remove its location (name it in ALLOWED_TYPES, or set STRIP_METADATA=off, to accept it with its metadata)", got)}
+}
+
 // errUpstreamRejected passes on Cloudinary's own 4xx about the file, with its message.
 func errUpstreamRejected(message string) apiError {
 	return apiError{http.StatusBadRequest, "Cloudinary rejected the file: " + message}

@@ -146,7 +146,7 @@ func producibleErrors(t *testing.T) []apiError {
 		errBodyTooLarge(lim),
 		errTooLarge(lim.maxFileBytes),
 		errTypeNotAllowed("image/svg+xml", []string{"image/*"}),
-		errTypeUnchecked("image/x-icns"),
+		errTypeUnchecked("image/x-icns"), errTypeKeepsLocation("image/tiff"),
 		errUpstreamRejected("Invalid image file"),
 		fromPtr(imageAPIError(&imageguard.SizeError{Width: 100000, Height: 100000, MaxPixels: 50000000, MaxDimension: 20000})),
 		fromPtr(imageAPIError(&imageguard.FramesError{Frames: 1001, MaxFrames: 1000, MaxAnimationPixels: 2000000000})),

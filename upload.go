@@ -287,6 +287,10 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 	if err != nil {
 		return nil, "", err
 	}
+	if base, _, _ := strings.Cut(got.String(), ";"); measured && lim.image.Strip != imageguard.StripOff && imageguard.KeepsLocation(base) {
+		// image/* promises that photos lose their location; this type would keep it.
+		return nil, "", errTypeKeepsLocation(base)
+	}
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
