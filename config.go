@@ -53,10 +53,12 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB), or a size with a unit (20MB); at least 5MiB, at most 100MiB; one chunk buffer per upload in flight"},
-		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes or with a unit (KB, MB, GB, KiB, MiB, GiB): a streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB"},
-		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) before it gets 503 with Retry-After"},
+		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes or with a unit (KB, MB, GB, KiB, MiB, GiB): a streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB"},
+		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS), and a chunk for the memory to fill it, before it gets 503 with Retry-After"},
 		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
+		{name: "MAX_MEMORY_PER_CLIENT", def: "25%", help: "Share of UPLOAD_MEMORY one client (as RATE_LIMIT names clients) may hold at once, counted by each server alone: a percentage, bytes (or KiB, MiB, GiB), or off. An upload past it gets 429 at once; a chunk past it waits ADMISSION_WAIT for the client's own memory, then gets 429. At least one chunked upload's worth (raised to it when given as a percentage)"},
+		{name: "MAX_CONNECTIONS", def: "auto", help: "Connections open at once; more wait in the listen queue until one closes (the server degrades by waiting, never by running out of file descriptors). auto: the process's file limit (raised to its hard limit at start-up) less a quarter (at least 256) for Cloudinary, Redis and files"},
 		{name: "MIN_UPLOAD_RATE", def: "8KiB/s", help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
 		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
@@ -98,31 +100,33 @@ type secret = cloudinary.Secret
 
 // config is read once at start-up; a bad value stops the server.
 type config struct {
-	port            string
-	cloudinary      *cloudinary.Credentials // nil when no credentials are set
-	allowedOrigins  []string
-	maxUploadBytes  int64
-	allowedTypes    []string
-	uploadFolder    string
-	uploadPreset    string
-	uploadTimeout   time.Duration
-	shutdownTimeout time.Duration
-	chunkSize       int64
-	maxConcurrent   int   // hard cap on uploads at once; 0: none
-	uploadMemory    int64 // the admission budget, in bytes
-	admissionWait   time.Duration
-	maxPerClient    int // 0: no per-client cap
-	minRate         admission.Rule
-	bodyIdleTimeout time.Duration
-	retryBackoff    time.Duration
-	logFormat       string
-	logLevel        slog.Level
-	storage         string // "cloudinary" or "local", resolved from STORAGE at load time
-	uploadDir       string
-	publicURL       string // without a trailing slash; empty: from each request
-	demoPage        bool
-	metrics         bool   // serve GET /metrics
-	metricsToken    secret // empty: no token needed
+	port               string
+	cloudinary         *cloudinary.Credentials // nil when no credentials are set
+	allowedOrigins     []string
+	maxUploadBytes     int64
+	allowedTypes       []string
+	uploadFolder       string
+	uploadPreset       string
+	uploadTimeout      time.Duration
+	shutdownTimeout    time.Duration
+	chunkSize          int64
+	maxConcurrent      int   // hard cap on uploads at once; 0: none
+	uploadMemory       int64 // the admission budget, in bytes
+	admissionWait      time.Duration
+	maxPerClient       int   // 0: no per-client cap
+	maxMemoryPerClient int64 // 0: no per-client share of uploadMemory
+	maxConnections     int   // 0: auto, sized from the file limit at start-up
+	minRate            admission.Rule
+	bodyIdleTimeout    time.Duration
+	retryBackoff       time.Duration
+	logFormat          string
+	logLevel           slog.Level
+	storage            string // "cloudinary" or "local", resolved from STORAGE at load time
+	uploadDir          string
+	publicURL          string // without a trailing slash; empty: from each request
+	demoPage           bool
+	metrics            bool   // serve GET /metrics
+	metricsToken       secret // empty: no token needed
 
 	uploadTokens       *tokenSet // nil: anyone may upload
 	signIn             signInConfig
@@ -327,6 +331,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		bad("UPLOAD_MEMORY", "a positive size in bytes, or with KB, MB, GB, KiB, MiB or GiB (e.g. 256MiB)")
 	}
+	cfg.maxMemoryPerClient, err = parseClientMemory(get("MAX_MEMORY_PER_CLIENT"), cfg.uploadMemory, cfg.uploadReservation(true))
+	if err != nil {
+		bad("MAX_MEMORY_PER_CLIENT", err.Error())
+	}
+	if v := get("MAX_CONNECTIONS"); !strings.EqualFold(v, "auto") {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			cfg.maxConnections = n
+		} else {
+			bad("MAX_CONNECTIONS", "a positive number of connections, or auto")
+		}
+	}
 	if v, err := time.ParseDuration(get("ADMISSION_WAIT")); err == nil && v >= 0 {
 		cfg.admissionWait = v
 	} else {
@@ -473,6 +488,29 @@ func parseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a number of bytes", v)
 	}
 	return n * mult, nil
+}
+
+// parseClientMemory reads MAX_MEMORY_PER_CLIENT: a percentage of budget (raised to least, what
+// one upload may hold), bytes (at least least), or off (0). Its error says what is wanted.
+func parseClientMemory(v string, budget, least int64) (int64, error) {
+	if strings.EqualFold(v, "off") {
+		return 0, nil
+	}
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		p, err := strconv.Atoi(strings.TrimSpace(pct))
+		if err != nil || p < 1 || p > 100 {
+			return 0, errors.New("a percentage from 1% to 100%, bytes, or off")
+		}
+		return max(budget*int64(p)/100, least), nil
+	}
+	n, err := parseBytes(v)
+	if err != nil || n <= 0 {
+		return 0, errors.New("a percentage of UPLOAD_MEMORY such as 25%, bytes (or KiB, MiB, GiB), or off")
+	}
+	if n < least {
+		return 0, fmt.Errorf("at least %d bytes: what one chunked upload may hold", least)
+	}
+	return n, nil
 }
 
 // parseMinRate reads MIN_UPLOAD_RATE: a size per second (8KiB/s), then optional ,grace=D and

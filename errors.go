@@ -44,6 +44,7 @@ var (
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
 	errClientBusy          = apiError{http.StatusTooManyRequests, "too many uploads in progress from this client; try again when one has finished"}
+	errClientMemory        = apiError{http.StatusTooManyRequests, "this client holds its share of the server's memory; try again when one upload has finished"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
 	errFormTooLarge        = apiError{http.StatusBadRequest, "form fields and part headers are larger than " + formatBytes(formOverhead) + " (files not counted)"}
 	errTooManyParts        = apiError{http.StatusBadRequest, fmt.Sprintf("form has more than %d parts", maxFormParts)}
@@ -178,6 +179,8 @@ func admissionError(err error) error {
 	switch {
 	case errors.Is(err, admission.ErrClientBusy):
 		return fmt.Errorf("%w: %w", errClientBusy, err)
+	case errors.Is(err, admission.ErrClientMemory):
+		return fmt.Errorf("%w: %w", errClientMemory, err)
 	case errors.Is(err, admission.ErrBudgetSpent), errors.Is(err, admission.ErrTooManyUploads):
 		return fmt.Errorf("%w: %w", errTooBusy, err)
 	case errors.Is(err, admission.ErrTooSlow):
@@ -324,6 +327,9 @@ func encode(w http.ResponseWriter, status int, v any) error {
 // writeJSON writes an already encoded JSON body.
 func writeJSON(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	// Whole once flushed, so an answer sent before the request's body has been read (answerEarly)
+	// can be read to its end while the server still drains the body.
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
 	if _, err := w.Write(append(body, '\n')); err != nil {
 		return fmt.Errorf("write body: %w", err)

@@ -69,6 +69,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
 	}
 	defer func() { _ = ln.Close() }() // for the returns before Serve, which closes it otherwise
+	// Past MAX_CONNECTIONS, Accept waits for a connection to close: the others wait in the
+	// kernel's listen queue instead of the process running out of file descriptors.
+	maxConns := connectionLimit(cfg.maxConnections)
+	ln = newLimitListener(ln, maxConns)
 	// On a terminal, a developer's first look: where to open the page, before the details.
 	if terminal {
 		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
@@ -122,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("ALLOWED_TYPES admits images whose size the server cannot check: MAX_PIXELS and MAX_FRAMES do not apply to them",
 			"types", strings.Join(unchecked, ","))
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()))
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()), "max_connections", maxConns)
 	if cfg.metrics && cfg.metricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
@@ -152,6 +156,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
 // harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
 const runtimeHeadroom = 32 << 20
+
+// connectionLimit is MAX_CONNECTIONS, or, when it is auto (0), what the file limit allows: the
+// soft RLIMIT_NOFILE (which Go's runtime raises to the hard limit at start-up, on Linux and the
+// BSDs) less a quarter of it, at least 256 (but at most half), for the connections to Cloudinary
+// and Redis, the local store's files and the process's own.
+func connectionLimit(configured int) int {
+	if configured > 0 {
+		return configured
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+		return defaultFileLimit - defaultFileLimit/4
+	}
+	files := min(lim.Cur, math.MaxInt32)
+	headroom := min(max(files/4, 256), files/2)
+	return int(max(files-headroom, 1))
+}
+
+// defaultFileLimit is the usual soft file limit, for a system that does not tell.
+const defaultFileLimit = 1024
 
 // isTerminal reports whether w is a terminal, as a developer's shell is and a dyno's log is not.
 func isTerminal(w io.Writer) bool {

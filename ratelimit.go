@@ -92,8 +92,8 @@ func addrKey(a netip.Addr) string {
 	return a.String()
 }
 
-// limitRate answers 429 with Retry-After when the client has used up its budget (after reading and
-// dropping the body within drainBody's bounds, as the upload's own early errors do). It sits after
+// limitRate answers 429 with Retry-After when the client has used up its budget (at once, then
+// reading and dropping the body within refuseEarly's bounds, as the upload's own early errors do). It sits after
 // identify and before requireAccess, so floods without a token are limited too, and token
 // guessing with them, per address; a signed-in user is limited as the user. Every
 // answer that passed through it carries RateLimit-Policy and RateLimit (remaining requests, and
@@ -115,8 +115,7 @@ func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 		if !d.Allowed {
 			h.Set("Retry-After", strconv.Itoa(max(ceilSeconds(d.RetryAfter), 1)))
 			loggerFrom(r.Context()).DebugContext(r.Context(), "rate limited", slog.String("client", key))
-			writeError(w, r, errRateLimited)
-			drainBody(w, r, r.Body) // bounded; so that a browser still sending sees Retry-After
+			refuseEarly(w, r, errRateLimited) // at once, then drained: a browser still sending sees Retry-After
 			return
 		}
 		next.ServeHTTP(w, r)

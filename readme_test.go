@@ -132,7 +132,7 @@ func producibleErrors(t *testing.T) []apiError {
 	return []apiError{
 		errNotFound, errMethodNotAllowed, errNotMultipart, errMalformedBody, errEmptyFile,
 		errBodyIncomplete, errUpstreamCredentials, errUpstreamFailed, errUpstreamUnreachable,
-		errUpstreamNotJSON, errUpstreamRateLimited, errUpstreamTimeout, errInternal, errTooBusy,
+		errUpstreamNotJSON, errUpstreamRateLimited, errUpstreamTimeout, errInternal, errTooBusy, errClientMemory,
 		errClientBusy, errBodyIdle, errFormTooLarge, errTooManyParts, errNoDelimiter,
 		errTransferEncoding, errPublicIDOneFile, errTooSlow, errForeignOrigin, errTwoOrigins, errImageMetadataTooLarge,
 		errUnauthorized, errMetricsToken, errRateLimited,

@@ -7,6 +7,8 @@
 // (the root's errors.go) decides what a client sees of them.
 package store
 
+import "context"
+
 // Params are the per-upload choices a client may make, already checked by the HTTP layer.
 type Params struct {
 	PublicID string            // empty: the store picks one
@@ -22,6 +24,19 @@ type Params struct {
 	// UploadedBy is the signed-in user's subject, set by the server: the store records it as the
 	// file's context uploaded_by and answers it in context.custom, as Cloudinary does. Empty: none.
 	UploadedBy string
+	// Memory is what the upload may hold beyond what it was admitted with, reserved as it is
+	// used; nil: no bound.
+	Memory Memory
+}
+
+// Memory is the server's budget as one upload sees it: a store that holds a file's bytes (a
+// chunk, read whole before it is sent) reserves them here first, as they arrive.
+type Memory interface {
+	// Grow reserves n more bytes, waiting within the server's bound; its error says why not,
+	// and is the caller's to return as it is.
+	Grow(ctx context.Context, n int64) error
+	// Shrink gives back everything Grow reserved.
+	Shrink()
 }
 
 // UploadedByKey is the context key that carries who uploaded a file.
