@@ -3,30 +3,34 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"slices"
+	"strings"
 	"testing"
 )
 
-// notInAppJSON are the variables that app.json leaves out, and why.
-var notInAppJSON = map[string]string{
-	"PORT":                     "Heroku sets it for each dyno",
-	"CLOUD_NAME":               "CLOUDINARY_URL is required on Heroku, and wins over the three separate variables",
-	"API_KEY":                  "as CLOUD_NAME",
-	"API_SECRET":               "as CLOUD_NAME",
-	"CLOUDINARY_UPLOAD_PREFIX": "only used with the three separate variables",
-	"REDIS_URL":                "the heroku-redis add-on sets it; app.json's description says so, it is optional (it costs)",
+// appJSONVars are the only variables the Heroku Button's form shows (every other keeps its
+// default, and is set later with heroku config:set), with what app.json gives each, and why.
+var appJSONVars = map[string]struct {
+	value     string // "": none (the default, or nothing)
+	required  bool
+	generator string
+}{
+	"CLOUDINARY_URL":   {required: true},      // the one thing only the user knows
+	"UPLOAD_TOKENS":    {generator: "secret"}, // never an open /upload: Heroku generates a token
+	"STORAGE":          {value: "cloudinary"}, // a dyno's disk is wiped on every restart: a missing URL must stop the server
+	"TRUST_PROXY":      {value: "true"},       // behind Heroku's router every connection comes from the router
+	"REDIS_TLS_VERIFY": {value: "false"},      // Heroku Key-Value Store's certificates are self-signed (docs/heroku.md: Scaling out)
+	"ALLOWED_ORIGINS":  {value: "*"},          // the default, shown: the user's own pages belong here
+	"UPLOAD_FOLDER":    {},                    // the user's choice
+	"MAX_UPLOAD_BYTES": {value: "104857600"},  // the default, shown: the limit people change first
 }
 
-// herokuValues are the values app.json gives instead of the defaults, and why.
-var herokuValues = map[string]string{
-	"STORAGE":          "cloudinary", // a dyno's disk is wiped on every restart: never fall back to the local store
-	"TRUST_PROXY":      "true",       // behind Heroku's router every connection comes from the router
-	"REDIS_TLS_VERIFY": "false",      // Heroku Key-Value Store's certificates are self-signed (docs/heroku.md: Scaling out)
-	"LOG_FORMAT":       "json",       // what auto picks on a dyno (no terminal), said outright
-}
+// appJSONMaxVars is how many variables the button's form may ask for.
+const appJSONMaxVars = 8
 
-// TestAppJSON keeps the Heroku Button's app.json in step with envVars: each variable with its
-// meaning and default, CLOUDINARY_URL required, the Go buildpack and one web dyno.
+// TestAppJSON keeps the Heroku Button's app.json short and in step with envVars: only the
+// variables a user sets there (at most eight, ENV_FILE not among them), each with envVars'
+// meaning, CLOUDINARY_URL required, UPLOAD_TOKENS generated, STORAGE=cloudinary; the Go
+// buildpack and one web dyno.
 func TestAppJSON(t *testing.T) {
 	t.Parallel()
 	b, err := os.ReadFile("app.json")
@@ -52,43 +56,67 @@ func TestAppJSON(t *testing.T) {
 	if app.Name == "" || len(app.Name) > 30 || app.Description == "" {
 		t.Errorf("app.json needs a name of at most 30 characters and a description")
 	}
-	var names []string
+	if len(app.Env) > appJSONMaxVars {
+		t.Errorf("app.json asks for %d variables, more than %d: leave the rest at their defaults", len(app.Env), appJSONMaxVars)
+	}
+	vars := map[string]envVar{}
 	for _, v := range envVars() {
-		names = append(names, v.name)
-		e, listed := app.Env[v.name]
-		if why := notInAppJSON[v.name]; why != "" {
-			if listed {
-				t.Errorf("app.json lists %s, which it should not: %s", v.name, why)
-			}
+		vars[v.name] = v
+	}
+	for name, want := range appJSONVars {
+		e, listed := app.Env[name]
+		if !listed {
+			t.Errorf("app.json lacks %s", name)
 			continue
 		}
-		if !listed {
-			t.Errorf("app.json lacks %s", v.name)
+		v, ok := vars[name]
+		if !ok {
+			t.Errorf("app.json lists %s, which the server does not read", name)
 			continue
 		}
 		if e.Description != v.help {
-			t.Errorf("app.json's description of %s = %q, want the table's %q", v.name, e.Description, v.help)
+			t.Errorf("app.json's description of %s = %q, want the table's %q", name, e.Description, v.help)
 		}
-		if e.Required == nil || *e.Required != (v.name == "CLOUDINARY_URL") {
-			t.Errorf("app.json: %s must say \"required\": %v", v.name, v.name == "CLOUDINARY_URL")
+		if e.Required == nil || *e.Required != want.required {
+			t.Errorf("app.json: %s must say \"required\": %v", name, want.required)
 		}
-		def := v.def
-		if hv, ok := herokuValues[v.name]; ok {
-			def = hv
+		if e.Generator != want.generator {
+			t.Errorf("app.json: %s's generator = %q, want %q", name, e.Generator, want.generator)
 		}
-		switch {
-		case v.secret && (e.Value != nil || e.Generator != ""):
-			t.Errorf("app.json gives the secret %s a value", v.name)
-		case def != "" && (e.Value == nil || *e.Value != def):
-			t.Errorf("app.json's value of %s must be %q", v.name, def)
-		case def == "" && e.Value != nil && *e.Value != "":
-			t.Errorf("app.json's value of %s = %q, but it has no default", v.name, *e.Value)
+		got := ""
+		if e.Value != nil {
+			got = *e.Value
+		}
+		if got != want.value {
+			t.Errorf("app.json's value of %s = %q, want %q", name, got, want.value)
+		}
+		if want.value == "" && v.def != "" && !v.secret {
+			t.Errorf("%s has the default %q: app.json must show it", name, v.def)
+		}
+		if v.secret && got != "" {
+			t.Errorf("app.json gives the secret %s a value", name)
 		}
 	}
 	for name := range app.Env {
-		if !slices.Contains(names, name) {
-			t.Errorf("app.json lists %s, which the server does not read", name)
+		if _, ok := appJSONVars[name]; !ok {
+			t.Errorf("app.json asks for %s, which a user does not set there (it keeps its default)", name)
 		}
+	}
+	// What the button deploys starts: the values above, a URL, and a token as Heroku generates
+	// one (a 64-digit hex string), load as a configuration.
+	env := map[string]string{"CLOUDINARY_URL": "cloudinary://123456789012345:abcdefghijklmnopqrstuvwxyz0@cloud",
+		"UPLOAD_TOKENS": strings.Repeat("0123456789abcdef", 4)}
+	for name, e := range app.Env {
+		if e.Value != nil && *e.Value != "" {
+			env[name] = *e.Value
+		}
+	}
+	cfg, err := loadConfig(mapGetenv(env))
+	if err != nil {
+		t.Fatalf("app.json's configuration does not load: %v", err)
+	}
+	if cfg.storage != "cloudinary" || cfg.uploadTokens == nil {
+		t.Errorf("app.json deploys storage %q, tokens %v; want cloudinary and a token", cfg.storage, cfg.uploadTokens != nil)
 	}
 	if len(app.Buildpacks) != 1 || app.Buildpacks[0].URL != "heroku/go" {
 		t.Errorf("app.json buildpacks = %+v, want heroku/go", app.Buildpacks)

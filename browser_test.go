@@ -139,8 +139,28 @@ func screenshot(t *testing.T, tab context.Context, name string) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+	if err := saveScreenshot(dir, name, b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// saveScreenshot writes a screenshot into dir, creating dir first, so that docs/testing.md's
+// SCREENSHOT_DIR=/tmp/shots works as written.
+func saveScreenshot(dir, name string, png []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, name), png, 0o644)
+}
+
+func TestSaveScreenshotCreatesTheDirectory(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "shots", "today")
+	if err := saveScreenshot(dir, "page.png", []byte("png")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "page.png")); err != nil || string(b) != "png" {
+		t.Errorf("%q, %v", b, err)
 	}
 }
 

@@ -45,15 +45,15 @@ func envVars() []envVar {
 		{name: "ENV_FILE", def: ".env", help: "File of KEY=value lines read at start-up; a missing file is fine, the real environment wins"},
 		{name: "PORT", def: "8080", help: "TCP port to listen on (Heroku sets it)"},
 		{name: "ALLOWED_ORIGINS", def: "*", help: "Comma-separated origins allowed by CORS, or * for any"},
-		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB); may be far larger, since files over Cloudinary's 100 MiB single-request limit go up in chunks"},
+		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file, in bytes or with a unit (200MB, 200MiB; the default is 100 MiB); may be far larger, since files over Cloudinary's 100 MiB single-request limit go up in chunks"},
 		{name: "MAX_FILES_PER_REQUEST", def: "10", help: "File parts one POST /upload may carry, each uploaded in order; a file past it is answered with 400 and the rest of the form is not read. The request body may be this many times MAX_UPLOAD_BYTES"},
 		{name: "FILE_FIELDS", def: "file,files,files[],filepond", help: "Names of the form parts taken as files (a part with a filename); a file under another name is refused with 400"},
 		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything. image/* is the images whose size the server checks (JPEG, PNG, GIF, WebP, BMP, TIFF, PSD, ICO, HEIC, AVIF); any other image type (SVG, JPEG XL...) is accepted unchecked only when named"},
 		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into; with sign-in on, {sub} in it is each user's own folder name (empty: users/{sub}; set without {sub}: UPLOAD_FOLDER/users/{sub})"},
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
-		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "UPLOAD_MEMORY", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB); unset: half of the container's memory limit (cgroup v2 memory.max or v1 memory.limit_in_bytes), or 256MiB without one. A streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB, kept under 90% of the container's limit; the start-up log says what was chosen and why"},
+		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB), or a size with a unit (20MB); at least 5MiB, at most 100MiB; one chunk buffer per upload in flight"},
+		{name: "UPLOAD_MEMORY", help: "Memory the uploads in flight may hold at once, in bytes or with a unit (KB, MB, GB, KiB, MiB, GiB); unset: half of the container's memory limit (cgroup v2 memory.max or v1 memory.limit_in_bytes), or 256MiB without one. A streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB, kept under 90% of the container's limit; the start-up log says what was chosen and why"},
 		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS), and a chunk for the memory to fill it, before it gets 503 with Retry-After"},
 		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
@@ -184,10 +184,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 	}
 
-	if n, err := strconv.ParseInt(get("MAX_UPLOAD_BYTES"), 10, 64); err == nil && n > 0 {
+	if n, err := parseBytes(get("MAX_UPLOAD_BYTES")); err == nil && n > 0 {
 		cfg.maxUploadBytes = n
 	} else {
-		bad("MAX_UPLOAD_BYTES", "a positive number of bytes")
+		bad("MAX_UPLOAD_BYTES", "a positive size in bytes, or with KB, MB, GB, KiB, MiB or GiB (e.g. 200MB)")
 	}
 
 	cfg.allowedTypes = splitList(strings.ToLower(get("ALLOWED_TYPES")))
@@ -303,10 +303,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 			problems = append(problems, prefixEach("CLOUDINARY_URL: ", err))
 		}
 	}
-	if n, err := strconv.ParseInt(get("CHUNK_SIZE"), 10, 64); err == nil && n >= minChunkBytes && n <= maxSingleRequestBytes {
+	if n, err := parseBytes(get("CHUNK_SIZE")); err == nil && n >= minChunkBytes && n <= maxSingleRequestBytes {
 		cfg.chunkSize = n
 	} else {
-		bad("CHUNK_SIZE", "a number of bytes from 5242880 (Cloudinary's minimum) to 104857600")
+		bad("CHUNK_SIZE", "a size from 5MiB (5242880 bytes, Cloudinary's minimum) to 100MiB (104857600)")
 	}
 	for _, c := range []struct {
 		name string
@@ -330,7 +330,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 				bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
 			}
 		} else {
-			bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
+			bad("UPLOAD_MEMORY", "a positive size in bytes, or with KB, MB, GB, KiB, MiB or GiB (e.g. 256MiB)")
 		}
 	}
 	cfg.clientMemoryShare = get("MAX_MEMORY_PER_CLIENT")
@@ -475,7 +475,9 @@ func withDotEnv(getenv func(string) string, path string) (func(string) string, e
 	}, nil
 }
 
-// parseBytes reads a number of bytes, optionally followed by B, KB, KiB, MB, MiB, GB or GiB.
+// parseBytes reads a size: a number of bytes, optionally followed by B, KB, KiB, MB, MiB, GB or
+// GiB (any case, a space allowed before the unit). It is the one parser of every size variable:
+// MAX_UPLOAD_BYTES, CHUNK_SIZE, UPLOAD_MEMORY and MIN_UPLOAD_RATE's rate.
 func parseBytes(v string) (int64, error) {
 	v = strings.TrimSpace(v)
 	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })

@@ -89,6 +89,9 @@ func TestBadCloudinaryURLDoesNotLeakSecret(t *testing.T) {
 		"cloudinary://key:" + secretValue + "@cloud?timeout=notanumber",
 		"cloudinary://key:" + secretValue + "@cloud%zz",
 		"https://key:" + secretValue + "@cloud",
+		"CLOUDINARY_URL=cloudinary://key:" + secretValue + "@cloud",
+		"cloudinary://key:" + secretValue + " @cloud",
+		"cloudinary://<your_api_key>:" + secretValue + "@cloud",
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), nil, mapGetenv(map[string]string{
@@ -159,6 +162,9 @@ func TestRunWithoutCredentialsFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "STORAGE=cloudinary") || !strings.Contains(err.Error(), "CLOUDINARY_URL") {
 		t.Fatalf("err = %v, want a start-up error naming STORAGE=cloudinary and CLOUDINARY_URL", err)
 	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("one mistake takes more than one line: %q", err)
+	}
 }
 
 func TestEnvExampleListsEveryVariable(t *testing.T) {
@@ -209,5 +215,58 @@ func TestLoadConfigAdmission(t *testing.T) {
 	}
 	if err != nil && !strings.Contains(err.Error(), "one chunked upload") {
 		t.Errorf("a budget smaller than one chunked upload is not explained: %v", err)
+	}
+}
+
+// `cp .env.example .env` without editing starts on the local store, with no error.
+func TestEnvExampleStartsLocal(t *testing.T) {
+	getenv, err := withDotEnv(mapGetenv(nil), ".env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		t.Fatalf(".env.example as it is: %v", err)
+	}
+	if cfg.storage != "local" || cfg.cloudinary != nil {
+		t.Errorf(".env.example as it is stores in %q, want local", cfg.storage)
+	}
+}
+
+// Every size variable takes plain bytes, SI units (200MB) and binary ones (200MiB), through one parser.
+func TestSizesTakeUnits(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		want        int64
+		got         func(config) int64
+	}{
+		{"MAX_UPLOAD_BYTES", "200MB", 200e6, func(c config) int64 { return c.maxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "200MiB", 200 << 20, func(c config) int64 { return c.maxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "209715200", 200 << 20, func(c config) int64 { return c.maxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "2 gb", 2e9, func(c config) int64 { return c.maxUploadBytes }},
+		{"CHUNK_SIZE", "20MB", 20e6, func(c config) int64 { return c.chunkSize }},
+		{"CHUNK_SIZE", "6MiB", 6 << 20, func(c config) int64 { return c.chunkSize }},
+		{"UPLOAD_MEMORY", "300MB", 300e6, func(c config) int64 { return c.uploadMemory }},
+		{"UPLOAD_MEMORY", "268435456", 256 << 20, func(c config) int64 { return c.uploadMemory }},
+	} {
+		cfg, err := loadConfig(mapGetenv(map[string]string{tc.name: tc.value}))
+		if err != nil {
+			t.Errorf("%s=%s: %v", tc.name, tc.value, err)
+			continue
+		}
+		if got := tc.got(cfg); got != tc.want {
+			t.Errorf("%s=%s: %d bytes, want %d", tc.name, tc.value, got, tc.want)
+		}
+	}
+	for _, bad := range []map[string]string{
+		{"MAX_UPLOAD_BYTES": "200XB"}, {"MAX_UPLOAD_BYTES": "-1MB"}, {"MAX_UPLOAD_BYTES": "0"}, {"MAX_UPLOAD_BYTES": "1.5GB"},
+		{"CHUNK_SIZE": "1MB"}, {"CHUNK_SIZE": "101MiB"}, {"UPLOAD_MEMORY": "lots"},
+	} {
+		_, err := loadConfig(mapGetenv(bad))
+		for name := range bad {
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%v: err = %v, want one naming %s", bad, err, name)
+			}
+		}
 	}
 }

@@ -119,6 +119,12 @@ func errNotFileField(name string, fileFields []string) apiError {
 	return apiError{http.StatusBadRequest, fmt.Sprintf("file part %q is not accepted: send files as %s", truncate(name, 64), orList(fileFields))}
 }
 
+// errFieldAfterFile is the 400 for a field of SIGNABLE_PARAMS sent after a file, which was
+// stored without it (the answer's files say what was stored).
+func errFieldAfterFile(name string) apiError {
+	return apiError{http.StatusBadRequest, fmt.Sprintf("form field %q came after a file, which was stored without it: send text fields before the files", truncate(name, 64))}
+}
+
 // errTooManyFiles is the 400 for the file part past MAX_FILES_PER_REQUEST.
 func errTooManyFiles(limit int) apiError {
 	return apiError{http.StatusBadRequest, fmt.Sprintf("not stored: at most %d files per request", limit)}

@@ -36,13 +36,21 @@ func parseArgs(args []string, stdout io.Writer) (exit bool, err error) {
 	return false, nil
 }
 
+// helpSummary is --help's first line: what the server does, both stores named.
+const helpSummary = "Uploads to Cloudinary, or to a local store when there are no credentials."
+
 // helpText is the --help page: the flags, then every variable of envVars with its default and meaning.
 func helpText() string {
 	var b strings.Builder
-	b.WriteString(`Usage: cloudinary-upload-api [--help] [--version]
+	b.WriteString(helpSummary + `
 
-Streams multipart uploads (POST /upload) into Cloudinary, keeping the API secret
-on the server. The API is described at GET /openapi.yaml.
+Usage: cloudinary-upload-api [--help] [--version]
+
+Files posted to /upload (multipart/form-data) stream through to Cloudinary,
+signed here, so that clients never see the API secret. Without Cloudinary
+credentials (or with STORAGE=local) they go to the local store instead: files
+under UPLOAD_DIR, served at /files/, in the same answer shape. GET / is an
+upload page; GET /openapi.yaml describes the API.
 
 Flags:
   -h, --help   print this help and exit

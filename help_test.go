@@ -37,6 +37,15 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// --help's first line says where uploads go: Cloudinary, or the local store.
+func TestHelpFirstLine(t *testing.T) {
+	t.Parallel()
+	first, _, _ := strings.Cut(helpText(), "\n")
+	if !strings.Contains(first, "Cloudinary") || !strings.Contains(first, "local store") || len(first) > 80 {
+		t.Errorf("--help's first line %q: want both stores named, in at most 80 characters", first)
+	}
+}
+
 // TestHelpDescribesEveryVariable keeps --help in step with envVars: every name, default and meaning.
 func TestHelpDescribesEveryVariable(t *testing.T) {
 	t.Parallel()

@@ -65,6 +65,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
+		if !strings.Contains(err.Error(), "\n") {
+			return fmt.Errorf("configuration: %w", err) // one mistake, one line
+		}
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	terminal := isTerminal(stdout)

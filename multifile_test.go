@@ -370,3 +370,33 @@ func TestUploadIgnoredFieldsCountAgainstTheFormBudget(t *testing.T) {
 		}
 	}
 }
+
+// A field the server would use (SIGNABLE_PARAMS) sent after the file comes too late: 400 naming
+// it, and the answer's files say what was stored without it. A field it ignores anywhere is
+// ignored after the file too (a form's named submit button).
+func TestUploadFieldAfterTheFile(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, baseEnv(t, fake))
+	img := testPNG(t, 4, 3)
+	ct, body := buildForm(t, filePartOf("file", "a.png", img), field("tags", "late"))
+	resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+	var got filesAnswerBody
+	decodeBody(t, resp, &got)
+	want := `form field "tags" came after a file, which was stored without it: send text fields before the files`
+	if resp.StatusCode != http.StatusBadRequest || got.Error == nil || got.Error.Message != want {
+		t.Fatalf("status %d, error %+v; want 400 %q", resp.StatusCode, got.Error, want)
+	}
+	if len(got.Files) != 1 || got.Files[0]["public_id"] == nil {
+		t.Fatalf("files %v, want the stored file's result", got.Files)
+	}
+	if ups := fake.Uploads(); len(ups) != 1 || len(ups[0].Tags()) != 0 {
+		t.Fatalf("fake stored %d files (tags %v), want the file without the late tags", len(ups), ups)
+	}
+
+	ct, body = buildForm(t, field("tags", "early"), filePartOf("file", "b.png", img), field("submit", "Upload"))
+	resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+	answer := decodeOK(t, resp, "a field the server ignores, after the file")
+	if tags, _ := answer["tags"].([]any); len(tags) != 1 || tags[0] != "early" {
+		t.Errorf("tags %v, want the field sent before the file", answer["tags"])
+	}
+}

@@ -439,3 +439,48 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Errorf("PUT /openapi.yaml = %d Allow %q, want 405 with Allow: GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 }
+
+// openapi.yaml says what the server is: both stores, its own client (not the Go SDK), and every
+// file field name of FILE_FIELDS in the upload form.
+func TestSpecDescribesStoresAndFileFields(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Info struct {
+			Summary, Description string
+		}
+		Paths map[string]map[string]struct {
+			RequestBody struct {
+				Content map[string]struct {
+					Schema struct {
+						Properties map[string]struct {
+							Ref string `yaml:"$ref"`
+						}
+					}
+					Encoding map[string]any
+				}
+			} `yaml:"requestBody"`
+		}
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(doc.Info.Description, "local store") || !strings.Contains(doc.Info.Summary, "local store") {
+		t.Error("openapi.yaml's info does not mention the local store")
+	}
+	if strings.Contains(string(b), "Go SDK") {
+		t.Error("openapi.yaml speaks of the Go SDK: uploads go through the server's own client")
+	}
+	form := doc.Paths["/upload"]["post"].RequestBody.Content["multipart/form-data"]
+	for name := range strings.SplitSeq(envDefault(t, "FILE_FIELDS"), ",") {
+		if p, ok := form.Schema.Properties[name]; !ok || p.Ref != "#/components/schemas/FilePart" {
+			t.Errorf("POST /upload's form has no file field %q (a FilePart)", name)
+		}
+		if _, ok := form.Encoding[name]; !ok {
+			t.Errorf("POST /upload's form has no encoding for %q", name)
+		}
+	}
+}

@@ -166,7 +166,14 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 		name := part.Name()
 		filename, isFile := part.FileName()
 		if !isFile {
-			if files > 0 { // text fields after the first file are not used, as with S3's browser POST
+			if files > 0 && slices.Contains(lim.signable, name) {
+				// Fields are read before the first file, which is on its way by now: one the
+				// server would have used comes too late. Every upload library the tests run
+				// sends its fields first; the answer says what was stored without it.
+				formErr = errFieldAfterFile(name)
+				break
+			}
+			if files > 0 { // a field the server would ignore anywhere: ignored here too
 				fields.ignore(name)
 				continue
 			}

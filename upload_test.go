@@ -159,7 +159,10 @@ func TestUploadRoundTrip(t *testing.T) {
 	}
 }
 
-func TestUploadFieldsAfterFileAreIgnored(t *testing.T) {
+// A field the server would have used, after the file, is refused with 400 (the file went up
+// without it); one it ignores anywhere is ignored there too. TestUploadFieldAfterTheFile
+// (multifile_test.go) checks the answer's whole shape.
+func TestUploadFieldsAfterFileAreNotUsed(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
 
@@ -179,7 +182,11 @@ func TestUploadFieldsAfterFileAreIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
-	decodeOK(t, resp, "upload with a field after the file")
+	var e struct{ Error struct{ Message string } }
+	decodeBody(t, resp, &e)
+	if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(e.Error.Message, `form field "public_id" came after a file`) {
+		t.Errorf("a public_id after the file: %d %q, want 400 naming it", resp.StatusCode, e.Error.Message)
+	}
 	if ups := fake.Uploads(); len(ups) != 1 || ups[0].Params.Has("public_id") {
 		t.Fatalf("a field after the file reached Cloudinary: %+v", ups)
 	}

@@ -56,13 +56,60 @@ func TestParseURL(t *testing.T) {
 	if c.CloudName != "cloud" || c.APIKey != "key" || c.APISecret != "s3cret" || c.Params.Get("upload_prefix") != "http://127.0.0.1:9" {
 		t.Errorf("got %+v", c)
 	}
-	for _, bad := range []string{"https://key:s3cret@cloud", "cloudinary://key@cloud", "cloudinary://:s3cret@cloud", "cloudinary://key:s3cret@", "cloudinary://key:s3cret@cloud?upload_prefix=ftp://x", "cloudinary://key:s3cret@cloud%zz"} {
-		_, err := ParseURL(bad)
+}
+
+// Each mistake people make with a CLOUDINARY_URL has its own message, naming the part that is
+// wrong, never quoting the secret.
+func TestParseURLMistakes(t *testing.T) {
+	t.Parallel()
+	const sec = "s3cret-Qx7"
+	for _, tc := range []struct{ name, raw, want string }{
+		{"no_secret", "cloudinary://123456789012345@cloud", "has no API secret"},
+		{"empty_secret", "cloudinary://123456789012345:@cloud", "has no API secret"},
+		{"no_key", "cloudinary://:" + sec + "@cloud", "has no API key"},
+		{"https", "https://123456789012345:" + sec + "@cloud", "is a web address (https://)"},
+		{"no_scheme", "123456789012345:" + sec + "@cloud", "does not start with cloudinary://"},
+		{"pasted_line", "CLOUDINARY_URL=cloudinary://123456789012345:" + sec + "@cloud", `starts with "CLOUDINARY_URL="`},
+		{"key_placeholder", "cloudinary://<your_api_key>:" + sec + "@cloud", "the API key is still the console's placeholder"},
+		{"secret_placeholder", "cloudinary://123456789012345:<your_api_secret>@cloud", "the API secret is still the console's placeholder"},
+		{"space_in_secret", "cloudinary://123456789012345:s3cret Qx7@cloud", "the API secret contains a space"},
+		{"empty_cloud_name", "cloudinary://123456789012345:" + sec + "@", "has no cloud name"},
+		{"no_credentials", "cloudinary://cloud", `has no "API_KEY:API_SECRET@"`},
+		{"quoted", `"cloudinary://123456789012345:` + sec + `@cloud"`, "is in quotes"},
+		{"bad_escape", "cloudinary://123456789012345:" + sec + "@cloud%zz", "is not a well-formed URL"},
+		{"bad_upload_prefix", "cloudinary://123456789012345:" + sec + "@cloud?upload_prefix=ftp://x", "upload_prefix is not an http(s) URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseURL(tc.raw)
+			if err == nil {
+				t.Fatalf("%s: accepted", tc.name)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q, want it to say %q", msg, tc.want)
+			}
+			for _, leak := range []string{sec, "s3cret Qx7", "s3cret"} {
+				if strings.Contains(msg, leak) {
+					t.Errorf("the error quotes the secret: %q", msg)
+				}
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("the error is more than one line: %q", msg)
+			}
+		})
+	}
+	// Each message is its own: two mistakes never share one (the rows with the same want aside).
+	seen := map[string]string{}
+	for _, raw := range []string{"cloudinary://k@c", "cloudinary://:s@c", "https://k:s@c", "k:s@c", "CLOUDINARY_URL=cloudinary://k:s@c",
+		"cloudinary://<your_api_key>:s@c", "cloudinary://k:<your_api_secret>@c", "cloudinary://k:s s@c", "cloudinary://k:s@", "cloudinary://c", `"cloudinary://k:s@c"`} {
+		_, err := ParseURL(raw)
 		if err == nil {
-			t.Errorf("%s: accepted", bad)
-		} else if strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("%s: the error quotes the secret: %v", bad, err)
+			t.Fatalf("%s: accepted", raw)
 		}
+		if other, ok := seen[err.Error()]; ok {
+			t.Errorf("%s and %s get the same message %q", other, raw, err)
+		}
+		seen[err.Error()] = raw
 	}
 }
 

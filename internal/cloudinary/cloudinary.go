@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Secret is a string that never prints itself: not by fmt, slog, %#v nor as JSON text.
@@ -40,20 +42,61 @@ type Credentials struct {
 	Params    url.Values // CLOUDINARY_URL's query parameters, e.g. upload_prefix, read as the SDK reads them
 }
 
-// errURLShape is ParseURL's error for anything but cloudinary://API_KEY:API_SECRET@CLOUD_NAME.
-var errURLShape = errors.New("want cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+// urlShape is the shape ParseURL wants, which its errors repeat.
+const urlShape = "want cloudinary://API_KEY:API_SECRET@CLOUD_NAME"
+
+// envLinePrefix is how the console shows the variable: the whole line, name included.
+const envLinePrefix = "CLOUDINARY_URL="
 
 // ParseURL reads a CLOUDINARY_URL: cloudinary://API_KEY:API_SECRET@CLOUD_NAME with optional
-// query parameters. Its errors never quote the URL, which holds the secret (url.Parse's do).
+// query parameters. Each mistake people make has its own error, naming the part that is wrong
+// (the API key, the API secret, the cloud name), never quoting the URL, which holds the secret
+// (url.Parse's errors do). The console's whole line, CLOUDINARY_URL=cloudinary://…, is refused
+// with the fix rather than taken with a warning: a start-up error is read, a warning is missed.
 func ParseURL(raw string) (*Credentials, error) {
+	if len(raw) >= len(envLinePrefix) && strings.EqualFold(raw[:len(envLinePrefix)], envLinePrefix) {
+		return nil, errors.New(`the value starts with "CLOUDINARY_URL=", as the console shows the whole line: set only what follows the "=", cloudinary://…`)
+	}
+	if strings.HasPrefix(raw, `"`) || strings.HasPrefix(raw, "'") {
+		return nil, errors.New("is in quotes, which are part of the value here (a dashboard keeps them): set it without them")
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	switch {
+	case ok && (strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "http")):
+		return nil, errors.New("is a web address (" + strings.ToLower(scheme) + "://): " + urlShape + ", the console's API environment variable")
+	case !ok || scheme != "cloudinary":
+		return nil, errors.New("does not start with cloudinary://: " + urlShape)
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@") // as url.Parse splits it
+	if at < 0 {
+		return nil, errors.New(`has no "API_KEY:API_SECRET@" before the cloud name: ` + urlShape)
+	}
+	key, sec, hasColon := strings.Cut(authority[:at], ":")
+	if !hasColon {
+		sec = ""
+	}
+	for _, part := range []struct{ name, value string }{{"API key", key}, {"API secret", sec}, {"cloud name", authority[at+1:]}} {
+		switch {
+		case part.value == "":
+			return nil, errors.New("has no " + part.name + ": " + urlShape)
+		case strings.HasPrefix(part.value, "<") && strings.HasSuffix(part.value, ">"):
+			return nil, errors.New("the " + part.name + " is still the console's placeholder in <…>: put your own " + part.name + " in its place (console: Settings, API Keys)")
+		case strings.ContainsFunc(part.value, unicode.IsSpace):
+			return nil, errors.New("the " + part.name + " contains a space or a line break: copy it again from the console")
+		}
+	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "cloudinary" || u.User == nil {
-		return nil, errURLShape
+	if err != nil || u.User == nil {
+		return nil, errors.New("is not a well-formed URL (a character such as <, > or % out of place?): " + urlShape)
 	}
 	pass, _ := u.User.Password()
 	c := &Credentials{CloudName: u.Host, APIKey: u.User.Username(), APISecret: Secret(pass), Params: u.Query()}
-	if c.CloudName == "" || c.APIKey == "" || pass == "" {
-		return nil, errURLShape
+	if c.CloudName == "" || c.APIKey == "" || pass == "" { // the checks above make this unreachable
+		return nil, errors.New("is not a well-formed URL: " + urlShape)
 	}
 	if err := CheckUploadPrefix(c.Params.Get("upload_prefix")); err != nil {
 		return nil, fmt.Errorf("upload_prefix %w", err)

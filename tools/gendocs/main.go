@@ -156,10 +156,11 @@ func render(vars []envVar) []byte {
 go generate. TestConfigurationDocIsFresh fails when this page is stale. -->
 
 Every variable the server reads, in the order of the ` + "`envVars`" + ` table in ` + "`config.go`" + `, which
-also feeds ` + "`--help`" + `, ` + "`.env.example`" + ` and ` + "`app.json`" + `. Values come from the environment, or from
-the file ` + "`ENV_FILE`" + ` names (` + "`.env`" + `; see ` + "`.env.example`" + `); the real environment wins. A bad value stops
-the server at start-up with a line naming the variable. A secret is never logged, never sent to a
-client and never quoted in a start-up error.
+also feeds ` + "`--help`" + `, ` + "`.env.example`" + ` and the eight variables the Heroku Button's ` + "`app.json`" + ` asks for.
+Values come from the environment, or from the file ` + "`ENV_FILE`" + ` names (` + "`.env`" + `; see ` + "`.env.example`" + `); the
+real environment wins. A bad value stops the server at start-up with a line naming the variable.
+Sizes take plain bytes or a unit: ` + "`200MB`" + ` (10^6), ` + "`200MiB`" + ` (2^20), also KB, KiB, GB, GiB. A secret is never
+logged, never sent to a client and never quoted in a start-up error.
 
 More on what they do: [security.md](security.md) (tokens, rate limits, origins, the limits under
 load), [image-metadata.md](image-metadata.md) (` + "`STRIP_METADATA`" + `, the pixel limits),

@@ -12,6 +12,10 @@
 // return_delete_token, the unsigned delete_by_token (POST /v1_1/<cloud>/delete_by_token) with the
 // answer's delete_token, valid for 10 minutes after the upload on the fake's clock (SetClock).
 //
+// With Options.Serve (tools/fakecloudinary, for trying the server without an account) it also
+// keeps each accepted file and serves it back at the url and secure_url it answers, which then
+// point at the fake itself; Options.OnUpload hears of each upload as it is accepted.
+//
 // It imports nothing of internal/cloudinary: the oracle stays independent of what it checks.
 // Its own tests check it against Cloudinary's documented signature vectors and the Go SDK.
 package cloudinarytest
@@ -34,6 +38,7 @@ import (
 	"io"
 	"maps"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -117,6 +122,8 @@ type Server struct {
 	chunked    map[string]*fakeChunkState
 	tokens     map[string]fakeDeleteToken // by delete_token
 	now        func() time.Time
+	opts       Options
+	served     map[string][]byte // with Options.Serve: each file by its delivery path
 }
 
 // fakeDeleteToken is what a delete token deletes, and until when.
@@ -131,6 +138,20 @@ type fakeChunkState struct {
 	sha, md5 hash.Cloner
 	Prefix   []byte
 	Chunks   []string
+	data     []byte // the chunks so far, with Options.Serve
+}
+
+// Options change what StartWith starts; the zero value is the tests' fake (New, Start).
+type Options struct {
+	// Addr is the loopback address to listen on, such as 127.0.0.1:9090; empty: a free port.
+	Addr string
+	// Serve keeps every accepted file whole, in memory, and serves it back with GET at the url
+	// and secure_url of its answer, which are then the fake's own (http) addresses:
+	// URL()/CLOUD/RESOURCE_TYPE/upload/vVERSION/PUBLIC_ID.FORMAT, as Cloudinary's delivery URLs are.
+	Serve bool
+	// OnUpload, when set, is called with each accepted upload as it is accepted (not with the
+	// chunks of a chunked upload before the last), outside the fake's lock.
+	OnUpload func(Upload)
 }
 
 // New starts the fake and closes it when the test ends.
@@ -143,6 +164,15 @@ func New(t testing.TB) *Server {
 
 // Start starts the fake on a loopback port; Close stops it.
 func Start() *Server {
+	f, err := StartWith(Options{})
+	if err != nil {
+		panic(err) // a free loopback port: httptest.NewServer panics likewise
+	}
+	return f
+}
+
+// StartWith starts the fake as opts say; Close stops it. Its error is the listener's.
+func StartWith(opts Options) (*Server, error) {
 	f := &Server{
 		FirstBytes: make(chan struct{}, 64),
 		Aborted:    make(chan error, 64),
@@ -150,16 +180,45 @@ func Start() *Server {
 		chunked:    map[string]*fakeChunkState{},
 		tokens:     map[string]fakeDeleteToken{},
 		now:        time.Now,
+		opts:       opts,
+		served:     map[string][]byte{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1_1/{cloud}/{resource_type}/upload", f.handleUpload)
 	mux.HandleFunc("POST /v1_1/{cloud}/{resource_type}/destroy", f.handleDestroy)
 	mux.HandleFunc("POST /v1_1/{cloud}/delete_by_token", f.handleDeleteByToken)
+	if opts.Serve {
+		mux.HandleFunc("GET /{cloud}/{resource_type}/upload/{path...}", f.handleDelivery)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fakeWriteError(w, http.StatusNotFound, "Resource not found - "+r.URL.Path)
 	})
-	f.srv = httptest.NewServer(mux)
-	return f
+	f.srv = httptest.NewUnstartedServer(mux)
+	if opts.Addr != "" {
+		ln, err := net.Listen("tcp", opts.Addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = f.srv.Listener.Close() // httptest's own free port, not used
+		f.srv.Listener = ln
+	}
+	f.srv.Start()
+	return f, nil
+}
+
+// handleDelivery serves a stored file back at its delivery path (Options.Serve).
+func (f *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	data, ok := f.served[r.URL.Path]
+	f.mu.Unlock()
+	if !ok {
+		w.Header().Set("X-Cld-Error", "Resource not found")
+		http.Error(w, "Resource not found", http.StatusNotFound) // Cloudinary's delivery answers in plain text
+		return
+	}
+	w.Header().Set("Content-Type", http.DetectContentType(data))
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	_, _ = w.Write(data) // a client that left early is not the fake's problem
 }
 
 // Close ends every connection first, so that hanging and reading handlers return, then waits for them.
@@ -264,7 +323,8 @@ type fakeRequest struct {
 	size      int64
 	sha, md5  hash.Cloner
 	Prefix    []byte
-	malformed error // the body was read to its end but is not a usable form
+	data      []byte // the whole file, with Options.Serve (the chunks before it too)
+	malformed error  // the body was read to its end but is not a usable form
 }
 
 // fakeContentRange is a parsed "bytes START-END/TOTAL"; total is -1 when unknown.
@@ -306,6 +366,7 @@ func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 			req.sha = fakeMustClone(st.sha)
 			req.md5 = fakeMustClone(st.md5)
 			req.Prefix = slices.Clone(st.Prefix)
+			req.data = slices.Clone(st.data)
 		}
 		f.mu.Unlock()
 	}
@@ -366,7 +427,7 @@ func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	if rangeHeader == "" {
 		upload.SHA256 = hex.EncodeToString(req.sha.Sum(nil))
-		f.finish(w, resourceType, upload, hex.EncodeToString(req.md5.Sum(nil)), req.Prefix)
+		f.finish(w, resourceType, upload, hex.EncodeToString(req.md5.Sum(nil)), req.Prefix, req.data)
 		return
 	}
 
@@ -397,7 +458,7 @@ func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		f.chunked[uploadID] = st
 	}
 	st.received += req.size
-	st.sha, st.md5, st.Prefix = req.sha, req.md5, req.Prefix
+	st.sha, st.md5, st.Prefix, st.data = req.sha, req.md5, req.Prefix, req.data
 	st.Chunks = append(st.Chunks, rangeHeader)
 	if !final {
 		f.mu.Unlock()
@@ -410,7 +471,7 @@ func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	upload.Bytes = st.received
 	upload.Chunks = st.Chunks
 	upload.SHA256 = hex.EncodeToString(st.sha.Sum(nil))
-	f.finish(w, resourceType, upload, hex.EncodeToString(st.md5.Sum(nil)), st.Prefix)
+	f.finish(w, resourceType, upload, hex.EncodeToString(st.md5.Sum(nil)), st.Prefix, st.data)
 }
 
 // readRequest streams the whole body into req. It returns an error only when the body itself could not be read
@@ -503,6 +564,9 @@ func (f *Server) streamFile(part io.Reader, req *fakeRequest) error {
 				if room := fakePrefixBytes - len(req.Prefix); room > 0 {
 					req.Prefix = append(req.Prefix, chunk[:min(room, n)]...)
 				}
+				if f.opts.Serve {
+					req.data = append(req.data, chunk...)
+				}
 			}
 			for seen := f.maxFile.Load(); req.size > seen && !f.maxFile.CompareAndSwap(seen, req.size); {
 				seen = f.maxFile.Load()
@@ -540,7 +604,7 @@ func (f *Server) misbehave(w http.ResponseWriter, r *http.Request, b Behaviour) 
 }
 
 // finish stores the upload (or finds the existing one when overwrite=false) and answers with its resource.
-func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, etag string, prefix []byte) {
+func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, etag string, prefix, data []byte) {
 	p := fakeCollapseParams(u.Params)
 	u.Prefix = prefix
 	format, width, height, isImage := fakeDetectImage(prefix)
@@ -590,7 +654,12 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 	}
 
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			f.mu.Unlock()
+		}
+	}()
 	now := f.now().UTC()
 	old, exists := f.assets[publicID]
 	var resp map[string]any
@@ -608,9 +677,14 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 			assetID, _ = old["asset_id"].(string)
 			createdAt, _ = old["_created"].(time.Time)
 		}
-		delivery := fmt.Sprintf("res.cloudinary.com/%s/%s/upload/v%d/%s", CloudName, resourceType, version, publicID)
+		deliveryPath := fmt.Sprintf("/%s/%s/upload/v%d/%s", CloudName, resourceType, version, publicID)
 		if format != "" {
-			delivery += "." + format
+			deliveryPath += "." + format
+		}
+		delivery := "res.cloudinary.com" + deliveryPath
+		if f.opts.Serve {
+			delivery = strings.TrimPrefix(f.URL(), "http://") + deliveryPath
+			f.served[deliveryPath] = data
 		}
 		resource := map[string]any{
 			"asset_id":          assetID,
@@ -627,7 +701,7 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 			"etag":              etag,
 			"placeholder":       false,
 			"url":               "http://" + delivery,
-			"secure_url":        "https://" + delivery,
+			"secure_url":        secureScheme(f.opts.Serve) + delivery,
 			"asset_folder":      assetFolder,
 			"display_name":      displayName,
 			"original_filename": originalFilename,
@@ -662,7 +736,21 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 	}
 	u.Response = body
 	f.accepted = append(f.accepted, u)
+	locked = false
+	f.mu.Unlock()
+	if f.opts.OnUpload != nil {
+		f.opts.OnUpload(u)
+	}
 	fakeWriteBody(w, http.StatusOK, body)
+}
+
+// secureScheme is the scheme of secure_url: https as Cloudinary's, but plain http when the fake
+// serves the files itself.
+func secureScheme(served bool) string {
+	if served {
+		return "http://"
+	}
+	return "https://"
 }
 
 // fakeSign returns the signature Cloudinary expects for params and the string it signs (without the secret):

@@ -656,6 +656,88 @@ func (r fakeTestRequest) post(t *testing.T, f *Server) (int, http.Header, []byte
 	return resp.StatusCode, resp.Header, data
 }
 
+// With Options.Serve the fake keeps each file, a single request's or a chunked upload's, and
+// serves it back at the secure_url it answered; OnUpload hears of each upload as it is accepted.
+func TestFakeCloudinaryServesStoredFiles(t *testing.T) {
+	t.Parallel()
+	heard := make(chan Upload, 4)
+	f, err := StartWith(Options{Serve: true, OnUpload: func(u Upload) { heard <- u }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	get := func(u string) (int, []byte) {
+		t.Helper()
+		resp, err := f.Client().Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
+	var res struct {
+		PublicID  string `json:"public_id"`
+		SecureURL string `json:"secure_url"`
+		URL       string `json:"url"`
+	}
+
+	pic := fakeTestPNG(t, 6, 4)
+	status, _, body := fakeTestRequest{fields: url.Values{"public_id": {"trip/one"}}, file: pic}.post(t, f)
+	if status != 200 {
+		t.Fatalf("upload: %d %s", status, body)
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.SecureURL, f.URL()+"/"+CloudName+"/image/upload/v") || !strings.HasSuffix(res.SecureURL, "/trip/one.png") || res.URL != res.SecureURL {
+		t.Errorf("secure_url %q, url %q: want the fake's own delivery URL", res.SecureURL, res.URL)
+	}
+	if got, data := get(res.SecureURL); got != 200 || !bytes.Equal(data, pic) {
+		t.Errorf("GET secure_url: %d, %d bytes; want the %d bytes sent", got, len(data), len(pic))
+	}
+	select {
+	case u := <-heard:
+		if u.Params.Get("public_id") != "trip/one" || u.Bytes != int64(len(pic)) {
+			t.Errorf("OnUpload heard %+v", u)
+		}
+	default:
+		t.Error("OnUpload was not called before the answer")
+	}
+
+	first := make([]byte, MinChunkBytes)
+	if _, err := rand.Read(first); err != nil {
+		t.Fatal(err)
+	}
+	last := []byte("the end")
+	total := len(first) + len(last)
+	for _, c := range []struct {
+		rng  string
+		data []byte
+	}{{fmt.Sprintf("bytes 0-%d/-1", len(first)-1), first}, {fmt.Sprintf("bytes %d-%d/%d", len(first), total-1, total), last}} {
+		status, _, body = fakeTestRequest{fields: url.Values{"public_id": {"big"}}, Filename: "big.bin", file: c.data,
+			Header: http.Header{"Content-Range": {c.rng}, "X-Unique-Upload-Id": {"u1"}}}.post(t, f)
+		if status != 200 {
+			t.Fatalf("chunk %s: %d %s", c.rng, status, body)
+		}
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatal(err)
+	}
+	if got, data := get(res.SecureURL); got != 200 || !bytes.Equal(data, append(slices.Clone(first), last...)) {
+		t.Errorf("GET the chunked upload's secure_url %s: %d, %d bytes; want the %d sent", res.SecureURL, got, len(data), total)
+	}
+	if got, _ := get(f.URL() + "/" + CloudName + "/image/upload/v1/nothing.png"); got != http.StatusNotFound {
+		t.Errorf("GET a file never stored: %d, want 404", got)
+	}
+	if len(heard) != 1 {
+		t.Errorf("OnUpload heard %d more uploads, want the chunked one only once", len(heard))
+	}
+}
+
 // The context parameter as Cloudinary's SDKs write it (key=value pairs joined by '|', with '=',
 // '|' and '\' in a value escaped by '\'), read back as the answer's context.custom.
 func TestFakeParseContext(t *testing.T) {
