@@ -67,6 +67,7 @@ func envVars() []envVar {
 		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
 		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
+		{name: "USER_QUOTA", def: "off", help: "Bytes each client may store per window (the signed-in user, else the address as RATE_LIMIT names clients): SIZE/WINDOW such as 500MB/day, 2GB/30d or 1GiB/12h (KB, MB, GB, TB or KiB, MiB, GiB, TiB; day, hour, week or a number with s, m, h or d), the window starting at the client's first upload. Past it 429 with Retry-After, before the body is read when it has a Content-Length; a failed upload spends nothing. Shared through REDIS_URL when set; off disables"},
 		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
 		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
@@ -119,6 +120,7 @@ type config struct {
 
 	uploadTokens       *tokenSet // nil: anyone may upload
 	rateLimit          ratelimit.Spec
+	userQuota          ratelimit.QuotaSpec // USER_QUOTA; Off: none
 	trustProxy         bool
 	redisURL           secret // empty: no Redis
 	redisTLSVerify     bool
@@ -235,6 +237,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		problems = append(problems, err) // names the variable, never a token
 	}
 	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
+		problems = append(problems, err)
+	}
+	if cfg.userQuota, err = ratelimit.ParseQuota(get("USER_QUOTA")); err != nil {
 		problems = append(problems, err)
 	}
 	switch strings.ToLower(get("TRUST_PROXY")) {

@@ -13,6 +13,7 @@ import (
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -53,6 +54,7 @@ var (
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
+	errQuotaExceeded       = apiError{http.StatusTooManyRequests, "not stored: this upload would pass your upload quota; try again when it resets (Retry-After)"}
 	errMetricsToken        = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
 	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
 	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
@@ -106,6 +108,11 @@ func errBodyTooLarge(lim uploadLimits) apiError {
 		return errTooLarge(lim.maxFileBytes)
 	}
 	return apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request is larger than the limit of %d files of %s", lim.maxFiles, formatBytes(lim.maxFileBytes))}
+}
+
+// errQuotaTooLarge is the 413 for an upload larger than the whole of USER_QUOTA: no wait helps.
+func errQuotaTooLarge(spec ratelimit.QuotaSpec) apiError {
+	return apiError{http.StatusRequestEntityTooLarge, "not stored: this upload is larger than the whole upload quota of " + spec.Text}
 }
 
 // orList writes names as "a, b or c", each quoted.

@@ -48,7 +48,8 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 		return sameOrigin(limitRate(limiter, requireToken(cfg.uploadTokens, h)))
 	}
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
-	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm))))
+	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
+	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
 	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
