@@ -80,8 +80,10 @@ type quotaSpend struct {
 }
 
 // begin starts a request's spending. A request whose Content-Length would pass what is left of
-// the quota gets errQuotaExceeded, and one larger than the whole quota errQuotaTooLarge, before
-// its body is read; either way, settle must still be called to answer with the headers.
+// the quota gets errQuotaExceeded, and one larger than the whole quota errQuotaTooLarge (the
+// form can never be stored as it is), before its body is read; either way, settle must still be
+// called to answer with the headers. Without a Content-Length, errQuotaTooLarge is for one file
+// larger than the whole quota.
 func (q *uploadQuota) begin(r *http.Request) (*quotaSpend, error) {
 	if q == nil {
 		return nil, nil
@@ -119,10 +121,6 @@ func (s *quotaSpend) take(n int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if need := s.used + n - s.reserved; need > 0 {
-		if s.used+n > s.q.spec.Bytes {
-			s.refused = true
-			return errQuotaTooLarge(s.q.spec)
-		}
 		if !s.reserve(need, max(need, quotaStep)) {
 			return errQuotaExceeded
 		}
@@ -203,10 +201,17 @@ func (s *quotaSpend) file() *fileQuota {
 	return &fileQuota{spend: s}
 }
 
-// take counts n bytes of the file: errQuotaExceeded or errQuotaTooLarge when they pass the quota.
+// take counts n bytes of the file: errQuotaTooLarge when the file alone passes the whole quota,
+// errQuotaExceeded when it passes what is left.
 func (f *fileQuota) take(n int) error {
 	if f == nil {
 		return nil
+	}
+	if f.n+int64(n) > f.spend.q.spec.Bytes {
+		f.spend.mu.Lock()
+		f.spend.refused = true
+		f.spend.mu.Unlock()
+		return errQuotaTooLarge(f.spend.q.spec)
 	}
 	if err := f.spend.take(int64(n)); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
 
 // quotaField is the quota's member of an answer's RateLimit field: bytes left, seconds to reset.
@@ -196,5 +199,79 @@ func TestQuotaIsPerClient(t *testing.T) {
 	metrics := metricsText(t, one, srv.url)
 	if want := fmt.Sprintf("upload_refusals_total{reason=%q} 2\n", "quota"); !strings.Contains(metrics, want) {
 		t.Errorf("/metrics lacks %q", want)
+	}
+}
+
+// TestQuotaCountsEachFileOfAStreamedForm: in a form of several files sent without a length, the
+// files stored stay spent, the one that passes the quota is refused and given back; an upload
+// that fails upstream spends nothing either.
+func TestQuotaCountsEachFileOfAStreamedForm(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["USER_QUOTA"] = "1MB/hour"
+	srv := startServer(t, env)
+	c := newClient(t)
+	var parts []formPart
+	for i := range 3 {
+		file, err := io.ReadAll(streamedPNG(t, int64(400_000+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, filePartOf("file", fmt.Sprintf("%d.png", i), file))
+	}
+	ct, body := buildForm(t, parts...)
+	// A reader that is not a *bytes.Reader: the request has no Content-Length, and is chunked.
+	resp := postForm(t, c, srv.url, ct, io.MultiReader(bytes.NewReader(body)))
+	var got filesAnswerBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusTooManyRequests || len(got.Files) != 3 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("three files of 400 kB against 1 MB: %d Retry-After %q %+v, want 429 with three entries", resp.StatusCode, resp.Header.Get("Retry-After"), got)
+	}
+	if entryError(got.Files[0]) != "" || entryError(got.Files[1]) != "" || !strings.Contains(entryError(got.Files[2]), "upload quota") {
+		t.Errorf("entries %+v: want the first two stored, the third refused for the quota", got.Files)
+	}
+	ups := fake.Uploads()
+	if len(ups) != 2 {
+		t.Fatalf("%d files stored, want 2", len(ups))
+	}
+	spent := ups[0].Bytes + ups[1].Bytes
+	if left, _ := quotaField(t, resp); left != 1_000_000-spent {
+		t.Errorf("%d bytes left, want %d: the stored files spent, the refused one given back", left, 1_000_000-spent)
+	}
+
+	fake.SetBehaviour(fakeBehaviour{Status: http.StatusInternalServerError, Body: `{"error":{"message":"boom"}}`})
+	resp, apiErr := uploadStreamed(t, c, srv.url, 100_000, true)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("upload that fails upstream: %d %q, want 502", resp.StatusCode, apiErr.Error.Message)
+	}
+	if left, _ := quotaField(t, resp); left != 1_000_000-spent {
+		t.Errorf("after a failed upload %d bytes left, want %d", left, 1_000_000-spent)
+	}
+}
+
+// TestRedisSharesTheQuotaAcrossServers: with REDIS_URL, two servers count one quota per client.
+func TestRedisSharesTheQuotaAcrossServers(t *testing.T) {
+	redis := redistest.Start(t)
+	fake := newFakeCloudinary(t)
+	env := redisEnv(t, fake, redis.URL())
+	env["USER_QUOTA"] = "1MB/hour"
+	a, b := startServer(t, env), startServer(t, env)
+	one, other := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.3")
+
+	resp, got := uploadStreamed(t, one, a.url, 600_000, true)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("600 kB to one server: %d %q", resp.StatusCode, got.Error.Message)
+	}
+	left, _ := quotaField(t, resp)
+	resp, got = uploadStreamed(t, one, b.url, 600_000, true)
+	wantQuotaRefusal(t, "600 kB more to the other server", resp, got, left)
+	if retry, _ := strconv.Atoi(resp.Header.Get("Retry-After")); retry > 3600 {
+		t.Errorf("Retry-After %d, beyond the hour's window", retry)
+	}
+	if resp, got := uploadStreamed(t, other, b.url, 600_000, true); resp.StatusCode != http.StatusOK {
+		t.Errorf("another client: %d %q", resp.StatusCode, got.Error.Message)
+	}
+	if n := len(fake.Uploads()); n != 2 {
+		t.Errorf("%d uploads stored, want 2", n)
 	}
 }
