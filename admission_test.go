@@ -81,22 +81,22 @@ func holdUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudina
 		resp.Body.Close()
 		h.answer <- resp.StatusCode
 	}()
-	if _, err := w.Write(img[:len(img)/2]); err != nil {
+	t.Cleanup(func() { w.Close() })
+	if err := writeWithin(t, w, img[:len(img)/2]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.FirstBytes
-	t.Cleanup(func() { w.Close() })
+	within(t, fake.FirstBytes, "the held upload at the fake")
 	return h
 }
 
 // finish sends the rest of the file and returns the answer's status.
 func (h *heldUpload) finish(t *testing.T) int {
 	t.Helper()
-	if _, err := h.w.Write(h.rest); err != nil {
+	if err := writeWithin(t, h.w, h.rest); err != nil {
 		t.Fatal(err)
 	}
 	h.w.Close()
-	return <-h.answer
+	return within(t, h.answer, "the held upload's answer")
 }
 
 // smallUpload posts a small PNG and returns the answer.
@@ -339,7 +339,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}()
 	}
 	for range slow {
-		<-fake.FirstBytes // every slow upload is in, and holds its reservation
+		within(t, fake.FirstBytes, "a slow upload at the fake") // every slow upload is in, and holds its reservation
 	}
 	good := clientFrom(t, "127.0.0.3")
 	for i := range 3 {
@@ -348,7 +348,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}
 	}
 	for range slow {
-		a := <-answers
+		a := within(t, answers, "a slow upload's answer")
 		if a.status != http.StatusRequestTimeout || !strings.Contains(a.body, errTooSlow.message) {
 			t.Errorf("slow body: %d %q, want 408 %q", a.status, a.body, errTooSlow.message)
 		}

@@ -26,12 +26,21 @@ func parseTokens(raw string) (*tokenSet, error) {
 	}
 	ts := &tokenSet{}
 	for i, tok := range list {
-		if len(tok) < minTokenLen || !validTokenChars(tok) {
-			return nil, fmt.Errorf("UPLOAD_TOKENS: token %d of %d must be at least %d characters of letters, digits and -._~+/= (try: openssl rand -hex 32)", i+1, len(list), minTokenLen)
+		if !strongToken(tok) {
+			return nil, fmt.Errorf("UPLOAD_TOKENS: token %d of %d %s", i+1, len(list), tokenRule)
 		}
 		ts.digests = append(ts.digests, sha256.Sum256([]byte(tok)))
 	}
 	return ts, nil
+}
+
+// tokenRule is what strongToken asks of a token, as a start-up error says it.
+var tokenRule = fmt.Sprintf("must be at least %d characters of letters, digits and -._~+/= (try: openssl rand -hex 32)", minTokenLen)
+
+// strongToken is the one rule for the secrets clients send as bearer tokens (UPLOAD_TOKENS,
+// METRICS_TOKEN): long enough not to be guessed, and sendable in an Authorization header as it is.
+func strongToken(tok string) bool {
+	return len(tok) >= minTokenLen && validTokenChars(tok)
 }
 
 // validTokenChars accepts RFC 6750's token68 characters, so a token fits an Authorization header as it is.

@@ -183,11 +183,11 @@ func TestChunkedUploadAbortInChunk3(t *testing.T) {
 	}
 	// Chunk 2 is sent once the server has read one byte past it; the fake signals each
 	// chunk's first bytes.
-	<-fake.FirstBytes
-	<-fake.FirstBytes
+	within(t, fake.FirstBytes, "chunk 1's first bytes at the fake")
+	within(t, fake.FirstBytes, "chunk 2's first bytes at the fake")
 	cancel()                               // the client goes away in the middle of chunk 3
 	fileW.CloseWithError(context.Canceled) // no closing boundary
-	if err := <-result; !errors.Is(err, context.Canceled) {
+	if err := within(t, result, "the aborted client's error"); !errors.Is(err, context.Canceled) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	srv.stop(t) // returns only once every request, upstream ones included, has ended
@@ -223,10 +223,10 @@ func TestConcurrencyCap(t *testing.T) {
 		first <- resp.StatusCode
 	}()
 	half := len(img) / 2
-	if _, err := fileW.Write(img[:half]); err != nil {
+	if err := writeWithin(t, fileW, img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.FirstBytes // the first upload holds the only place
+	within(t, fake.FirstBytes, "the first upload at the fake") // it holds the only place
 
 	// The second waits ADMISSION_WAIT for it, then is refused.
 	ct, body := multipartBody(t, nil, "b.png", testPNG(t, 4, 4))
@@ -240,11 +240,11 @@ func TestConcurrencyCap(t *testing.T) {
 		t.Errorf("Retry-After %q, want %q", ra, retryAfterBusy)
 	}
 
-	if _, err := fileW.Write(img[half:]); err != nil {
+	if err := writeWithin(t, fileW, img[half:]); err != nil {
 		t.Fatal(err)
 	}
 	fileW.Close()
-	if status := <-first; status != http.StatusOK {
+	if status := within(t, first, "the first upload's answer"); status != http.StatusOK {
 		t.Fatalf("first upload: status %d", status)
 	}
 	// The place is free again.
@@ -283,11 +283,18 @@ func TestBodyIdleTimeout(t *testing.T) {
 				decodeBody(t, resp, &got)
 				result <- answer{resp.StatusCode, got.Error.Message}
 			}()
-			if _, err := fileW.Write(append(testPNG(t, 2, 2), make([]byte, 64<<10)...)); err != nil {
-				t.Fatal(err)
-			}
-			// … and then nothing more: the server gives up on the client.
-			a := <-result
+			// The file's head, and then nothing more: the server gives up on the client. It may do
+			// so while the head is still being written (on a loaded machine the transport can pause
+			// longer than the idle timeout), and then nobody reads the rest: so the write runs on its
+			// own, and ends when the pipe is closed after the answer.
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := fileW.Write(append(testPNG(t, 2, 2), make([]byte, 64<<10)...))
+				wrote <- err
+			}()
+			a := within(t, result, "the answer to a stalled upload")
+			fileW.CloseWithError(errors.New("test: the answer came"))
+			within(t, wrote, "the file's head to be written or cut off")
 			if a.status != http.StatusRequestTimeout || a.message != errBodyIdle.message {
 				t.Fatalf("got %d %q, want 408 %q", a.status, a.message, errBodyIdle.message)
 			}

@@ -72,7 +72,7 @@ func envVars() []envVar {
 		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
-		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may ask POST /sign to sign; folder, upload_preset and timestamp are always the server's"},
+		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may set, in POST /upload's form and POST /sign: an allow-list from public_id, tags, context, metadata, display_name, face_coordinates, custom_coordinates (nothing that chooses where a file goes, what it overwrites or where Cloudinary calls back)"},
 		{name: "READ_HEADER_TIMEOUT", def: "10s", help: "How long a client may take to send the request line and headers (slow clients are cut off)"},
 		{name: "LOG_FORMAT", def: "auto", help: "Log format: json, text, or auto: text when stdout is a terminal (with the page's address first), else json"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
@@ -80,7 +80,7 @@ func envVars() []envVar {
 		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
 		{name: "MAX_IMAGE_DIMENSION", def: "20000", help: "Longest side of an accepted image, in pixels; longer gets 413"},
 		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
-		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true); empty: /metrics is open to anyone who can reach it", secret: true},
+		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true; at least 16 characters, e.g. openssl rand -hex 32); empty: /metrics is open to anyone who can reach it", secret: true},
 	}
 }
 
@@ -350,6 +350,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("METRICS", "true or false")
 	}
 	cfg.metricsToken = secret(get("METRICS_TOKEN"))
+	if cfg.metricsToken != "" && !strongToken(string(cfg.metricsToken)) {
+		problems = append(problems, errors.New("METRICS_TOKEN "+tokenRule)) // never the token itself
+	}
 	if cfg.metricsToken != "" && !cfg.metrics {
 		problems = append(problems, errors.New("METRICS_TOKEN is set but METRICS is not true: set METRICS=true to serve /metrics"))
 	}

@@ -52,6 +52,7 @@ var (
 	errPublicIDOneFile     = apiError{http.StatusBadRequest, "not stored: public_id names one file, the first of the request; send this file in a request of its own"}
 	errTooSlow             = apiError{http.StatusRequestTimeout, "the request body arrived too slowly"}
 	errForeignOrigin       = apiError{http.StatusForbidden, "requests from pages on other origins are not accepted"}
+	errTwoOrigins          = apiError{http.StatusBadRequest, "the request has more than one Origin header"}
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
 	errQuotaExceeded       = apiError{http.StatusTooManyRequests, "not stored: this upload would pass your upload quota; try again when it resets (Retry-After)"}

@@ -413,3 +413,49 @@ func TestForgedForwardedForCannotDodgeTheLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoOriginHeadersAreRefused: with two Origin headers, CORS and the origin check could each
+// read another one (the attack run saw both echoed in Access-Control-Allow-Origin). The request is
+// refused, preflight too, and nothing is allowed.
+func TestTwoOriginHeadersAreRefused(t *testing.T) {
+	const good, evil = "https://app.example", "https://evil.example"
+	for _, allowed := range []string{good, "*"} {
+		t.Run("ALLOWED_ORIGINS="+allowed, func(t *testing.T) {
+			fake := newFakeCloudinary(t)
+			env := baseEnv(t, fake)
+			env["ALLOWED_ORIGINS"] = allowed
+			srv := startServer(t, env)
+			c := newClient(t)
+			ct, body := multipartBody(t, nil, "a.png", testPNG(t, 2, 2))
+			for _, tc := range []struct {
+				method string
+				header http.Header
+			}{
+				{http.MethodPost, http.Header{"Origin": {good, evil}, "Content-Type": {ct}}},
+				{http.MethodPost, http.Header{"Origin": {evil, good}, "Content-Type": {ct}}},
+				{http.MethodOptions, http.Header{"Origin": {good, evil}, "Access-Control-Request-Method": {"POST"}}},
+			} {
+				req, err := http.NewRequest(tc.method, srv.url+"/upload", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header = tc.header
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got apiErrorBody
+				decodeBody(t, resp, &got)
+				if resp.StatusCode != http.StatusBadRequest || got.Error.Message != errTwoOrigins.message {
+					t.Errorf("%s with Origin %q: %d %q, want 400 %q", tc.method, tc.header["Origin"], resp.StatusCode, got.Error.Message, errTwoOrigins.message)
+				}
+				if acao := resp.Header.Values("Access-Control-Allow-Origin"); len(acao) != 0 {
+					t.Errorf("%s with Origin %q: Access-Control-Allow-Origin %q", tc.method, tc.header["Origin"], acao)
+				}
+			}
+			if n := fake.RequestCount(); n != 0 {
+				t.Errorf("%d requests reached Cloudinary", n)
+			}
+		})
+	}
+}

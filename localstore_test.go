@@ -285,7 +285,7 @@ func TestLocalStoreSamePublicIDRace(t *testing.T) {
 	}
 	created, urls := 0, map[string]bool{}
 	for range n {
-		a := <-answers
+		a := within(t, answers, "an upload's answer")
 		if !a.Existing {
 			created++
 		}

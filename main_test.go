@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -153,9 +154,9 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 		s.stop(t)
 		<-readerDone
 	})
-	a, ok := <-addr
-	if !ok {
-		t.Fatalf("server did not start: %v\nlogs:\n%s", <-s.done, s.logs)
+	a := within(t, addr, "the server's listening line") // "" when run ended without one
+	if a == "" {
+		t.Fatalf("server did not start: %v\nlogs:\n%s", within(t, s.done, "run to return"), s.logs)
 	}
 	_, port, err := net.SplitHostPort(a)
 	if err != nil {
@@ -169,11 +170,18 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 func (s *testServer) stop(t *testing.T) {
 	t.Helper()
 	s.cancel()
-	if err, ok := <-s.done; ok {
-		close(s.done)
-		if err != nil {
-			t.Errorf("run: %v", err)
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case err, ok := <-s.done:
+		if ok {
+			close(s.done)
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
 		}
+	case <-timer.C:
+		t.Fatalf("run did not return within %v of its context's end", testWait)
 	}
 }
 
@@ -269,4 +277,45 @@ func decodeOK(t *testing.T, resp *http.Response, what string) map[string]any {
 		t.Fatalf("%s: status %d: %v", what, resp.StatusCode, got)
 	}
 	return got
+}
+
+// testWait bounds every wait of a test on something the server or a client goroutine does: past
+// it the test fails with what it was waiting for, instead of hanging until go test's own timeout.
+const testWait = 60 * time.Second
+
+// within returns the next value from ch, or fails the test if none comes within testWait.
+func within[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("waited %v for %s", testWait, what)
+		panic("unreachable")
+	}
+}
+
+// writeWithin writes b into a request body's pipe. Nobody may read it (the server answered and
+// the client stopped sending): then, after testWait, the pipe is closed so that the write returns,
+// and the test fails. It returns the write's error.
+func writeWithin(t testing.TB, w *io.PipeWriter, b []byte) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(b)
+		done <- err
+	}()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		w.CloseWithError(errors.New("test: nobody read the request body"))
+		<-done // returns at once now that the pipe is closed
+		t.Fatalf("waited %v for the request body to be read", testWait)
+		panic("unreachable")
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -262,8 +261,8 @@ func handleMetrics(m *metrics, token secret) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			got, ok := bearerToken(r.Header.Get("Authorization")) // the scheme in any case (RFC 6750)
+			gotSum := sha256.Sum256([]byte(got))
 			// Hashing first makes the comparison constant-time whatever the lengths.
 			if !ok || subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)

@@ -14,7 +14,7 @@ import (
 )
 
 func TestMetrics(t *testing.T) {
-	const token = "metrics-t0ken"
+	const token = "metrics-t0ken-0123456789"
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	env["METRICS"] = "true"
@@ -69,6 +69,11 @@ func TestMetrics(t *testing.T) {
 		}
 		if !strings.Contains(body, "METRICS_TOKEN") || strings.Contains(body, token) {
 			t.Errorf("401 body %q", body)
+		}
+	}
+	for _, auth := range []string{"bearer " + token, "BEARER " + token} { // the scheme is case-insensitive (RFC 6750 §2.1)
+		if resp, _ := get(auth); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET /metrics with Authorization %q = %d, want 200", auth, resp.StatusCode)
 		}
 	}
 	resp, body := get("Bearer " + token)
@@ -144,7 +149,9 @@ func TestMetricsConfig(t *testing.T) {
 	}{
 		{map[string]string{"METRICS": "maybe"}, "METRICS"},
 		{map[string]string{"METRICS_TOKEN": "x"}, "METRICS_TOKEN is set but METRICS is not true"},
-		{map[string]string{"METRICS": "true", "METRICS_TOKEN": "x"}, ""},
+		{map[string]string{"METRICS": "true", "METRICS_TOKEN": "x1"}, "METRICS_TOKEN must be at least 16 characters"}, // found in 610 requests
+		{map[string]string{"METRICS": "true", "METRICS_TOKEN": "metrics token with spaces"}, "METRICS_TOKEN must be at least 16 characters"},
+		{map[string]string{"METRICS": "true", "METRICS_TOKEN": "0123456789abcdef"}, ""},
 	} {
 		env := map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}
 		for k, v := range tc.env {
@@ -153,6 +160,9 @@ func TestMetricsConfig(t *testing.T) {
 		_, err := loadConfig(mapGetenv(env))
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%v: err = %v, want %q", tc.env, err, tc.wantErr)
+		}
+		if tok := tc.env["METRICS_TOKEN"]; err != nil && len(tok) > 8 && strings.Contains(err.Error(), tok) {
+			t.Errorf("the error quotes METRICS_TOKEN: %v", err)
 		}
 	}
 }

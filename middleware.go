@@ -131,3 +131,16 @@ func recoverPanics(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// refuseTwoOrigins answers 400 to a request with more than one Origin header (RFC 6454 §7.3 allows
+// one): CORS and the origin check would each read one of them, and a CORS library may echo both.
+// It runs before CORS, so a preflight with two is refused too.
+func refuseTwoOrigins(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header.Values("Origin")) > 1 {
+			writeError(w, r, errTwoOrigins)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -36,6 +36,7 @@ var undocumentedAnswers = []struct {
 	why           string
 }{
 	{"OPTIONS", "*", http.StatusNoContent, "a CORS preflight, answered by the CORS middleware for any route"},
+	{"OPTIONS", "*", errTwoOrigins.status, "a preflight with two Origin headers, refused before CORS (the description says so)"},
 	{"*", "POST /upload", errClientGone.status, "logged when the client went away: nobody receives it"},
 	{"*", "*", http.StatusTemporaryRedirect, "the mux sends a path with . or .. segments to its cleaned form"},
 }

@@ -136,7 +136,7 @@ func producibleErrors(t *testing.T) []apiError {
 		errBodyIncomplete, errUpstreamCredentials, errUpstreamFailed, errUpstreamUnreachable,
 		errUpstreamNotJSON, errUpstreamRateLimited, errUpstreamTimeout, errInternal, errTooBusy,
 		errClientBusy, errBodyIdle, errFormTooLarge, errTooManyParts, errNoDelimiter,
-		errTransferEncoding, errPublicIDOneFile, errTooSlow, errForeignOrigin, errImageMetadataTooLarge,
+		errTransferEncoding, errPublicIDOneFile, errTooSlow, errForeignOrigin, errTwoOrigins, errImageMetadataTooLarge,
 		errUnauthorized, errMetricsToken, errRateLimited,
 		errSignNeedsCloudinary, errSignNotJSON, errSignBadJSON, errSignTooLarge,
 		errNoFilePart(fileFields),

@@ -92,14 +92,14 @@ func TestRedisSharesUploadsInFlightAcrossServers(t *testing.T) {
 		t.Errorf("another client: %d %s", resp.StatusCode, body)
 	}
 	close(f1.release)
-	if s := <-s1; s != http.StatusOK {
+	if s := within(t, s1, "the first held upload's answer"); s != http.StatusOK {
 		t.Fatalf("the first held upload: %d", s)
 	}
 	if resp, body := uploadPNG(t, one, b.url); resp.StatusCode != http.StatusOK {
 		t.Errorf("after one ended: %d %s, want 200", resp.StatusCode, body)
 	}
 	close(f2.release)
-	if s := <-s2; s != http.StatusOK {
+	if s := within(t, s2, "the second held upload's answer"); s != http.StatusOK {
 		t.Fatalf("the second held upload: %d", s)
 	}
 	rdb := newRedisClient(t, redis)
@@ -161,13 +161,13 @@ func TestRedisLeasesOfAKilledServerLapse(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	<-fake.FirstBytes // admitted on the server about to be killed
+	within(t, fake.FirstBytes, "the upload at the fake") // admitted on the server about to be killed
 	if resp, body := uploadPNG(t, c, survivor.url); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("the other server let a second upload in: %d %s", resp.StatusCode, body)
 	}
 	killed.kill(t)
 	close(f.stop)
-	<-done
+	within(t, done, "the killed server's client to end")
 
 	rdb := newRedisClient(t, redis)
 	ctx := context.Background()
@@ -239,8 +239,8 @@ func startServerProcess(t *testing.T, env map[string]string) *serverProcess {
 		close(addr)
 	}()
 	t.Cleanup(func() { p.kill(t) })
-	a, ok := <-addr
-	if !ok {
+	a := within(t, addr, "the server process's listening line") // "" when it ended without one
+	if a == "" {
 		p.kill(t)
 		t.Fatalf("the server process did not start:\n%s", stderr.String())
 	}

@@ -28,6 +28,7 @@ func newServer(logger *slog.Logger, cfg config, st storage, health *healthState)
 	var h http.Handler = mux
 	h = recoverPanics(h)                      // a handler panic becomes a JSON 500 …
 	h = cors.New(corsOptions(cfg)).Handler(h) // preflights never reach the mux
+	h = refuseTwoOrigins(h)                   // before CORS reads the one it picks
 	h = withSecurityHeaders(h)                // on every answer, preflights too; a handler may override
 	h = logRequests(routeOf(mux), h)          // … which is logged here, with its status and route
 	h = withRequestID(logger, h)              // outermost: everything inside can log the ID

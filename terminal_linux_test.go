@@ -33,7 +33,7 @@ func TestTerminalLogsSayWhereToOpenThePage(t *testing.T) {
 		}
 	}
 	cancel()
-	if err := <-done; err != nil {
+	if err := within(t, done, "run to return"); err != nil {
 		t.Errorf("run: %v", err)
 	}
 	if len(lines) == 0 {

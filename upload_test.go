@@ -273,22 +273,23 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 		}
 		result <- err
 	}()
-	if _, err := fileW.Write(testPNG(t, 16, 16)); err != nil {
+	if err := writeWithin(t, fileW, testPNG(t, 16, 16)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fileW.Write(make([]byte, 64<<10)); err != nil {
+	if err := writeWithin(t, fileW, make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.FirstBytes // the upload is under way upstream
-	cancel()          // the client goes away
+	within(t, fake.FirstBytes, "the upload at the fake") // under way upstream
+	// The client goes away.
+	cancel()
 	// Ends the client's body writer without completing the form: a plain Close let a fast
 	// client finish a valid body before it noticed the cancel, and the upload succeeded.
 	errGone := errors.New("client went away")
 	fileW.CloseWithError(errGone)
-	if err := <-fake.Aborted; err == nil {
+	if err := within(t, fake.Aborted, "the fake to see the upload aborted"); err == nil {
 		t.Errorf("upstream request ended without error")
 	}
-	if err := <-result; !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
+	if err := within(t, result, "the client's error"); !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	if len(fake.Uploads()) != 0 {
@@ -327,7 +328,7 @@ func TestUpstreamThatStopsReadingGets504(t *testing.T) {
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d (%q), want 504", resp.StatusCode, got.Error.Message)
 	}
-	c := <-conns
+	c := within(t, conns, "the stalled upstream's connection")
 	defer c.Close()
 	// Read what the server managed to send; the server must have closed its end.
 	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil { // a bound on failure, not a wait
@@ -363,21 +364,21 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 		resp.Body.Close()
 		result <- answer{status: resp.StatusCode}
 	}()
-	if _, err := fileW.Write(img[:half]); err != nil {
+	if err := writeWithin(t, fileW, img[:half]); err != nil {
 		t.Fatal(err)
 	}
-	<-fake.FirstBytes
+	within(t, fake.FirstBytes, "the upload at the fake")
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fileW.Write(img[half:]); err != nil {
+	if err := writeWithin(t, fileW, img[half:]); err != nil {
 		t.Fatal(err)
 	}
 	fileW.Close()
-	if a := <-result; a.err != nil || a.status != http.StatusOK {
+	if a := within(t, result, "the answer during shutdown"); a.err != nil || a.status != http.StatusOK {
 		t.Fatalf("upload during shutdown: status %d, err %v", a.status, a.err)
 	}
-	if err := <-srv.done; err != nil {
+	if err := within(t, srv.done, "run to return after SIGTERM"); err != nil {
 		t.Fatalf("run after SIGTERM: %v", err)
 	}
 	close(srv.done)

@@ -4,8 +4,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cloudinary/cloudinary-go/v2/api"
 )
 
 // readAnswer sorts what Cloudinary may answer into a result or this package's errors.
@@ -79,5 +83,34 @@ func TestSigner(t *testing.T) {
 	d := NewSigner(&Credentials{CloudName: "c", APIKey: "k", APISecret: "s"})
 	if d.Algorithm() != "sha1" || d.Version() != 2 || d.UploadURL("auto") != "https://api.cloudinary.com/v1_1/c/auto/upload" {
 		t.Errorf("defaults: %s %d %s", d.Algorithm(), d.Version(), d.UploadURL("auto"))
+	}
+}
+
+// No version signs a value with '&': with version 1 the signature of {context: "a=x&folder=y"} is
+// that of {context: "a=x", folder: "y"}, which the signer shows here before refusing the first.
+func TestSignerRefusesAmpersand(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1700000000, 0)
+	for _, version := range []string{"1", "2"} {
+		c, err := ParseURL("cloudinary://key:secret@cloud?signature_version=" + version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewSigner(c)
+		_, err = s.Sign(url.Values{"context": {"alt=x&folder=admin"}}, now)
+		if !errors.Is(err, ErrUnsignable) {
+			t.Errorf("version %s: err = %v, want ErrUnsignable", version, err)
+		}
+		if _, err := s.Sign(url.Values{"context": {"alt=x"}, "folder": {"admin"}}, now); err != nil {
+			t.Errorf("version %s: %v", version, err)
+		}
+	}
+	// Why: version 1 reads the two the same.
+	v1 := url.Values{"context": {"alt=x&folder=admin"}, "timestamp": {"1700000000"}}
+	apart := url.Values{"context": {"alt=x"}, "folder": {"admin"}, "timestamp": {"1700000000"}}
+	a, err1 := api.SignParametersUsingAlgoAndVersion(v1, "secret", "sha1", 1)
+	b, err2 := api.SignParametersUsingAlgoAndVersion(apart, "secret", "sha1", 1)
+	if err1 != nil || err2 != nil || a != b {
+		t.Errorf("version 1 signs them apart (%s, %s; %v %v): the refusal is not needed", a, b, err1, err2)
 	}
 }

@@ -100,6 +100,7 @@ var (
 	ErrEmptyFile   = errors.New("file is empty")                           // a chunked upload read no byte
 	ErrStalled     = errors.New("chunk upload made no progress")           // wrapped by ErrTimeout
 	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")    // wrapped by ErrTimeout
+	ErrUnsignable  = errors.New("a parameter cannot be signed")            // a value with '&': see Signer.Sign
 )
 
 // RejectedError is Cloudinary's own 4xx about the file (not about the credentials or the rate),

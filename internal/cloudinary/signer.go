@@ -63,7 +63,17 @@ func (s *Signer) UploadURL(resource string) string {
 // Sign sets params' timestamp to now and returns the signature of params, with the SDK's
 // signing function. Empty values are left out of what is signed, as Cloudinary leaves them out.
 // The caller sends the signature and the api_key beside params.
+//
+// A value with '&' is never signed: signature version 1 does not escape it, so such a signature
+// would also serve an upload that sends what follows the '&' as a parameter of its own.
 func (s *Signer) Sign(params url.Values, now time.Time) (string, error) {
+	for name, values := range params {
+		for _, v := range values {
+			if strings.Contains(v, "&") {
+				return "", fmt.Errorf("%w: the value of %q has an '&'", ErrUnsignable, name)
+			}
+		}
+	}
 	params.Set("timestamp", strconv.FormatInt(now.Unix(), 10))
 	sig, err := api.SignParametersUsingAlgoAndVersion(params, string(s.creds.APISecret), s.algorithm, s.version)
 	if err != nil {
