@@ -275,3 +275,47 @@ func TestRedisSharesTheQuotaAcrossServers(t *testing.T) {
 		t.Errorf("%d uploads stored, want 2", n)
 	}
 }
+
+// TestQuotaRefusalsGiveTheReservationBack: an upload refused after its Content-Length was reserved
+// (by admission, at MAX_UPLOADS_PER_CLIENT; by the form's rules) spends none of it.
+func TestQuotaRefusalsGiveTheReservationBack(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["USER_QUOTA"] = "1MB/hour"
+	env["MAX_UPLOADS_PER_CLIENT"] = "1"
+	srv := startServer(t, env)
+	c := newClient(t)
+
+	held := holdUpload(t, c, srv.url, fake)
+	resp, got := uploadStreamed(t, c, srv.url, 100_000, true)
+	if resp.StatusCode != http.StatusTooManyRequests || strings.Contains(got.Error.Message, "quota") {
+		t.Fatalf("a second upload at MAX_UPLOADS_PER_CLIENT=1: %d %q, want 429 for the uploads in flight", resp.StatusCode, got.Error.Message)
+	}
+	if s := held.finish(t); s != http.StatusOK {
+		t.Fatalf("the held upload: %d", s)
+	}
+	req, err := http.NewRequest(http.MethodPost, srv.url+"/upload", strings.NewReader(strings.Repeat("x", 100_000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("text/plain: %d %q, want 415", resp.StatusCode, got.Error.Message)
+	}
+	resp, got = uploadStreamed(t, c, srv.url, 1000, true)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a last upload: %d %q", resp.StatusCode, got.Error.Message)
+	}
+	ups := fake.Uploads()
+	if len(ups) != 2 {
+		t.Fatalf("%d uploads stored, want 2", len(ups))
+	}
+	if left, _ := quotaField(t, resp); left != 1_000_000-ups[0].Bytes-ups[1].Bytes {
+		t.Errorf("%d bytes left, want %d: only the two stored files spent", left, 1_000_000-ups[0].Bytes-ups[1].Bytes)
+	}
+}
