@@ -33,8 +33,14 @@ type uploadQuota struct {
 // quotaPolicyName names USER_QUOTA's policy in RateLimit and RateLimit-Policy.
 const quotaPolicyName = `"quota"`
 
-// quotaStep is how far ahead a streamed upload reserves: one call to Redis per MiB at most.
-const quotaStep = 1 << 20
+// A streamed upload reserves ahead what it has reserved so far, at least quotaStep and at most
+// maxQuotaStep: a 20 MB file makes 6 calls to Redis, a 1 GB one about 70. Reserved ahead only
+// ever comes out of what is left, so an upload is never refused for its own reservation (another
+// upload of the same client at once may find less left, by at most what this one reserved ahead).
+const (
+	quotaStep    = 1 << 20
+	maxQuotaStep = 16 << 20
+)
 
 // newUploadQuota keeps the counts in memory, or in Redis when shared is not nil (falling back to
 // memory while Redis does not answer). It is nil when spec is off.
@@ -121,7 +127,7 @@ func (s *quotaSpend) take(n int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if need := s.used + n - s.reserved; need > 0 {
-		if !s.reserve(need, max(need, quotaStep)) {
+		if !s.reserve(need, max(need, min(max(s.reserved, quotaStep), maxQuotaStep))) {
 			return errQuotaExceeded
 		}
 	}
