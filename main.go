@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.Text, "trust_proxy", cfg.trustProxy,
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy,
 		"shared_through_redis", cfg.redisURL != "")
 
 	select {
