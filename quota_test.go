@@ -12,7 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/auth"
+	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
 
@@ -317,5 +321,44 @@ func TestQuotaRefusalsGiveTheReservationBack(t *testing.T) {
 	}
 	if left, _ := quotaField(t, resp); left != 1_000_000-ups[0].Bytes-ups[1].Bytes {
 		t.Errorf("%d bytes left, want %d: only the two stored files spent", left, 1_000_000-ups[0].Bytes-ups[1].Bytes)
+	}
+}
+
+// TestQuotaIsPerSignedInUser: the quota of a request that carries a signed-in user (as the sign-in
+// middleware puts it in the context) is the user's: two users from one address each have their
+// own, and neither spends the address's.
+func TestQuotaIsPerSignedInUser(t *testing.T) {
+	cfg := testConfig()
+	spec, err := ratelimit.ParseQuota("1MB/hour")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics("other")
+	adm := newUploadAdmission(cfg, admission.NewMemoryLeases(), m, time.Now)
+	h := handleUpload(acceptAllUploader{}, cfg.uploadLimits(), adm, newUploadQuota(spec, false, time.Now, nil, m))
+	file, err := io.ReadAll(streamedPNG(t, 600_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(user string) (int, int64) {
+		req := uploadReq(t, nil, "a.png", file)
+		req.RemoteAddr = "198.51.100.7:4000" // one address for all
+		if user != "" {
+			req = req.WithContext(auth.NewContext(req.Context(), auth.User{Subject: user}))
+		}
+		rec := serve(h, req)
+		left, _ := quotaField(t, rec.Result())
+		return rec.Code, left
+	}
+	for _, tc := range []struct {
+		user   string
+		status int
+	}{
+		{"auth0|alice", http.StatusOK}, {"auth0|bob", http.StatusOK}, {"", http.StatusOK},
+		{"auth0|alice", http.StatusTooManyRequests}, {"auth0|bob", http.StatusTooManyRequests}, {"", http.StatusTooManyRequests},
+	} {
+		if status, left := upload(tc.user); status != tc.status || left != 400_000 {
+			t.Errorf("600 kB from %q: %d with %d bytes left, want %d with 400 kB left", tc.user, status, left, tc.status)
+		}
 	}
 }
