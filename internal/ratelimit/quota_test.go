@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -230,5 +232,37 @@ func TestMemoryQuotasDropEndedWindows(t *testing.T) {
 	}
 	if st := m.Release(ctx, "a", Grant{}, 0); st.Remaining != 1e6 || st.Reset != time.Hour {
 		t.Errorf("a dropped client: %+v, want the whole quota", st)
+	}
+}
+
+// TestMemoryQuotasAreBounded: at most MaxClients windows; past it new clients share one.
+func TestMemoryQuotasAreBounded(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	m := NewMemoryQuotas(mustParseQuota(t, "1MB/day"), clock.now)
+	ctx := context.Background()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range MaxClients {
+		if g, _ := m.Reserve(ctx, fmt.Sprintf("addr:198.51.%d.%d", i/256, i%256), 1e6, 1e6); g.Bytes != 1e6 {
+			t.Fatalf("client %d: %+v on its first upload", i, g)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// Past the cap, new clients share one window: the second of them finds it spent.
+	if g, _ := m.Reserve(ctx, "one-more", 1e6, 1e6); g.Bytes != 1e6 {
+		t.Errorf("the first client past the cap: %+v", g)
+	}
+	if g, _ := m.Reserve(ctx, "two-more", 1, 1); g.Bytes != 0 {
+		t.Errorf("the second client past the cap had a window of its own: %+v", g)
+	}
+	if got := m.Size(); got != MaxClients {
+		t.Errorf("size %d, want the cap %d", got, MaxClients)
+	}
+	perClient := (int64(after.HeapInuse) - int64(before.HeapInuse)) / MaxClients
+	t.Logf("about %d bytes of heap per client", perClient)
+	if perClient > 1024 {
+		t.Errorf("%d bytes per client, want at most 1 KiB", perClient)
 	}
 }
