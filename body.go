@@ -12,9 +12,10 @@ package main
 //	formstream.Reader internal/formstream  large reads of the connection into its own buffer (requestBufferBytes,
 //	                              pooled); part headers and text fields within formOverhead
 //	formstream.Part  internal/formstream  the file's bytes as pieces of that buffer (NextPiece): the fast path
-//	guardImage       imageguard.go  pixel limits and metadata stripping (internal/imageguard); a JPEG, or any
-//	                              file with nothing to strip, is the part itself; a PNG or WebP being stripped,
-//	                              and a GIF, come through the guard's walker (Read only: one copy)
+//	guardImage       imageguard.go  pixel and frame limits, metadata stripping (internal/imageguard); a JPEG,
+//	                              or any file with nothing to strip or count, is the part itself; a PNG or
+//	                              WebP being stripped, an animation, a GIF, and a TIFF, ICO or PSD whose parts
+//	                              lie past the head, come through the guard's walker (Read only: one copy)
 //	uploadBody       upload.go    caps, times and stops the file (and counts it against USER_QUOTA, quota.go); WriteTo hands
 //	                              pieces upstream without a copy
 //	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible

@@ -48,7 +48,7 @@ func envVars() []envVar {
 		{name: "MAX_UPLOAD_BYTES", def: "104857600", help: "Largest accepted file in bytes (100 MiB); may be far larger, since files over Cloudinary's 100 MiB single-request limit go up in chunks"},
 		{name: "MAX_FILES_PER_REQUEST", def: "10", help: "File parts one POST /upload may carry, each uploaded in order; a file past it is answered with 400 and the rest of the form is not read. The request body may be this many times MAX_UPLOAD_BYTES"},
 		{name: "FILE_FIELDS", def: "file,files,files[],filepond", help: "Names of the form parts taken as files (a part with a filename); a file under another name is refused with 400"},
-		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything; SVG must be named"},
+		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything. image/* is the images whose size the server checks (JPEG, PNG, GIF, WebP, BMP, TIFF, PSD, ICO, HEIC, AVIF); any other image type (SVG, JPEG XL...) is accepted unchecked only when named"},
 		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into"},
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
@@ -77,7 +77,9 @@ func envVars() []envVar {
 		{name: "LOG_FORMAT", def: "auto", help: "Log format: json, text, or auto: text when stdout is a terminal (with the page's address first), else json"},
 		{name: "LOG_LEVEL", def: "info", help: "Log level: debug, info, warn or error"},
 		{name: "STRIP_METADATA", def: "gps", help: "Metadata removed from JPEG, PNG and WebP uploads, without re-encoding: gps (the location only), all (everything but the colour profile and orientation) or off"},
-		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the JPEG, PNG, GIF or WebP header); larger gets 413 before a byte goes to storage"},
+		{name: "MAX_PIXELS", def: "50000000", help: "Largest image accepted, in pixels (width × height read from the header; each frame of an animation, page of a TIFF or image of an ICO too); larger gets 413 before a byte goes to storage"},
+		{name: "MAX_FRAMES", def: "1000", help: "Most frames of an animated GIF, PNG or WebP (or pages of a TIFF, images of an ICO) accepted; more get 413"},
+		{name: "MAX_ANIMATION_PIXELS", def: "2000000000", help: "Most pixels of all the frames of an image together (each frame's width × height, added up); more get 413. At least MAX_PIXELS"},
 		{name: "MAX_IMAGE_DIMENSION", def: "20000", help: "Longest side of an accepted image, in pixels; longer gets 413"},
 		{name: "METRICS", def: "false", help: "Serve Prometheus metrics at GET /metrics: true or false"},
 		{name: "METRICS_TOKEN", help: "Bearer token that GET /metrics requires (needs METRICS=true; at least 16 characters, e.g. openssl rand -hex 32); empty: /metrics is open to anyone who can reach it", secret: true},
@@ -129,7 +131,7 @@ type config struct {
 	maxFilesPerRequest int
 	fileFields         []string
 	readHeaderTimeout  time.Duration
-	image              imageguard.Options // STRIP_METADATA, MAX_PIXELS, MAX_IMAGE_DIMENSION
+	image              imageguard.Options // STRIP_METADATA, MAX_PIXELS, MAX_IMAGE_DIMENSION, MAX_FRAMES, MAX_ANIMATION_PIXELS
 }
 
 // loadConfig reads every variable of envVars through getenv and reports all bad values at once.
@@ -334,6 +336,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		cfg.image.MaxDimension = n
 	} else {
 		bad("MAX_IMAGE_DIMENSION", "a positive number of pixels")
+	}
+	if n, err := strconv.ParseInt(get("MAX_FRAMES"), 10, 64); err == nil && n > 0 {
+		cfg.image.MaxFrames = n
+	} else {
+		bad("MAX_FRAMES", "a positive number of frames")
+	}
+	if n, err := strconv.ParseInt(get("MAX_ANIMATION_PIXELS"), 10, 64); err == nil && n > 0 && n >= cfg.image.MaxPixels {
+		cfg.image.MaxAnimationPixels = n
+	} else {
+		bad("MAX_ANIMATION_PIXELS", "a number of pixels, at least MAX_PIXELS")
 	}
 
 	cfg.logFormat = get("LOG_FORMAT")

@@ -60,11 +60,13 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"LOG_FORMAT":       "xml",
 		"LOG_LEVEL":        "loud",
 		"UPLOAD_FOLDER":    "../up",
+		"MAX_FRAMES":       "0",
+		"MAX_PIXELS":       "3000000000", // more than MAX_ANIMATION_PIXELS' default
 	}))
 	if err == nil {
 		t.Fatal("no error for bad configuration")
 	}
-	for _, name := range []string{"CLOUDINARY_URL", "PORT", "MAX_UPLOAD_BYTES", "ALLOWED_TYPES", "ALLOWED_ORIGINS", "UPLOAD_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_FORMAT", "LOG_LEVEL", "UPLOAD_FOLDER"} {
+	for _, name := range []string{"CLOUDINARY_URL", "PORT", "MAX_UPLOAD_BYTES", "ALLOWED_TYPES", "ALLOWED_ORIGINS", "UPLOAD_TIMEOUT", "SHUTDOWN_TIMEOUT", "LOG_FORMAT", "LOG_LEVEL", "UPLOAD_FOLDER", "MAX_FRAMES", "MAX_ANIMATION_PIXELS"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}

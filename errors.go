@@ -148,10 +148,15 @@ func admissionError(err error) error {
 func imageAPIError(err error) *apiError {
 	var size *imageguard.SizeError
 	var bad *imageguard.MalformedError
+	var frames *imageguard.FramesError
 	switch {
 	case errors.As(err, &size):
 		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image is %d × %d pixels: more than %d on a side or %d in all (MAX_IMAGE_DIMENSION, MAX_PIXELS)",
 			size.Width, size.Height, size.MaxDimension, size.MaxPixels)}
+	case errors.As(err, &frames) && frames.TooMany():
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image has more than %d frames (MAX_FRAMES)", frames.MaxFrames)}
+	case errors.As(err, &frames):
+		return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("image's frames add up to more than %d pixels (MAX_ANIMATION_PIXELS)", frames.MaxAnimationPixels)}
 	case errors.As(err, &bad):
 		return &apiError{http.StatusBadRequest, "the image cannot be read exactly: " + bad.Error()}
 	case errors.Is(err, imageguard.ErrMetadataTooLarge):
@@ -173,6 +178,12 @@ func errTooLarge(limit int64) apiError {
 // errTypeNotAllowed is the 415 for a sniffed type that ALLOWED_TYPES refuses.
 func errTypeNotAllowed(got string, allowed []string) apiError {
 	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed (allowed: %s)", got, strings.Join(allowed, ", "))}
+}
+
+// errTypeUnchecked is the 415 for an image type that "image/*" does not cover: the image
+// guard cannot read its size, so it must be named in ALLOWED_TYPES to be accepted.
+func errTypeUnchecked(got string) apiError {
+	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot check its size (name it in ALLOWED_TYPES to accept it unchecked)", got)}
 }
 
 // errUpstreamRejected passes on Cloudinary's own 4xx about the file, with its message.

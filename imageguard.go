@@ -13,16 +13,26 @@ import (
 // metadataRemovedHeader tells the client which metadata policy its file went through.
 const metadataRemovedHeader = "X-Metadata-Removed"
 
-// guardImage applies STRIP_METADATA and the pixel limits to a file whose first bytes, head,
-// have been read (and its type sniffed) and whose rest is file. It returns the bytes to send
-// first, the reader of the rest, and what was removed ("gps", "all" or "none"). For a JPEG,
-// for a PNG or WebP with STRIP_METADATA=off, and for formats the guard does not know, the
-// reader is file itself, so a pieceReader keeps its fast path; a PNG or WebP being stripped,
-// and a GIF (whose every frame is checked), come through the guard's walker.
-func guardImage(head []byte, file io.Reader, lim uploadLimits) ([]byte, io.Reader, string, error) {
+// guardImage applies STRIP_METADATA and the pixel and frame limits to a file whose first
+// bytes, head, have been read (and its type sniffed) and whose rest is file. It returns the
+// bytes to send first, the reader of the rest, and what was removed ("gps", "all" or "none").
+// For a JPEG, BMP, a still PNG or WebP with STRIP_METADATA=off, a TIFF, ICO or PSD whose parts
+// are all in the head, and formats the guard does not know, the reader is file itself, so a
+// pieceReader keeps its fast path; a PNG or WebP being stripped, an animation, a GIF (whose
+// every frame is checked), and a TIFF, ICO or PSD read as it streams come through the guard's
+// walker.
+//
+// measured says the file was admitted as an image type whose size the guard reads (ALLOWED_TYPES
+// image/*): if the guard finds no format it knows in it, the file is refused, so that a file
+// the sniffer and the guard see differently is never stored unmeasured.
+func guardImage(head []byte, file io.Reader, lim uploadLimits, measured bool) ([]byte, io.Reader, string, error) {
 	res, err := imageguard.Guard(head, file, lim.image)
 	if err != nil {
 		return nil, nil, "", imageError(err, lim)
+	}
+	if measured && res.Format == "" {
+		base, _, _ := strings.Cut(sniffType(head).String(), ";")
+		return nil, nil, "", errTypeUnchecked(base)
 	}
 	rest := res.Rest
 	if res.Wrapped {

@@ -255,7 +255,7 @@ func storedFile(t *testing.T, store string, fake *fakeCloudinary, dir string) []
 func TestImageGuardKeepsTheFastPath(t *testing.T) {
 	photo := append(guardTestJPEG(t), make([]byte, 64<<10)...) // after EOI: the guard does not look
 	var file io.Reader = &formstream.Part{}
-	head, rest, removed, err := guardImage(photo[:sniffLen], file, testConfig().uploadLimits())
+	head, rest, removed, err := guardImage(photo[:sniffLen], file, testConfig().uploadLimits(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

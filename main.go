@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -107,6 +108,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
+	// Before "listening": a test that waits for that line finds this one.
+	if unchecked := uncheckedImageTypes(cfg.allowedTypes); len(unchecked) > 0 {
+		logger.Warn("ALLOWED_TYPES admits images whose size the server cannot check: MAX_PIXELS and MAX_FRAMES do not apply to them",
+			"types", strings.Join(unchecked, ","))
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()))
 	if cfg.metrics && cfg.metricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")

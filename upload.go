@@ -274,11 +274,17 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return nil, "", errEmptyFile
 	}
 	head = head[:n]
-	if got := sniffType(head); !typeAllowed(got, lim.allowedTypes) {
+	got := sniffType(head)
+	allowed, measured := typeAllowed(got, lim.allowedTypes)
+	if !allowed {
 		base, _, _ := strings.Cut(got.String(), ";")
+		// SVG is refused for what it can carry, not for its size: the plain message.
+		if strings.HasPrefix(base, "image/") && base != "image/svg+xml" && !imageguard.Checks(base) && slices.Contains(lim.allowedTypes, "image/*") {
+			return nil, "", errTypeUnchecked(base)
+		}
 		return nil, "", errTypeNotAllowed(base, lim.allowedTypes)
 	}
-	head, file, removed, err := guardImage(head, part, lim)
+	head, file, removed, err := guardImage(head, part, lim, measured)
 	if err != nil {
 		return nil, "", err
 	}
@@ -487,21 +493,45 @@ func sniffType(head []byte) *mimetype.MIME {
 	return mimetype.Detect(head)
 }
 
-// typeAllowed matches a sniffed type against ALLOWED_TYPES. SVG can carry script,
-// so "image/*" does not include it: it must be named.
-func typeAllowed(m *mimetype.MIME, allowed []string) bool {
+// typeAllowed matches a sniffed type against ALLOWED_TYPES. "image/*" stands for the image
+// types whose size the image guard reads (imageguard.Checks): another image type (SVG, which
+// can carry script, JPEG XL, ICNS...) is admitted only when named, or by "*". measured is
+// true when only "image/*" admits the file: the guard must then read its size.
+func typeAllowed(m *mimetype.MIME, allowed []string) (ok, measured bool) {
 	base, _, _ := strings.Cut(m.String(), ";")
 	for _, a := range allowed {
 		switch {
-		case a == "*":
-			return true
-		case m.Is(a):
-			return true
-		case strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")) && base != "image/svg+xml":
-			return true
+		case a == "*", m.Is(a):
+			return true, false
+		case a == "image/*" && imageguard.Checks(base):
+			ok = true
+		case a != "image/*" && strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")):
+			return true, false
 		}
 	}
-	return false
+	return ok, ok
+}
+
+// uncheckedImageTypes are the entries of ALLOWED_TYPES that admit image files whose size the
+// image guard cannot read: an image type named that it does not check, another image/ family
+// pattern than image/*, or "*".
+func uncheckedImageTypes(allowed []string) []string {
+	var out []string
+	for _, a := range allowed {
+		if a == "*" || strings.HasPrefix(a, "image/") && a != "image/*" && !imageguard.Checks(canonicalType(a)) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// canonicalType is mimetype's own name for a MIME type or one of its aliases.
+func canonicalType(t string) string {
+	if m := mimetype.Lookup(t); m != nil {
+		base, _, _ := strings.Cut(m.String(), ";")
+		return base
+	}
+	return t
 }
 
 // uploadBody is the file as the uploader reads it: capped, timed, and stoppable.

@@ -37,9 +37,9 @@ func TestUploadRequestIsTheSDKs(t *testing.T) {
 		preset string
 	}{
 		{name: "no choices", p: store.Params{}},
-		{name: "every field", p: store.Params{PublicID: "shots/cat-1", Tags: []string{"a", "b&c", "d"}, Filename: "cat photo.png"}, folder: "incoming", preset: "signed-preset"},
+		{name: "every field", p: store.Params{PublicID: "shots/cat-1", Tags: []string{"a", "b=c", "d"}, Filename: "cat photo.png"}, folder: "incoming", preset: "signed-preset"},
 		{name: "sha256 signatures", query: "&signature_algorithm=sha256", p: store.Params{Tags: []string{"x", "y"}}},
-		{name: "signature version 1", query: "&signature_version=1", p: store.Params{Tags: []string{"a&b"}}},
+		{name: "signature version 1", query: "&signature_version=1", p: store.Params{Tags: []string{"a=b"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			params := cldupload.UploadParams{PublicID: tc.p.PublicID, Tags: tc.p.Tags, Folder: tc.folder,

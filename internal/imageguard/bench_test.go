@@ -2,13 +2,15 @@ package imageguard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"testing"
 )
 
 // benchFile pads a test photo to n bytes: a JPEG with bytes after its EOI (the guard reads a
 // JPEG only up to SOS, so what follows stands for the entropy-coded data), a PNG with IDAT
-// chunks of 64 KiB (which the guard's walker passes on by length).
+// chunks of 64 KiB (which the guard's walker passes on by length), a TIFF whose IFD comes
+// after its pixels (passed on by length up to it).
 func benchFile(b *testing.B, format string, n int) []byte {
 	switch format {
 	case "jpeg":
@@ -25,6 +27,8 @@ func benchFile(b *testing.B, format string, n int) []byte {
 			out = append(out, idat...)
 		}
 		return append(out, chunk("IEND", nil)...)
+	case "tiff": // its IFD last, after the pixels, as libtiff and x/image write it
+		return tiffFile(binary.LittleEndian, n-200, [2]uint32{4096, 4096})
 	}
 	b.Fatalf("format %s", format)
 	return nil
@@ -46,6 +50,7 @@ func BenchmarkGuard(b *testing.B) {
 		{"jpeg-50MB-off", "jpeg", 50 << 20, StripOff},
 		{"png-50MB-gps", "png", 50 << 20, StripGPS},
 		{"png-50MB-off", "png", 50 << 20, StripOff},
+		{"tiff-50MB-off", "tiff", 50 << 20, StripOff},
 	} {
 		file := benchFile(b, c.format, c.size)
 		b.Run(c.name, func(b *testing.B) {

@@ -11,6 +11,10 @@ import (
 	"io"
 	"slices"
 	"testing"
+
+	_ "golang.org/x/image/bmp"
+	_ "golang.org/x/image/tiff"
+	_ "golang.org/x/image/webp"
 )
 
 // seeds are the fuzz target's starting points: the test photos, cut and bent.
@@ -28,15 +32,28 @@ func seeds(t testing.TB) [][]byte {
 		riff(riffChunk("VP8L", vp8l(2, 2, colorOf(1, 2, 3))), riffChunk("EXIF", photoExif(binary.BigEndian, true))),
 		[]byte("GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
 		encodeGIF(t, 2, 4, 3, 1, 1),
+		gifFrames(3, 5, 4),
+		bmpHeader(3, -2),
+		tiffFile(binary.BigEndian, 16, [2]uint32{3, 2}, [2]uint32{2, 2}),
+		tiffFile(binary.LittleEndian, 4000, [2]uint32{3, 2}),
+		tiffFile(binary.LittleEndian, 80<<10, [2]uint32{3, 2}), // its IFD past the window
+		psdHeader(1, 3, 2),
+		tiffSubIFDs(4, [2]uint32{2, 2}, [2]uint32{3, 1}),
+		psdLayers(3, 2, 8, [4]int32{0, 0, 2, 3}, [4]int32{-1, -1, 1, 1}),
+		icoFile(0, encodePNG(t, 3, 2), bmpHeader(2, 4)[14:]),
+		icoFile(4000, encodePNG(t, 3, 2)),
+		apng(t, 3, 3, 2, [4]uint32{2, 1, 1, 1}),
+		animWebP(4, 3, [4]int{2, 2, 2, 2}, [4]int{4, 3, 4, 3}),
+		riff(vp8x(0, 3, 2), riffChunk("ALPH", []byte{0, 1, 2}), riffChunk("VP8L", vp8l(3, 2, colorOf(1, 2, 3)))),
 	)
 }
 
 // FuzzGuard feeds arbitrary bytes to Guard in each mode. It checks that Guard never panics,
-// and that whatever it lets through holds no GPS IFD: gpsReachable is a second, independent
-// and lenient walker of the output (JPEG APP1 Exif before SOS, every PNG eXIf, every WebP
-// EXIF chunk) that follows every pointer tag of IFD0, IFD1..., the Exif, Interoperability
-// and Sub IFDs. exiftool is too slow to run on every input: TestSeedsThroughExiftool runs it
-// on the seeds only.
+// that it reads no more than its window before it returns, and that whatever it lets through
+// holds no GPS IFD: gpsReachable is a second, independent and lenient walker of the output
+// (JPEG APP1 Exif before SOS, every PNG eXIf, every WebP EXIF chunk) that follows every pointer
+// tag of IFD0, IFD1..., the Exif, Interoperability and Sub IFDs. exiftool is too slow to run on
+// every input: TestSeedsThroughExiftool runs it on the seeds only.
 func FuzzGuard(f *testing.F) {
 	for _, s := range seeds(f) {
 		f.Add(s, byte(0), uint16(sniffLen))
@@ -44,23 +61,31 @@ func FuzzGuard(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, mode byte, split uint16) {
 		m := []Mode{StripGPS, StripAll, StripOff}[mode%3]
 		headLen := min(int(split), len(b))
-		res, err := Guard(slices.Clone(b[:headLen]), bytes.NewReader(b[headLen:]), Options{Strip: m, MaxMetadataBytes: 64 << 10})
+		const window = 64 << 10
+		src := bytes.NewReader(b[headLen:])
+		res, err := Guard(slices.Clone(b[:headLen]), src, Options{Strip: m, MaxMetadataBytes: window, MaxFrames: 16})
+		// Guard holds a bounded window: before it returns, it reads at most that much of rest.
+		if read := int64(len(b)-headLen) - int64(src.Len()); read > window {
+			t.Fatalf("Guard read %d bytes of rest before returning, more than its window of %d", read, window)
+		}
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooManyPixels) && !errors.Is(err, ErrMetadataTooLarge) {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooManyPixels) && !errors.Is(err, ErrMetadataTooLarge) && !errors.Is(err, ErrTooManyFrames) {
 				t.Fatalf("error of no known kind: %v", err)
 			}
 			return
 		}
 		rest, err := io.ReadAll(res.Rest)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrMetadataTooLarge) && !errors.Is(err, ErrTooManyPixels) {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrMetadataTooLarge) && !errors.Is(err, ErrTooManyPixels) && !errors.Is(err, ErrTooManyFrames) {
 				t.Fatalf("Rest: error of no known kind: %v", err)
 			}
 			return
 		}
 		out := append(slices.Clone(res.Prefix), rest...)
-		// Differential: where the standard library's decoders read a size, it is the guard's.
-		if cfg, format, err := image.DecodeConfig(bytes.NewReader(out)); err == nil && format == res.Format &&
+		// Differential: where the standard library's decoders (and golang.org/x/image's) read a
+		// size, it is the guard's (a TIFF's first page is read before Guard returns only when
+		// the head holds it: Width 0 otherwise).
+		if cfg, format, err := image.DecodeConfig(bytes.NewReader(out)); err == nil && format == res.Format && res.Width != 0 &&
 			(int64(cfg.Width) != res.Width || int64(cfg.Height) != res.Height) {
 			t.Fatalf("%s: the guard read %d × %d, image.DecodeConfig %d × %d", format, res.Width, res.Height, cfg.Width, cfg.Height)
 		}

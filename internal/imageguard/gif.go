@@ -11,8 +11,8 @@ import (
 // position and size, an optional local colour table, the LZW code size, data sub-blocks), and
 // the trailer (0x3B). Sub-blocks are a length byte and that many bytes; length 0 ends them.
 // GIF carries no EXIF: nothing is removed. Every frame is checked against the limits as well
-// as the canvas, since some decoders size their buffers by the frames; so a GIF is walked to
-// its end, passing its data sub-blocks through.
+// as the canvas, since some decoders size their buffers by the frames, and the frames are
+// counted (frames.go); so a GIF is walked to its end, passing its data sub-blocks through.
 
 func guardGIF(s *source, opts Options) (Result, error) {
 	const f = "GIF"
@@ -43,6 +43,7 @@ type gifState struct {
 	codeSize   bool  // the LZW code size byte comes next
 	afterImage bool  // the next step after a local colour table is the code size
 	seenImage  bool
+	frames     frameCount
 }
 
 func (g *gifState) next(w *chunkWalker) error {
@@ -99,6 +100,9 @@ func (g *gifState) next(w *chunkWalker) error {
 		left, top := int64(binary.LittleEndian.Uint16(rest)), int64(binary.LittleEndian.Uint16(rest[2:]))
 		fw, fh := int64(binary.LittleEndian.Uint16(rest[4:])), int64(binary.LittleEndian.Uint16(rest[6:]))
 		if err := g.opts.checkSize(f, max(fw, left+fw), max(fh, top+fh)); err != nil {
+			return err
+		}
+		if err := g.frames.add(g.opts, fw*fh); err != nil {
 			return err
 		}
 		w.out = append(d[:1:1], rest...)

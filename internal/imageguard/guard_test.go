@@ -142,7 +142,7 @@ func TestNothingToStripIsByteForByte(t *testing.T) {
 		"png":              encodePNG(t, 16, 16),
 		"webp":             riff(riffChunk("VP8L", vp8l(3, 2, colorOf(1, 2, 3)))),
 		"gif":              encodeGIF(t, 3, 16, 16, 0, 0),
-		"tiff":             photoExif(binary.LittleEndian, true),
+		"tiff":             tiffFile(binary.LittleEndian, 10, [2]uint32{8, 8}),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

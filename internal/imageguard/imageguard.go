@@ -9,8 +9,10 @@
 // used to sniff its type) and holds rest, a reader of everything after them. Guard returns
 // Result.Prefix, the bytes to send first, and Result.Rest, the reader of what follows:
 //
-//   - JPEG, in every mode, and PNG and WebP with StripOff: Rest is rest itself, untouched, so
-//     a caller that type-asserts rest for a faster path (pieces of its own buffer) keeps it.
+//   - JPEG, BMP and PSD in every mode, and a still PNG or WebP with StripOff: Rest is rest
+//     itself, untouched, so a caller that type-asserts rest for a faster path (pieces of its
+//     own buffer) keeps it. A PNG or an extended WebP is walked up to its image data first,
+//     even with StripOff, for the sizes of its frames (APNG's fcTL, the VP8/VP8L bitstream).
 //     For JPEG, only the segments before the first SOS (start of scan) are walked: the Exif
 //     standard puts APP1 right after SOI, and the image size (SOFn) must come before SOS. What
 //     follows the first SOS (the entropy-coded data, later scans, a trailer after EOI such as
@@ -22,11 +24,14 @@
 //     (at most Options.MaxMetadataBytes) and rewritten. A structure problem found there comes
 //     out of Rest.Read as an error (Is ErrMalformed) after the Prefix and some bytes were given
 //     out: the caller must then abandon the upload, never store what it sent.
-//   - GIF, in every mode: Rest wraps rest, to check every frame's size and position against the
-//     limits (some decoders size their buffers by the frames, not the canvas). Nothing is
-//     removed (GIF has no EXIF), Removed is "none", and the bytes pass unchanged.
-//   - Any other format (TIFF, HEIC, AVIF, SVG...): Prefix is head, Rest is rest, Removed "none",
-//     no pixel limit (the storage applies its own).
+//   - GIF, an animated PNG or WebP (also with StripOff), TIFF and ICO: Rest wraps rest, to
+//     check every frame's (page's, image's) size and position against the limits as the file
+//     streams, and count them (frames.go): some decoders size their buffers by the frames, not
+//     the canvas. TIFF and ICO are walked by offsets (seek.go). GIF, TIFF and ICO pass
+//     unchanged, Removed "none".
+//   - Any other format (HEIC, AVIF, SVG, JPEG XL...): Prefix is head, Rest is rest, Removed
+//     "none", Format "", no pixel limit: the server admits such a type only when ALLOWED_TYPES
+//     names it (Checks lists the types Guard measures).
 //
 // A file with nothing to remove comes out byte for byte.
 //
@@ -56,15 +61,17 @@
 //
 // # Errors
 //
-// Errors are this package's values, for the caller to turn into answers: ErrMalformed (a JPEG,
-// PNG, WebP or GIF that cannot be walked exactly, or whose size cannot be read; the message
-// names the problem), ErrTooManyPixels (as a *SizeError with the image's size), and
-// ErrMetadataTooLarge (the segments before the image data, or one metadata chunk, exceed
-// Options.MaxMetadataBytes). An error reading rest is returned wrapped, so errors.As finds
-// the reader's own error. With StripGPS or StripAll, a JPEG, PNG or WebP that cannot be walked
-// exactly is refused: never a half-stripped file. With StripOff only what leads to the size is
-// walked (a JPEG up to its SOFn, a PNG's IHDR, a WebP's first chunk), and refused only when
-// that is broken. A GIF is walked to its end in every mode.
+// Errors are this package's values, for the caller to turn into answers: ErrMalformed (a file
+// of a format Guard knows that cannot be walked exactly, or whose size cannot be read; the
+// message names the problem), ErrTooManyPixels (as a *SizeError with the image's or a frame's
+// size), ErrTooManyFrames (as a *FramesError: past MaxFrames or MaxAnimationPixels), and
+// ErrMetadataTooLarge (the segments before the image data, one metadata chunk, or all of
+// them together exceed Options.MaxMetadataBytes). An error reading rest is returned wrapped,
+// so errors.As finds the reader's own error. With StripGPS or StripAll, a JPEG, PNG or WebP
+// that cannot be walked exactly is refused: never a half-stripped file. With StripOff only
+// what leads to the sizes is walked (a JPEG up to its SOFn, a PNG up to its first IDAT, a
+// simple WebP's first chunk, an extended one's up to its image), and refused only when that is
+// broken. A GIF, an animation, a TIFF and an ICO are walked to their end in every mode.
 package imageguard
 
 import (
@@ -105,9 +112,13 @@ type Options struct {
 	MaxPixels    int64 // width × height, at most
 	MaxDimension int64 // width and height, each at most
 	// MaxMetadataBytes bounds what Guard holds: the bytes before the image data (JPEG: up to
-	// SOS; PNG: up to the first IDAT; WebP: up to the image chunk), and any one metadata chunk
-	// met after it.
+	// SOS; PNG: up to the first IDAT; WebP: up to the image chunk), and the metadata chunks
+	// met after it, each one and all together.
 	MaxMetadataBytes int
+	// MaxFrames and MaxAnimationPixels bound an image of several frames (see frames.go): how
+	// many, and their pixels added up.
+	MaxFrames          int64
+	MaxAnimationPixels int64
 }
 
 func (o Options) withDefaults() Options {
@@ -123,6 +134,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxMetadataBytes <= 0 {
 		o.MaxMetadataBytes = DefaultMaxMetadataBytes
 	}
+	if o.MaxFrames <= 0 {
+		o.MaxFrames = DefaultMaxFrames
+	}
+	if o.MaxAnimationPixels <= 0 {
+		o.MaxAnimationPixels = DefaultMaxAnimationPixels
+	}
 	return o
 }
 
@@ -136,8 +153,8 @@ type Result struct {
 	// Wrapped is true when Rest is not the reader given to Guard but a walker over it, whose
 	// Read may fail with this package's errors.
 	Wrapped bool
-	Format  string // "jpeg", "png", "webp", "gif", or "" for a format Guard does not know
-	Width   int64  // from the header; 0 for an unknown format
+	Format  string // "jpeg", "png", "webp", "gif", "bmp", "tiff", "psd", "ico", or "" for a format Guard does not know
+	Width   int64  // from the header; 0 for an unknown format, or a TIFF or ICO whose first image is past the head
 	Height  int64
 }
 
@@ -150,7 +167,7 @@ var (
 
 // MalformedError names what is wrong with an image's structure. It Is ErrMalformed.
 type MalformedError struct {
-	Format string // "JPEG", "PNG", "WebP", "GIF"
+	Format string // "JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "PSD", "ICO"
 	Detail string
 }
 
@@ -202,6 +219,15 @@ func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 		return guardWebP(src, opts)
 	case hasPrefix(head, "GIF87a"), hasPrefix(head, "GIF89a"):
 		return guardGIF(src, opts)
+	// Formats measured but never rewritten (Removed "none"), each in its own file.
+	case isBMP(head):
+		return guardBMP(src, opts)
+	case hasPrefix(head, "II*\x00"), hasPrefix(head, "MM\x00*"):
+		return guardTIFF(src, opts)
+	case hasPrefix(head, "8BPS"):
+		return guardPSD(src, opts)
+	case hasPrefix(head, "\x00\x00\x01\x00"), hasPrefix(head, "\x00\x00\x02\x00"):
+		return guardICO(src, opts)
 	}
 	return Result{Prefix: head, Rest: rest, Removed: "none"}, nil
 }

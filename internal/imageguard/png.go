@@ -3,7 +3,9 @@ package imageguard
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // PNG (W3C PNG 3rd edition §5): the 8-byte signature, then chunks of a 4-byte big-endian
@@ -30,23 +32,36 @@ func guardPNG(s *source, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Removed: removed(opts), Format: "png", Width: w, Height: h}
-	if opts.Strip == StripOff {
-		res.Prefix, res.Rest = s.win, s.r
-		return res, nil
-	}
-	cw := &chunkWalker{src: s, format: f, next: func(cw *chunkWalker) error { return pngNext(cw, opts) }}
+	st := &pngState{opts: opts}
+	cw := &chunkWalker{src: s, format: f, next: st.next}
 	prefix, err := cw.eager(s)
 	if err != nil {
 		return Result{}, err
+	}
+	if opts.Strip == StripOff && !st.animated {
+		// Nothing to remove, no frames to count: the rest goes on through rest itself.
+		res.Prefix = slices.Concat(b, prefix, s.unread())
+		res.Rest = s.r
+		return res, nil
 	}
 	res.Prefix = append(b[:len(b):len(b)], prefix...)
 	res.Rest, res.Wrapped = cw, true
 	return res, nil
 }
 
-// pngNext reads the next chunk's header and decides what becomes of it.
-func pngNext(w *chunkWalker, opts Options) error {
+// pngState is what the walk of one PNG has seen.
+type pngState struct {
+	opts     Options
+	meta     int64 // bytes of the metadata chunks held so far
+	animated bool  // an acTL came before the image data: an APNG
+	image    bool  // past the first IDAT
+	frames   frameCount
+}
+
+// next reads the next chunk's header and decides what becomes of it.
+func (st *pngState) next(w *chunkWalker) error {
 	const f = "PNG"
+	opts := st.opts
 	hdr := w.hdr[:]
 	if err := w.readFull(hdr, "the chunk list (no IEND)"); err != nil {
 		return err
@@ -65,15 +80,20 @@ func pngNext(w *chunkWalker, opts Options) error {
 	case "IHDR":
 		return malformed(f, "a second IHDR chunk")
 	case "IDAT":
-		w.image = true
+		w.image, st.image = true, true
 	case "IEND":
 		w.tail = true
+	case "acTL", "fcTL":
+		return st.animation(w, typ == "fcTL", n)
 	case "eXIf", "tEXt", "zTXt", "iTXt", "tIME":
-		if typ == "tIME" && opts.Strip != StripAll {
+		if opts.Strip == StripOff || typ == "tIME" && opts.Strip != StripAll {
 			break
 		}
 		if int64(n) > int64(opts.MaxMetadataBytes) {
 			return fmtTooLarge(f, typ, int64(n), opts.MaxMetadataBytes)
+		}
+		if st.meta += int64(n); st.meta > int64(opts.MaxMetadataBytes) {
+			return fmt.Errorf("%w: PNG metadata chunks of more than %d bytes in all", ErrMetadataTooLarge, opts.MaxMetadataBytes)
 		}
 		chunk := make([]byte, 8+int(n)+4)
 		copy(chunk, hdr)
@@ -90,6 +110,36 @@ func pngNext(w *chunkWalker, opts Options) error {
 	w.out = hdr
 	w.pass = int64(n) + 4
 	return nil
+}
+
+// animation reads APNG's chunks (APNG 1.0, now in PNG 3rd edition §11.3.6): acTL, before the
+// first IDAT, makes the file animated and says how many frames it has; each fcTL gives a
+// frame's size and position (width, height, x and y offsets as 32-bit values after a sequence
+// number), checked and counted. An fcTL is checked even without an acTL.
+func (st *pngState) animation(w *chunkWalker, fctl bool, n uint32) error {
+	const f = "PNG"
+	typ, want := "acTL", uint32(8) // (not the chunk's own type string: it would escape, for every chunk)
+	if fctl {
+		typ, want = "fcTL", 26
+	}
+	if n != want {
+		return malformed(f, "%s chunk of %d bytes (want %d)", typ, n, want)
+	}
+	chunk := make([]byte, 8+n+4)
+	copy(chunk, w.hdr[:])
+	if err := w.readFull(chunk[8:], "chunk "+typ); err != nil {
+		return err
+	}
+	w.out = chunk
+	d := chunk[8 : 8+n]
+	be := binary.BigEndian
+	if !fctl {
+		st.animated = st.animated || !st.image // after the image data it is ignored, as decoders do
+		return st.opts.declared(int64(be.Uint32(d)))
+	}
+	fw, fh := int64(be.Uint32(d[4:])), int64(be.Uint32(d[8:]))
+	x, y := int64(be.Uint32(d[12:])), int64(be.Uint32(d[16:]))
+	return st.frames.frame(st.opts, f, x, y, fw, fh)
 }
 
 // pngRewrite gives what replaces a whole metadata chunk: itself, nothing, or a new chunk.

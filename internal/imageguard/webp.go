@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // WebP (RFC 9649): "RIFF", a little-endian size of what follows, "WEBP", then chunks of a
@@ -12,7 +13,8 @@ import (
 // ICCP, ANIM/ANMF, ALPH, the image, then EXIF and XMP.
 
 const (
-	vp8xFlagXMP = 0x04
+	vp8xFlagXMP       = 0x04
+	vp8xFlagAnimation = 0x02
 )
 
 func guardWebP(s *source, opts Options) (Result, error) {
@@ -33,8 +35,9 @@ func guardWebP(s *source, opts Options) (Result, error) {
 	}
 	var w, h int64
 	var prefix []byte
-	cw := &chunkWalker{src: s, format: f, next: func(cw *chunkWalker) error { return webpNext(cw, &riffLeft, opts) }}
-	riffLeft -= 8 + padded
+	st := &webpState{opts: opts, left: riffLeft - (8 + padded)}
+	cw := &chunkWalker{src: s, format: f, next: st.next}
+	extended := fourcc == "VP8X"
 	switch fourcc {
 	case "VP8X":
 		if size < 10 {
@@ -46,6 +49,7 @@ func guardWebP(s *source, opts Options) (Result, error) {
 		}
 		w = int64(uint32(p[4])|uint32(p[5])<<8|uint32(p[6])<<16) + 1
 		h = int64(uint32(p[7])|uint32(p[8])<<8|uint32(p[9])<<16) + 1
+		st.animated = p[0]&vp8xFlagAnimation != 0
 		prefix = s.win[:s.pos:s.pos]
 		if opts.Strip == StripAll && p[0]&vp8xFlagXMP != 0 {
 			prefix = bytes.Clone(prefix)
@@ -55,18 +59,8 @@ func guardWebP(s *source, opts Options) (Result, error) {
 		if err := s.fill(10); err != nil {
 			return Result{}, truncation(f, err, "the image header")
 		}
-		p := s.unread()
-		if fourcc == "VP8L" {
-			if size < 5 || p[0] != 0x2f {
-				return Result{}, malformed(f, "VP8L chunk without its signature")
-			}
-			bits := binary.LittleEndian.Uint32(p[1:])
-			w, h = int64(bits&0x3fff)+1, int64(bits>>14&0x3fff)+1
-		} else {
-			if size < 10 || p[0]&1 != 0 || string(p[3:6]) != "\x9d\x01\x2a" {
-				return Result{}, malformed(f, "VP8 chunk without a key frame header")
-			}
-			w, h = int64(binary.LittleEndian.Uint16(p[6:])&0x3fff), int64(binary.LittleEndian.Uint16(p[8:])&0x3fff)
+		if w, h, err = bitstreamSize(fourcc == "VP8L", size, s.unread()); err != nil {
+			return Result{}, err
 		}
 		prefix = s.win[:s.pos:s.pos]
 		cw.pass = padded
@@ -78,24 +72,71 @@ func guardWebP(s *source, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Removed: removed(opts), Format: "webp", Width: w, Height: h}
-	if opts.Strip == StripOff {
+	if opts.Strip == StripOff && !extended {
 		res.Prefix, res.Rest = s.win, s.r
 		return res, nil
 	}
+	// An extended file is walked to its image (or first frame) in every mode: the size of
+	// what a decoder draws is in there, not in the canvas.
 	more, err := cw.eager(s)
 	if err != nil {
 		return Result{}, err
+	}
+	if opts.Strip == StripOff && !st.animated && !st.anmf && st.frames.n == 1 {
+		// Nothing to remove, no frames to count, the image's size read (not an ALPH chunk
+		// first): the rest goes on through rest itself.
+		res.Prefix = slices.Concat(prefix, more, s.unread())
+		res.Rest = s.r
+		return res, nil
 	}
 	res.Prefix = append(prefix, more...)
 	res.Rest, res.Wrapped = cw, true
 	return res, nil
 }
 
-// webpNext reads the next chunk's header and decides what becomes of it. left is what the
-// RIFF size leaves after the chunks walked so far; past it, the file's trailing bytes pass on.
-func webpNext(w *chunkWalker, left *int64, opts Options) error {
+// bitstreamSize reads the size of a VP8 key frame (RFC 6386 §9.1: three bytes of frame tag,
+// the start code 9D 01 2A, then width and height in 14 bits each) or of a VP8L image (the
+// signature 0x2F, then width-1 and height-1 in 14 bits each), from the first bytes of its
+// chunk's payload (size long in all; p holds at least 10 bytes, or the whole payload). The
+// chunk's type goes in as a bool: as a string taken from the header, it would escape.
+func bitstreamSize(lossless bool, size int64, p []byte) (w, h int64, err error) {
 	const f = "WebP"
-	if *left == 0 {
+	if lossless {
+		if size < 5 || len(p) < 5 || p[0] != 0x2f {
+			return 0, 0, malformed(f, "VP8L chunk without its signature")
+		}
+		bits := binary.LittleEndian.Uint32(p[1:])
+		return int64(bits&0x3fff) + 1, int64(bits>>14&0x3fff) + 1, nil
+	}
+	if size < 10 || len(p) < 10 || p[0]&1 != 0 || string(p[3:6]) != "\x9d\x01\x2a" {
+		return 0, 0, malformed(f, "VP8 chunk without a key frame header")
+	}
+	return int64(binary.LittleEndian.Uint16(p[6:]) & 0x3fff), int64(binary.LittleEndian.Uint16(p[8:]) & 0x3fff), nil
+}
+
+// webpState is what the walk of one WebP has seen.
+type webpState struct {
+	opts     Options
+	left     int64 // what the RIFF size leaves after the chunks walked so far
+	inFrame  int64 // bytes of the current ANMF frame's payload not yet walked
+	meta     int64 // bytes of the metadata chunks held so far
+	animated bool  // the VP8X animation flag
+	anmf     bool  // an ANMF frame was met
+	frames   frameCount
+}
+
+// next reads the next chunk's header and decides what becomes of it. Past the RIFF size, the
+// file's trailing bytes pass on. An ANMF frame (RFC 9649 §2.7.1.1: x/2, y/2, width-1,
+// height-1 in 24 bits each, a duration and flags, then its own chunks) is checked and counted,
+// and its chunks are walked in turn: the size of its VP8 or VP8L bitstream is checked too, as
+// is a still image's.
+func (st *webpState) next(w *chunkWalker) error {
+	const f = "WebP"
+	opts := st.opts
+	if st.inFrame > 0 {
+		return st.frameChunk(w)
+	}
+	if st.left == 0 {
 		w.tail = true
 		return nil
 	}
@@ -106,18 +147,42 @@ func webpNext(w *chunkWalker, left *int64, opts Options) error {
 	fourcc := string(hdr[:4])
 	size := int64(binary.LittleEndian.Uint32(hdr[4:]))
 	padded := size + size&1
-	if 8+padded > *left {
+	if 8+padded > st.left {
 		return malformed(f, "chunk %q runs past the RIFF size", printable(fourcc))
 	}
-	*left -= 8 + padded
+	st.left -= 8 + padded
 	switch fourcc {
 	case "VP8X":
 		return malformed(f, "a second VP8X chunk")
-	case "VP8 ", "VP8L", "ALPH", "ANIM", "ANMF":
+	case "VP8 ", "VP8L":
+		w.image = true
+		return st.bitstream(w, fourcc == "VP8L", size, padded, true)
+	case "ANMF":
+		w.image = true
+		if padded < 16 {
+			return malformed(f, "ANMF chunk of %d bytes", size)
+		}
+		d := make([]byte, 8+16)
+		copy(d, hdr)
+		if err := w.readFull(d[8:], "an ANMF frame header"); err != nil {
+			return err
+		}
+		w.out = d
+		u24 := func(b []byte) int64 { return int64(b[0]) | int64(b[1])<<8 | int64(b[2])<<16 }
+		x, y, fw, fh := 2*u24(d[8:]), 2*u24(d[11:]), u24(d[14:])+1, u24(d[17:])+1
+		st.inFrame, st.anmf = padded-16, true
+		return st.frames.frame(opts, f, x, y, fw, fh)
+	case "ALPH", "ANIM":
 		w.image = true
 	case "EXIF", "XMP ":
+		if opts.Strip == StripOff {
+			break
+		}
 		if padded > int64(opts.MaxMetadataBytes) {
 			return fmtTooLarge(f, fourcc, size, opts.MaxMetadataBytes)
+		}
+		if st.meta += padded; st.meta > int64(opts.MaxMetadataBytes) {
+			return fmt.Errorf("%w: WebP metadata chunks of more than %d bytes in all", ErrMetadataTooLarge, opts.MaxMetadataBytes)
 		}
 		chunk := make([]byte, 8+padded)
 		copy(chunk, hdr)
@@ -133,6 +198,54 @@ func webpNext(w *chunkWalker, left *int64, opts Options) error {
 	w.out = hdr
 	w.pass = padded
 	return nil
+}
+
+// frameChunk walks the next chunk inside an ANMF frame.
+func (st *webpState) frameChunk(w *chunkWalker) error {
+	const f = "WebP"
+	if st.inFrame < 8 {
+		return malformed(f, "an ANMF frame ends inside a chunk header")
+	}
+	hdr := w.hdr[:]
+	if err := w.readFull(hdr, "an ANMF frame"); err != nil {
+		return err
+	}
+	fourcc := string(hdr[:4])
+	size := int64(binary.LittleEndian.Uint32(hdr[4:]))
+	padded := size + size&1
+	if 8+padded > st.inFrame {
+		return malformed(f, "chunk %q runs past its ANMF frame", printable(fourcc))
+	}
+	st.inFrame -= 8 + padded
+	if fourcc == "VP8 " || fourcc == "VP8L" {
+		return st.bitstream(w, fourcc == "VP8L", size, padded, false)
+	}
+	w.out = hdr
+	w.pass = padded
+	return nil
+}
+
+// bitstream reads the start of a VP8 or VP8L chunk whose header is in w.hdr, checks the size
+// it gives (and counts it as a frame when it stands alone, not in an ANMF), and passes the
+// rest of the chunk.
+func (st *webpState) bitstream(w *chunkWalker, lossless bool, size, padded int64, alone bool) error {
+	const f = "WebP"
+	n := min(padded, 10)
+	d := make([]byte, 8+n)
+	copy(d, w.hdr[:])
+	if err := w.readFull(d[8:], "an image chunk"); err != nil {
+		return err
+	}
+	w.out = d
+	w.pass = padded - n
+	bw, bh, err := bitstreamSize(lossless, size, d[8:])
+	if err != nil {
+		return err
+	}
+	if alone {
+		return st.frames.frame(st.opts, f, 0, 0, bw, bh)
+	}
+	return st.opts.checkSize(f, bw, bh)
 }
 
 // webpRewrite overwrites an EXIF or XMP chunk in place: the RIFF size already went out.
