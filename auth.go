@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 )
 
@@ -76,23 +75,6 @@ func bearerToken(header string) (string, bool) {
 		return "", false
 	}
 	return tok, true
-}
-
-// requireToken answers 401 unless the request carries one of the tokens; nil tokens let everyone in.
-func requireToken(tokens *tokenSet, next http.Handler) http.Handler {
-	if tokens == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := bearerToken(r.Header.Get("Authorization"))
-		if !ok || !tokens.valid(tok) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="uploads"`)
-			writeError(w, r, errUnauthorized)
-			drainBody(w, r, r.Body) // so that a browser still sending its file sees the 401, not a reset
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // isLoopback reports whether the listener only takes connections from this machine.

@@ -49,7 +49,7 @@ func envVars() []envVar {
 		{name: "MAX_FILES_PER_REQUEST", def: "10", help: "File parts one POST /upload may carry, each uploaded in order; a file past it is answered with 400 and the rest of the form is not read. The request body may be this many times MAX_UPLOAD_BYTES"},
 		{name: "FILE_FIELDS", def: "file,files,files[],filepond", help: "Names of the form parts taken as files (a part with a filename); a file under another name is refused with 400"},
 		{name: "ALLOWED_TYPES", def: "image/*", help: "Comma-separated MIME types allowed, sniffed from the content; type/* for a family, * for anything. image/* is the images whose size the server checks (JPEG, PNG, GIF, WebP, BMP, TIFF, PSD, ICO, HEIC, AVIF); any other image type (SVG, JPEG XL...) is accepted unchecked only when named"},
-		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into"},
+		{name: "UPLOAD_FOLDER", help: "Cloudinary folder that every upload goes into; with sign-in on, {sub} in it is each user's own folder name (empty: users/{sub}; set without {sub}: UPLOAD_FOLDER/users/{sub})"},
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
@@ -66,6 +66,11 @@ func envVars() []envVar {
 		{name: "PUBLIC_URL", help: "Base URL of this server for the local store's url/secure_url, e.g. https://uploads.example.com; empty: taken from each request's Host (and X-Forwarded-Proto)"},
 		{name: "DEMO_PAGE", def: "true", help: "Serve the upload page at / (true or false)"},
 		{name: "UPLOAD_TOKENS", help: "Comma-separated bearer tokens; when set, /upload and /sign need Authorization: Bearer <token> (at least 16 characters each, e.g. openssl rand -hex 32); never logged", secret: true},
+		{name: "AUTH_JWKS_URL", help: "Sign-in: the identity provider's JWKS (https; http only for a loopback host); /upload and /sign then need a user's token signed by one of its keys (RS, PS, ES or EdDSA), in Authorization: Bearer or AUTH_COOKIE"},
+		{name: "AUTH_ISSUER", help: "Sign-in: when set, a token's iss must equal it (e.g. https://example.us.auth0.com/)"},
+		{name: "AUTH_AUDIENCE", help: "Sign-in: when set, a token's aud must contain it"},
+		{name: "AUTH_JWT_SECRET", help: "Sign-in: the shared secret (at least 32 bytes) of HS256 tokens minted by the app's own backend; with or without AUTH_JWKS_URL", secret: true},
+		{name: "AUTH_COOKIE", help: "Sign-in: the cookie that carries the token when there is no Authorization header (Clerk's __session); needs ALLOWED_ORIGINS other than *"},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
 		{name: "USER_QUOTA", def: "off", help: "Bytes each client may store per window (the signed-in user, else the address as RATE_LIMIT names clients): SIZE/WINDOW such as 500MB/day, 2GB/30d or 1GiB/12h (KB, MB, GB, TB or KiB, MiB, GiB, TiB; day, hour, week or a number with s, m, h or d), the window starting at the client's first upload. Past it 429 with Retry-After, before the body is read when it has a Content-Length; a failed upload spends nothing. Shared through REDIS_URL when set; off disables"},
 		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
@@ -121,6 +126,7 @@ type config struct {
 	metricsToken    secret // empty: no token needed
 
 	uploadTokens       *tokenSet // nil: anyone may upload
+	signIn             signInConfig
 	rateLimit          ratelimit.Spec
 	userQuota          ratelimit.QuotaSpec // USER_QUOTA; Off: none
 	trustProxy         bool
@@ -190,9 +196,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("ALLOWED_TYPES", "at least one MIME type")
 	}
 
+	var signInErr error
+	cfg.signIn, signInErr = loadSignIn(get)
+	if signInErr != nil {
+		problems = append(problems, signInErr)
+	}
 	cfg.uploadFolder = get("UPLOAD_FOLDER")
-	if err := validatePublicID(cfg.uploadFolder); cfg.uploadFolder != "" && err != nil {
-		bad("UPLOAD_FOLDER", "a folder path of letters, digits, '-', '_', '.' and '/'")
+	if err := validateFolder(cfg.uploadFolder, cfg.signIn.on()); err != nil {
+		problems = append(problems, err)
+	}
+	if cfg.signIn.on() {
+		cfg.uploadFolder = userFolderTemplate(cfg.uploadFolder)
+	}
+	if cfg.signIn.cookie != "" && slices.Contains(splitList(get("ALLOWED_ORIGINS")), "*") {
+		problems = append(problems, errors.New("AUTH_COOKIE needs ALLOWED_ORIGINS set to your pages' origins, not *: else any site could make a signed-in visitor's browser upload"))
 	}
 	cfg.uploadPreset = get("UPLOAD_PRESET")
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
@@ -56,6 +57,21 @@ var (
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
 	errQuotaExceeded       = apiError{http.StatusTooManyRequests, "not stored: this upload would pass your upload quota; try again when it resets (Retry-After)"}
+	// Sign-in (AUTH_JWKS_URL, AUTH_JWT_SECRET): accessError maps internal/auth's reasons onto these.
+	errSignInRequired      = apiError{http.StatusUnauthorized, "sign-in required: send the user's token as Authorization: Bearer <token>"}
+	errTokenMalformed      = apiError{http.StatusUnauthorized, "the token is not a JSON Web Token: send the identity provider's token itself as Authorization: Bearer <token>"}
+	errTokenAlgorithm      = apiError{http.StatusUnauthorized, "the token's signing algorithm is not accepted: RS, PS, ES or EdDSA with a key of AUTH_JWKS_URL, HS256 only with AUTH_JWT_SECRET"}
+	errTokenMissingClaim   = apiError{http.StatusUnauthorized, "the token lacks a required claim: exp and sub"}
+	errTokenExpired        = apiError{http.StatusUnauthorized, "the token has expired: get a fresh one from the identity provider"}
+	errTokenNotYetValid    = apiError{http.StatusUnauthorized, "the token is not valid yet (nbf): check the clocks of the server that minted it"}
+	errTokenIssuer         = apiError{http.StatusUnauthorized, "the token's issuer (iss) is not the one this server accepts (AUTH_ISSUER)"}
+	errTokenAudience       = apiError{http.StatusUnauthorized, "the token's audience (aud) does not name this server (AUTH_AUDIENCE)"}
+	errTokenUnknownKey     = apiError{http.StatusUnauthorized, "the token's key (kid) is not in the identity provider's JWKS (AUTH_JWKS_URL), or does not fit its alg"}
+	errTokenBadSignature   = apiError{http.StatusUnauthorized, "the token's signature does not verify: it was not signed with a key of AUTH_JWKS_URL or with AUTH_JWT_SECRET"}
+	errTokenSubject        = apiError{http.StatusUnauthorized, "the token's sub contains '&', which a Cloudinary signature cannot carry in uploaded_by"}
+	errKeysUnavailable     = apiError{http.StatusServiceUnavailable, "sign-in keys are not available yet (AUTH_JWKS_URL cannot be fetched); try again shortly"}
+	errPublicIDTaken       = apiError{http.StatusConflict, "public_id is already taken"}
+	errUploadedBy          = apiError{http.StatusBadRequest, "context key uploaded_by is set by the server, not by the client"}
 	errMetricsToken        = apiError{http.StatusUnauthorized, "GET /metrics needs the METRICS_TOKEN as a Bearer token"}
 	errSignNeedsCloudinary = apiError{http.StatusNotImplemented, "signed direct uploads need Cloudinary credentials"}
 	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
@@ -126,6 +142,36 @@ func orList(names []string) string {
 		return strings.Join(q, "")
 	}
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
+
+// accessError says what a client refused by identify sees: internal/auth's reasons, one row
+// each, or the apiError itself (UPLOAD_TOKENS' 401).
+func accessError(err error) apiError {
+	var api apiError
+	if errors.As(err, &api) {
+		return api
+	}
+	for _, row := range []struct {
+		reason error
+		api    apiError
+	}{
+		{auth.ErrKeysUnavailable, errKeysUnavailable},
+		{auth.ErrNoToken, errSignInRequired},
+		{auth.ErrMalformed, errTokenMalformed},
+		{auth.ErrAlgorithm, errTokenAlgorithm},
+		{auth.ErrMissingClaim, errTokenMissingClaim},
+		{auth.ErrExpired, errTokenExpired},
+		{auth.ErrNotYetValid, errTokenNotYetValid},
+		{auth.ErrIssuer, errTokenIssuer},
+		{auth.ErrAudience, errTokenAudience},
+		{auth.ErrUnknownKey, errTokenUnknownKey},
+		{auth.ErrBadSignature, errTokenBadSignature},
+	} {
+		if errors.Is(err, row.reason) {
+			return row.api
+		}
+	}
+	return errTokenMalformed
 }
 
 // admissionError says what a client refused by internal/admission sees.

@@ -71,6 +71,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
 	}
 
+	authCtx, stopAuth := context.WithCancel(ctx) // ends the JWKS's background refresh
+	defer stopAuth()
+	if err := cfg.signIn.start(authCtx, logger); err != nil {
+		return err
+	}
+
 	st, closeStore, err := openStore(cfg, logger)
 	if err != nil {
 		return err
@@ -117,10 +123,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.metrics && cfg.metricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
-	if cfg.uploadTokens == nil && !isLoopback(ln.Addr()) {
+	if cfg.uploadTokens == nil && !cfg.signIn.on() && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy,
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy,
 		"shared_through_redis", cfg.redisURL != "")
 
 	select {

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
@@ -59,16 +58,6 @@ func newUploadQuota(spec ratelimit.QuotaSpec, trustProxy bool, now func() time.T
 	return q
 }
 
-// quotaKeyOf names whose quota a request spends: the signed-in user's, else its client's as
-// RATE_LIMIT names clients (the address; see clientKeyOf). The prefixes keep a subject from
-// ever naming an address.
-func quotaKeyOf(r *http.Request, trustProxy bool) string {
-	if u, ok := auth.FromContext(r.Context()); ok {
-		return "user:" + u.Subject
-	}
-	return "addr:" + clientKeyOf(r, trustProxy)
-}
-
 // quotaSpend is one request's use of its client's quota: what it reserved (and where), and how
 // much of that its files use. Its methods may be called on nil (no quota).
 type quotaSpend struct {
@@ -94,7 +83,7 @@ func (q *uploadQuota) begin(r *http.Request) (*quotaSpend, error) {
 	if q == nil {
 		return nil, nil
 	}
-	s := &quotaSpend{q: q, ctx: r.Context(), key: quotaKeyOf(r, q.trustProxy)}
+	s := &quotaSpend{q: q, ctx: r.Context(), key: clientKeyOf(r, q.trustProxy)} // the signed-in user, else the address
 	if n := r.ContentLength; n > 0 {
 		if n > q.spec.Bytes {
 			s.refused = true

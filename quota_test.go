@@ -16,6 +16,7 @@ import (
 
 	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/auth"
+	"cloudinary-upload-api/internal/auth/authtest"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
@@ -360,5 +361,47 @@ func TestQuotaIsPerSignedInUser(t *testing.T) {
 		if status, left := upload(tc.user); status != tc.status || left != 400_000 {
 			t.Errorf("600 kB from %q: %d with %d bytes left, want %d with 400 kB left", tc.user, status, left, tc.status)
 		}
+	}
+}
+
+// TestQuotaPerSignedInUserThroughRun: with sign-in on, two users behind one address each have
+// their own USER_QUOTA, and neither spends the other's.
+func TestQuotaPerSignedInUserThroughRun(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["AUTH_JWT_SECRET"] = testJWTSecret
+	env["USER_QUOTA"] = "1MB/hour"
+	srv := startServer(t, env)
+	c := clientFrom(t, "127.0.0.2")
+	file, err := io.ReadAll(streamedPNG(t, 600_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, body := buildForm(t, filePartOf("file", "a.png", file))
+	for _, tc := range []struct {
+		sub    string
+		status int
+	}{{"alice", http.StatusOK}, {"bob", http.StatusOK}, {"alice", http.StatusTooManyRequests}, {"bob", http.StatusTooManyRequests}} {
+		req, err := http.NewRequest(http.MethodPost, srv.url+"/upload", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+authtest.MintHS256(t, []byte(testJWTSecret), authtest.Claims(tc.sub, "", "", time.Minute)))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got apiErrorBody
+		decodeBody(t, resp, &got)
+		if resp.StatusCode != tc.status {
+			t.Fatalf("600 kB from %s: %d %q, want %d", tc.sub, resp.StatusCode, got.Error.Message, tc.status)
+		}
+		if left, _ := quotaField(t, resp); left != 1_000_000-fake.Uploads()[0].Bytes {
+			t.Errorf("%s: %d bytes left, want what one upload leaves", tc.sub, left)
+		}
+	}
+	if n := len(fake.Uploads()); n != 2 {
+		t.Errorf("%d uploads stored, want 2", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cloudinary-upload-api/internal/auth"
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
@@ -53,7 +54,12 @@ func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 // and the uploads in flight): the connection's address or, behind a trusted proxy, the right-most X-Forwarded-For entry, the one the proxy itself appended (Heroku's
 // router does). Entries to its left are whatever the client sent, so they are never used.
 // IPv6 clients are keyed by their /64, which one host can fill with addresses.
+//
+// A signed-in user is keyed as the user ("user:" and the token's sub), wherever they connect from.
 func clientKeyOf(r *http.Request, trustProxy bool) string {
+	if u, ok := auth.FromContext(r.Context()); ok {
+		return "user:" + u.Subject
+	}
 	if trustProxy {
 		if vals := r.Header.Values("X-Forwarded-For"); len(vals) > 0 {
 			last := vals[len(vals)-1]
@@ -87,8 +93,9 @@ func addrKey(a netip.Addr) string {
 }
 
 // limitRate answers 429 with Retry-After when the client has used up its budget (after reading and
-// dropping the body within drainBody's bounds, as the upload's own early errors do). It sits before
-// requireToken, so floods without a token are limited too, and token guessing with them. Every
+// dropping the body within drainBody's bounds, as the upload's own early errors do). It sits after
+// identify and before requireAccess, so floods without a token are limited too, and token
+// guessing with them, per address; a signed-in user is limited as the user. Every
 // answer that passed through it carries RateLimit-Policy and RateLimit (remaining requests, and
 // seconds until the bucket is full again), so a client can slow down before it meets a 429.
 func limitRate(l *rateLimiter, next http.Handler) http.Handler {

@@ -14,12 +14,13 @@ import (
 
 // newServer builds the whole HTTP surface: routes, then middleware, outermost last.
 //
-// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through the
-// origin check (a page of another origin is refused before anything else), limitRate, then
-// requireToken; then an upload must be admitted (admission.go). CORS preflights are answered out here, before either, because
-// browsers send them without Authorization. The rate limit comes before the token check so that
-// floods without a token, and token guessing, are limited too; the price is that a flood from a
-// client's address also spends that client's budget, as with any per-address limit.
+// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through
+// protect: the origin check (a page of another origin is refused before anything else), then
+// identify, which checks the sign-in token or UPLOAD_TOKENS once, then limitRate, which counts
+// a signed-in user as the user and anyone else (a refused token too, so guessing is limited) by
+// address, then requireAccess, which answers 401 (or 503 while sign-in keys are unavailable);
+// then an upload must be admitted (admission.go), again per user or address. CORS preflights
+// are answered out here, before any of it, because browsers send them without Authorization.
 func newServer(logger *slog.Logger, cfg config, st storage, health *healthState) http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(st.name)
@@ -45,8 +46,11 @@ type routeMux interface {
 func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *metrics) {
 	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now, health.redis)
 	sameOrigin := newOriginCheck(cfg.allowedOrigins, m)
+	// protect is who may use a route: the origin check, then identify (the sign-in token or
+	// UPLOAD_TOKENS, checked once), then the rate limit (per user, else per address: a refused
+	// request counts against its address), then requireAccess answers a refusal.
 	protect := func(h http.Handler) http.Handler {
-		return sameOrigin(limitRate(limiter, requireToken(cfg.uploadTokens, h)))
+		return sameOrigin(identify(cfg.uploadTokens, cfg.signIn, limitRate(limiter, requireAccess(h))))
 	}
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
 	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
@@ -102,6 +106,8 @@ func (cfg config) uploadLimits() uploadLimits {
 		maxFiles:      cfg.maxFilesPerRequest,
 		fileFields:    cfg.fileFields,
 		signable:      cfg.signableParams,
+		folder:        cfg.uploadFolder,
+		signIn:        cfg.signIn.on(),
 		image:         cfg.image,
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"cloudinary-upload-api/internal/cloudinary"
+	"cloudinary-upload-api/internal/store"
 )
 
 // signableAllowed are the upload parameters a client may be allowed to set (SIGNABLE_PARAMS may
@@ -87,7 +88,8 @@ func parseSignableParams(raw string) ([]string, error) {
 type signingConfig struct {
 	signer   *cloudinary.Signer // the one the uploads are signed with
 	signable []string
-	folder   string
+	folder   string // UPLOAD_FOLDER; with sign-in on, a template holding {sub}
+	signIn   bool
 	preset   string
 	resource string // resource_type in the upload URL: image when only images are allowed, else auto
 	now      func() time.Time
@@ -146,8 +148,13 @@ func (sc signingConfig) sign(w http.ResponseWriter, r *http.Request) (signRespon
 	if err != nil {
 		return signResponse{}, err
 	}
-	if sc.folder != "" {
-		params.Set("folder", sc.folder)
+	// The user's own folder, and who uploads, as for POST /upload.
+	folder, uploadedBy := folderFor(r, sc.folder, sc.signIn)
+	if folder != "" {
+		params.Set("folder", folder)
+	}
+	if uploadedBy != "" {
+		params.Set("context", cloudinary.AddContext(params.Get("context"), store.UploadedByKey, uploadedBy))
 	}
 	if sc.preset != "" {
 		params.Set("upload_preset", sc.preset)
@@ -251,6 +258,9 @@ func clientParam(name, s string) (string, error) {
 			return "", err
 		}
 	}
+	if name == "context" && cloudinary.ContextHasKey(s, store.UploadedByKey) {
+		return "", errUploadedBy
+	}
 	return s, nil
 }
 
@@ -276,6 +286,7 @@ func newSigningConfig(cfg config, signer *cloudinary.Signer, now func() time.Tim
 		signer:   signer,
 		signable: cfg.signableParams,
 		folder:   cfg.uploadFolder,
+		signIn:   cfg.signIn.on(),
 		preset:   cfg.uploadPreset,
 		resource: "auto",
 		now:      now,

@@ -64,7 +64,8 @@ func openStore(cfg config, logger *slog.Logger) (storage, func() error, error) {
 
 // newLocalStore opens UPLOAD_DIR as the local store, which logs what it cannot clean up.
 func newLocalStore(cfg config) (*localstore.Store, error) {
-	s, err := localstore.New(cfg.uploadDir, cfg.uploadFolder, cfg.publicURL, func(ctx context.Context, msg string, err error) {
+	// No folder of the store's own: each upload names its folder (store.Params.Folder).
+	s, err := localstore.New(cfg.uploadDir, "", cfg.publicURL, func(ctx context.Context, msg string, err error) {
 		loggerFrom(ctx).WarnContext(ctx, msg, "err", err)
 	})
 	if err != nil {
@@ -77,7 +78,7 @@ func newLocalStore(cfg config) (*localstore.Store, error) {
 func (cfg config) cloudinaryOptions() cloudinary.Options {
 	base := cfg.retryBackoff
 	return cloudinary.Options{
-		Folder:       cfg.uploadFolder,
+		Folder:       "", // each upload names its folder (store.Params.Folder): UPLOAD_FOLDER or the user's
 		Preset:       cfg.uploadPreset,
 		ChunkSize:    cfg.chunkSize,
 		KeepBuffers:  0, // none kept between uploads: a kept buffer would hold memory outside UPLOAD_MEMORY

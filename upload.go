@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,8 @@ type uploadLimits struct {
 	maxFiles      int           // file parts per request (MAX_FILES_PER_REQUEST)
 	fileFields    []string      // names of the parts taken as files (FILE_FIELDS)
 	signable      []string      // text fields a client may set: the parameters POST /sign signs (SIGNABLE_PARAMS)
+	folder        string        // UPLOAD_FOLDER; with sign-in on, a template holding {sub}
+	signIn        bool
 	image         imageguard.Options
 }
 
@@ -198,6 +201,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
@@ -319,7 +323,10 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 	case bodyErr != nil:
 		return nil, "", bodyError(bodyErr, lim)
 	case upErr == nil:
-		quota.keep()
+		if err := checkExisting(result, p); err != nil {
+			return nil, "", err
+		}
+		quota.keep() // a 409 above gives the file's bytes back
 		return result, removed, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
 		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
@@ -327,6 +334,27 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return nil, "", fmt.Errorf("%w: %w", errClientGone, upErr)
 	}
 	return nil, "", upErr
+}
+
+// checkExisting refuses a store's answer for a public id that was already taken (overwrite=false:
+// "existing": true, with the existing file's details) unless it lies in the signed-in user's own
+// folder, where it is the user's own retry: anyone else would learn of another's file, and get
+// a URL serving its bytes as if it were theirs.
+func checkExisting(result []byte, p store.Params) error {
+	if !bytes.Contains(result, []byte(`"existing"`)) {
+		return nil
+	}
+	var answer struct {
+		Existing bool   `json:"existing"`
+		PublicID string `json:"public_id"`
+	}
+	if err := json.Unmarshal(result, &answer); err != nil || !answer.Existing {
+		return nil // readAnswer has checked it is JSON
+	}
+	if p.UploadedBy != "" && p.Folder != "" && strings.HasPrefix(answer.PublicID, p.Folder+"/") {
+		return nil
+	}
+	return fmt.Errorf("%w: %s exists", errPublicIDTaken, answer.PublicID)
 }
 
 // drainBody reads and drops what is left of a request body whose answer is an error, so that

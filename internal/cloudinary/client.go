@@ -2,6 +2,7 @@ package cloudinary
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -131,7 +132,7 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 	params := cldupload.UploadParams{
 		PublicID:         p.PublicID,
 		Tags:             p.Tags,
-		Folder:           c.opts.Folder,
+		Folder:           cmp.Or(p.Folder, c.opts.Folder),
 		UploadPreset:     c.opts.Preset,
 		FilenameOverride: p.Filename,
 	}
@@ -146,6 +147,9 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 		if !fields.Has(k) {
 			fields.Set(k, v)
 		}
+	}
+	if p.UploadedBy != "" {
+		fields.Set("context", AddContext(fields.Get("context"), store.UploadedByKey, p.UploadedBy))
 	}
 	sig, err := c.signer.Sign(fields, now)
 	if err != nil {

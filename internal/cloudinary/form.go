@@ -7,6 +7,7 @@ import (
 	"mime/multipart"
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // uploadForm is a multipart body: the fields and the file part's headers, the file, the closing
@@ -99,4 +100,52 @@ func (s *smallWrites) Flush() error {
 	_, err := s.w.Write(s.buf)
 	s.buf = s.buf[:0]
 	return err
+}
+
+// contextEscaper escapes a context key or value as Cloudinary's SDKs do: '=' and '|' separate
+// pairs, so within one they are preceded by '\' (and so is '\' itself).
+var contextEscaper = strings.NewReplacer(`\`, `\\`, `=`, `\=`, `|`, `\|`)
+
+// AddContext appends key=value to a context parameter (key=value|key=value), escaped.
+func AddContext(context, key, value string) string {
+	pair := contextEscaper.Replace(key) + "=" + contextEscaper.Replace(value)
+	if context == "" {
+		return pair
+	}
+	return context + "|" + pair
+}
+
+// ContextHasKey reports whether a context parameter (key=value|key=value, with '\' escapes)
+// holds key.
+func ContextHasKey(context, key string) bool {
+	var cur strings.Builder
+	inKey, escaped := true, false
+	for i := 0; i <= len(context); i++ {
+		if i == len(context) || !escaped && context[i] == '|' {
+			if inKey && cur.String() == key { // a key without '=': Cloudinary takes it with an empty value
+				return true
+			}
+			cur.Reset()
+			inKey = true
+			continue
+		}
+		c := context[i]
+		switch {
+		case escaped:
+			escaped = false
+			if inKey {
+				cur.WriteByte(c)
+			}
+		case c == '\\':
+			escaped = true
+		case c == '=' && inKey:
+			if cur.String() == key {
+				return true
+			}
+			inKey = false
+		case inKey:
+			cur.WriteByte(c)
+		}
+	}
+	return false
 }

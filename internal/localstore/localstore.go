@@ -14,6 +14,7 @@ package localstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -63,6 +64,8 @@ type Meta struct {
 	Etag             string   `json:"etag"`
 	OriginalFilename string   `json:"original_filename"`
 	Type             string   `json:"type"`
+	// Context is the file's context as Cloudinary answers it: {"custom": {"uploaded_by": …}}.
+	Context map[string]map[string]string `json:"context,omitempty"`
 }
 
 // Record is what meta/<key>.json holds: the result, and what only the store needs.
@@ -95,8 +98,8 @@ var (
 )
 
 // New opens (creating if needed) the directory, and removes files that an interrupted process
-// left half-written in tmp/. folder goes in front of every public id, as Cloudinary's folder
-// does; publicURL, when not empty, is the base of the URLs in the answers instead of the
+// left half-written in tmp/. folder goes in front of every public id whose upload names no
+// folder of its own (store.Params.Folder), as Cloudinary's folder does; publicURL, when not empty, is the base of the URLs in the answers instead of the
 // request's. warn hears of what went wrong without failing an upload (nil: nothing is told).
 func New(dir, folder, publicURL string, warn func(ctx context.Context, msg string, err error)) (*Store, error) {
 	abs, err := filepath.Abs(dir)
@@ -203,8 +206,8 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 	if publicID == "" {
 		publicID = randomID(20)
 	}
-	if s.folder != "" {
-		publicID = s.folder + "/" + publicID
+	if folder := cmp.Or(p.Folder, s.folder); folder != "" {
+		publicID = folder + "/" + publicID
 	}
 	key := localKey(publicID)
 	mt := mimetype.Detect(head.buf)
@@ -225,6 +228,9 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 		Etag:             hex.EncodeToString(hash.Sum(nil)),
 		OriginalFilename: strings.TrimSuffix(p.Filename, path.Ext(p.Filename)),
 		Type:             "upload",
+	}
+	if p.UploadedBy != "" {
+		meta.Context = map[string]map[string]string{"custom": {store.UploadedByKey: p.UploadedBy}}
 	}
 	if meta.Tags == nil {
 		meta.Tags = []string{}

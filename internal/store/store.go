@@ -15,4 +15,14 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+	// Folder goes in front of the public id (chosen or picked), as Cloudinary's folder parameter
+	// does: the server's UPLOAD_FOLDER, or the signed-in user's own folder. Empty: none (a store
+	// built with a folder of its own uses that).
+	Folder string
+	// UploadedBy is the signed-in user's subject, set by the server: the store records it as the
+	// file's context uploaded_by and answers it in context.custom, as Cloudinary does. Empty: none.
+	UploadedBy string
 }
+
+// UploadedByKey is the context key that carries who uploaded a file.
+const UploadedByKey = "uploaded_by"

@@ -604,6 +604,9 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 			resource["width"] = width
 			resource["height"] = height
 		}
+		if custom := fakeParseContext(p.Get("context")); len(custom) > 0 {
+			resource["context"] = map[string]any{"custom": custom}
+		}
 		stored := maps.Clone(resource)
 		stored["_created"] = createdAt
 		f.assets[publicID] = stored
@@ -809,4 +812,33 @@ func fakeWriteBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body) // a client that left early is not the fake's problem
+}
+
+// fakeParseContext reads Cloudinary's context parameter: key=value pairs separated by '|', where
+// '\' makes the next character (a '=', '|' or '\') part of the key or value.
+func fakeParseContext(raw string) map[string]string {
+	out := map[string]string{}
+	var key, val []byte
+	cur := &key
+	flush := func() {
+		if len(key) > 0 {
+			out[string(key)] = string(val)
+		}
+		key, val, cur = nil, nil, &key
+	}
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '\\' && i+1 < len(raw):
+			i++
+			*cur = append(*cur, raw[i])
+		case c == '|':
+			flush()
+		case c == '=' && cur == &key:
+			cur = &val
+		default:
+			*cur = append(*cur, c)
+		}
+	}
+	flush()
+	return out
 }

@@ -655,3 +655,26 @@ func (r fakeTestRequest) post(t *testing.T, f *Server) (int, http.Header, []byte
 	}
 	return resp.StatusCode, resp.Header, data
 }
+
+// The context parameter as Cloudinary's SDKs write it (key=value pairs joined by '|', with '=',
+// '|' and '\' in a value escaped by '\'), read back as the answer's context.custom.
+func TestFakeParseContext(t *testing.T) {
+	for raw, want := range map[string]map[string]string{
+		"alt=a cat":                        {"alt": "a cat"},
+		`alt=a\|b\=c|uploaded_by=auth0\|x`: {"alt": "a|b=c", "uploaded_by": "auth0|x"},
+		`k=back\\slash`:                    {"k": `back\slash`},
+		"":                                 {},
+		"novalue":                          {"novalue": ""},
+	} {
+		got := fakeParseContext(raw)
+		if len(got) != len(want) {
+			t.Errorf("fakeParseContext(%q) = %v, want %v", raw, got, want)
+			continue
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("fakeParseContext(%q)[%q] = %q, want %q", raw, k, got[k], v)
+			}
+		}
+	}
+}
