@@ -19,8 +19,8 @@ const metadataRemovedHeader = "X-Metadata-Removed"
 // For a JPEG, BMP, a still PNG or WebP with STRIP_METADATA=off, a TIFF, ICO or PSD whose parts
 // are all in the head, and formats the guard does not know, the reader is file itself, so a
 // pieceReader keeps its fast path; a PNG or WebP being stripped, an animation, a GIF (whose
-// every frame is checked), and a TIFF, ICO or PSD read as it streams come through the guard's
-// walker.
+// every frame is checked), a HEIC or AVIF (its boxes walked to the end), and a TIFF, ICO or
+// PSD read as it streams come through the guard's walker.
 //
 // measured says the file was admitted as an image type whose size the guard reads (ALLOWED_TYPES
 // image/*): if the guard finds no format it knows in it, the file is refused, so that a file

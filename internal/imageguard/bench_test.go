@@ -10,7 +10,8 @@ import (
 // benchFile pads a test photo to n bytes: a JPEG with bytes after its EOI (the guard reads a
 // JPEG only up to SOS, so what follows stands for the entropy-coded data), a PNG with IDAT
 // chunks of 64 KiB (which the guard's walker passes on by length), a TIFF whose IFD comes
-// after its pixels (passed on by length up to it).
+// after its pixels (passed on by length up to it), a HEIC whose mdat holds its Exif item, then
+// the image (which the walker passes on as it comes).
 func benchFile(b *testing.B, format string, n int) []byte {
 	switch format {
 	case "jpeg":
@@ -29,6 +30,11 @@ func benchFile(b *testing.B, format string, n int) []byte {
 		return append(out, chunk("IEND", nil)...)
 	case "tiff": // its IFD last, after the pixels, as libtiff and x/image write it
 		return tiffFile(binary.LittleEndian, n-200, [2]uint32{4096, 4096})
+	case "heic": // the Exif item first in mdat, as exiftool writes it, then the image data
+		exif := exifItem(photoExif(binary.BigEndian, true))
+		image := make([]byte, n-len(exif)-1024)
+		f := synthHEIF{w: 4032, h: 3024, primary: &synthItem{typ: "hvc1", data: image}, extra: []synthItem{{typ: "Exif", data: exif}}}.build()
+		return f
 	}
 	b.Fatalf("format %s", format)
 	return nil
@@ -51,6 +57,8 @@ func BenchmarkGuard(b *testing.B) {
 		{"png-50MB-gps", "png", 50 << 20, StripGPS},
 		{"png-50MB-off", "png", 50 << 20, StripOff},
 		{"tiff-50MB-off", "tiff", 50 << 20, StripOff},
+		{"heic-50MB-gps", "heic", 50 << 20, StripGPS},
+		{"heic-50MB-off", "heic", 50 << 20, StripOff},
 	} {
 		file := benchFile(b, c.format, c.size)
 		b.Run(c.name, func(b *testing.B) {

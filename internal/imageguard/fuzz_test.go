@@ -27,6 +27,10 @@ func seeds(t testing.TB) [][]byte {
 		s = append(s, b, b[:len(b)/2], b[:len(b)-3])
 	}
 	gpsInIFD1 := exifWithGPSInIFD1()
+	heif := synthHEIF{w: 8, h: 8, extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.BigEndian, true)), split: 2, gapAfter: 3},
+		{typ: "mime", contentType: "application/rdf+xml", data: []byte(testXMP)}}}.build()
+	s = append(s, heif, heif[:len(heif)-7],
+		synthHEIF{brand: "avif", w: 3, h: 2, mdatHeader: "large", extra: []synthItem{{typ: "Exif", data: exifItem(photoExif(binary.LittleEndian, true))}}}.build())
 	return append(s,
 		insertAfterSOI(encodeJPEG(t, 8, 8), segment(mAPP1, []byte("Exif\x00\x00"), gpsInIFD1)),
 		riff(riffChunk("VP8L", vp8l(2, 2, colorOf(1, 2, 3))), riffChunk("EXIF", photoExif(binary.BigEndian, true))),
@@ -89,6 +93,9 @@ func FuzzGuard(f *testing.F) {
 			(int64(cfg.Width) != res.Width || int64(cfg.Height) != res.Height) {
 			t.Fatalf("%s: the guard read %d × %d, image.DecodeConfig %d × %d", format, res.Width, res.Height, cfg.Width, cfg.Height)
 		}
+		if (res.Format == "heif" || res.Format == "avif") && len(out) != len(b) {
+			t.Fatalf("%s: %d bytes out of %d: HEIF is rewritten in place", res.Format, len(out), len(b))
+		}
 		if m == StripOff || res.Removed == "none" {
 			if !bytes.Equal(out, b) {
 				t.Fatalf("mode %s, Removed %q: the file changed", m, res.Removed)
@@ -150,6 +157,8 @@ func exifBlocks(b []byte) [][]byte {
 			}
 			p += 12 + n
 		}
+	case len(b) >= 12 && string(b[4:8]) == "ftyp":
+		blocks = heifExifBlocks(b) // heif_test.go
 	case len(b) >= 12 && string(b[:4]) == "RIFF":
 		for p := 12; p+8 <= len(b); {
 			n := int(binary.LittleEndian.Uint32(b[p+4:]))

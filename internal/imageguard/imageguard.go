@@ -1,7 +1,8 @@
 // Package imageguard checks and rewrites an image's bytes on their way to storage: it refuses
 // images whose header claims more pixels than allowed, and removes metadata (GPS, or all of it)
-// from JPEG, PNG and WebP files. It never decodes or re-encodes pixels, and it never holds more
-// than a bounded window of the file: the segments or chunks before the image data.
+// from JPEG, PNG, WebP, HEIC and AVIF files. It never decodes or re-encodes pixels, and it
+// never holds more than a bounded window of the file: the segments or chunks before the image
+// data.
 //
 // # Contract
 //
@@ -29,9 +30,13 @@
 //     streams, and count them (frames.go): some decoders size their buffers by the frames, not
 //     the canvas. TIFF and ICO are walked by offsets (seek.go). GIF, TIFF and ICO pass
 //     unchanged, Removed "none".
-//   - Any other format (HEIC, AVIF, SVG, JPEG XL...): Prefix is head, Rest is rest, Removed
-//     "none", Format "", no pixel limit: the server admits such a type only when ALLOWED_TYPES
-//     names it (Checks lists the types Guard measures).
+//   - HEIF (HEIC, AVIF; heif.go), in every mode: everything up to the end of the meta box is
+//     held (the sizes are read there), then Rest wraps rest, to walk the boxes to the end
+//     (refusing an image sequence, whose frames are not counted) and, with StripGPS or
+//     StripAll, rewrite the Exif and XMP items in place as they pass.
+//   - Any other format (SVG, JPEG XL...): Prefix is head, Rest is rest, Removed "none",
+//     Format "", no pixel limit: the server admits such a type only when ALLOWED_TYPES names
+//     it (Checks lists the types Guard measures).
 //
 // A file with nothing to remove comes out byte for byte.
 //
@@ -42,8 +47,9 @@
 //     by one, inside the same IFD, so no other offset changes) and the GPS IFD with its values
 //     is overwritten with zeros. Nothing moves, so every offset in the block stays valid. XMP
 //     can carry GPS too (exif:GPSLatitude): an XMP packet that contains the letters "GPS" is
-//     removed whole, as are PNG text chunks whose keyword mentions GPS and ImageMagick's
-//     "Raw profile type exif/APP1/xmp" chunks. Nothing else changes.
+//     removed whole (JPEG ExtendedXMP once its portions are joined: xmpext.go), as are PNG
+//     text chunks whose keyword mentions GPS and ImageMagick's "Raw profile type
+//     exif/APP1/xmp" chunks. Nothing else changes.
 //   - StripAll: EXIF, XMP, IPTC/Photoshop (APP13), comments (COM), and the other APPn segments
 //     except APP0 (JFIF), APP2 ICC_PROFILE and APP14 (Adobe, needed to decode colours) are
 //     removed from JPEG; tEXt, zTXt, iTXt, eXIf and tIME from PNG; EXIF and XMP from WebP. The
@@ -59,6 +65,12 @@
 // XMP flag is cleared in the head; the EXIF flag is left (a minimal EXIF may follow; readers
 // treat the flags as hints).
 //
+// HEIF (HEIC, AVIF): iloc gives the items' absolute offsets, sent with the meta box before the
+// items pass, so the Exif and XMP items are overwritten in place too: the GPS IFD zeroed as
+// above; an XMP item removed whole becomes an empty packet padded with spaces; with StripAll
+// the Exif item keeps its header and gets the minimal EXIF (or an empty one) followed by
+// zeros. What cannot be followed exactly (see heif.go) is refused with StripGPS and StripAll.
+//
 // # Errors
 //
 // Errors are this package's values, for the caller to turn into answers: ErrMalformed (a file
@@ -67,8 +79,8 @@
 // size), ErrTooManyFrames (as a *FramesError: past MaxFrames or MaxAnimationPixels), and
 // ErrMetadataTooLarge (the segments before the image data, one metadata chunk, or all of
 // them together exceed Options.MaxMetadataBytes). An error reading rest is returned wrapped,
-// so errors.As finds the reader's own error. With StripGPS or StripAll, a JPEG, PNG or WebP
-// that cannot be walked exactly is refused: never a half-stripped file. With StripOff only
+// so errors.As finds the reader's own error. With StripGPS or StripAll, a JPEG, PNG, WebP or
+// HEIF that cannot be walked exactly is refused: never a half-stripped file. With StripOff only
 // what leads to the sizes is walked (a JPEG up to its SOFn, a PNG up to its first IDAT, a
 // simple WebP's first chunk, an extended one's up to its image), and refused only when that is
 // broken. A GIF, an animation, a TIFF and an ICO are walked to their end in every mode.
@@ -147,13 +159,13 @@ func (o Options) withDefaults() Options {
 type Result struct {
 	Prefix []byte
 	Rest   io.Reader
-	// Removed is the policy the file went through: "gps" or "all" for a JPEG, PNG or WebP
+	// Removed is the policy the file went through: "gps" or "all" for a JPEG, PNG, WebP or HEIF
 	// walked with that mode (whether or not it had such metadata), "none" otherwise.
 	Removed string
 	// Wrapped is true when Rest is not the reader given to Guard but a walker over it, whose
 	// Read may fail with this package's errors.
 	Wrapped bool
-	Format  string // "jpeg", "png", "webp", "gif", "bmp", "tiff", "psd", "ico", or "" for a format Guard does not know
+	Format  string // "jpeg", "png", "webp", "gif", "bmp", "tiff", "psd", "ico", "heif", "avif", or "" for a format Guard does not know
 	Width   int64  // from the header; 0 for an unknown format, or a TIFF or ICO whose first image is past the head
 	Height  int64
 }
@@ -219,6 +231,8 @@ func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 		return guardWebP(src, opts)
 	case hasPrefix(head, "GIF87a"), hasPrefix(head, "GIF89a"):
 		return guardGIF(src, opts)
+	case isHEIF(head): // ISOBMFF: HEIC, HEIF, AVIF (heif.go); before ICO, which an ftyp of 256 bytes would match
+		return guardHEIF(src, opts)
 	// Formats measured but never rewritten (Removed "none"), each in its own file.
 	case isBMP(head):
 		return guardBMP(src, opts)

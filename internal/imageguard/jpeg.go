@@ -34,6 +34,7 @@ func guardJPEG(s *source, opts Options) (Result, error) {
 	out := []byte{0xFF, mSOI}
 	changed, haveSOF := false, false
 	wroteExif := false
+	var ext []extSegment // ExtendedXMP kept so far (StripGPS): xmpext.go
 	var w, h int64
 	for {
 		start := s.pos
@@ -75,6 +76,11 @@ func guardJPEG(s *source, opts Options) (Result, error) {
 			if !haveSOF {
 				return Result{}, malformed(f, "no frame header (SOF) before the image data")
 			}
+			if len(ext) > 0 {
+				var dropped bool
+				out, dropped = dropExtendedXMP(out, ext)
+				changed = changed || dropped
+			}
 			if opts.Strip == StripOff || !changed {
 				return Result{Prefix: s.win, Rest: s.r, Removed: removed(opts), Format: "jpeg", Width: w, Height: h}, nil
 			}
@@ -112,7 +118,9 @@ func guardJPEG(s *source, opts Options) (Result, error) {
 				}
 			}
 		case opts.Strip == StripGPS:
-			if m == mAPP1 && bytes.Contains(payload, []byte("GPS")) { // XMP with GPS in it
+			if m == mAPP1 && bytes.HasPrefix(payload, []byte(xmpExtension)) { // decided at SOS
+				ext = append(ext, extSegment{at: len(out), n: len(seg), payload: payload[len(xmpExtension):]})
+			} else if m == mAPP1 && bytes.Contains(payload, []byte("GPS")) { // XMP with GPS in it
 				keep = false
 				changed = true
 			}
