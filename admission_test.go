@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -244,6 +245,7 @@ func TestAbortedUploadsGiveBackTheirReservations(t *testing.T) {
 	env["RATE_LIMIT"] = "off"
 	cfg := testConfig()
 	env["UPLOAD_MEMORY"] = strconv.FormatInt(8*cfg.uploadReservation(false), 10) // exactly 8
+	env["MAX_MEMORY_PER_CLIENT"] = "100%"                                        // all 8 from one client
 	srv := startServer(t, env)
 
 	img := paddedPNG(t, 64<<10)
@@ -284,6 +286,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	// Short grace and window so the test takes a fraction of a second; the rule is the same.
 	env["MIN_UPLOAD_RATE"] = "64KiB/s,grace=1s,window=500ms"
 	env["MAX_UPLOADS_PER_CLIENT"] = "off" // all 32 get in: the rate alone must deal with them
+	env["MAX_MEMORY_PER_CLIENT"] = "off"
 	env["RATE_LIMIT"] = "off"
 	env["METRICS"] = "true"
 	srv := startServer(t, env)
@@ -450,5 +453,92 @@ func TestCloudinaryURLUploadTimeoutIs504(t *testing.T) {
 	status, _, msg := smallUpload(t, newClient(t), srv.url)
 	if status != http.StatusGatewayTimeout || msg != errUpstreamTimeout.message {
 		t.Fatalf("upload_timeout fired: %d %q, want 504 %q", status, msg, errUpstreamTimeout.message)
+	}
+}
+
+// waitForCount returns once n log lines contain s (bounded as waitFor is).
+func (b *logBuffer) waitForCount(t *testing.T, s string, n int) {
+	t.Helper()
+	giveUp := time.After(30 * time.Second)
+	for {
+		b.mu.Lock()
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		if b.count(s) >= n {
+			return
+		}
+		select {
+		case <-wake:
+		case <-giveUp:
+			t.Fatalf("fewer than %d log lines with %q:\n%s", n, s, b)
+		}
+	}
+}
+
+// The attack of issue 18, scaled down: two addresses open chunked uploads (of unknown length)
+// that send a little and then trickle. Each holds only its buffers and the chunk's first block,
+// not a whole chunk, and each address at most its share of the memory: a third address still
+// uploads, in chunks too.
+func TestTwoAddressesCannotSpendTheBudget(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := chunkEnv(t, fake)
+	env["UPLOAD_MEMORY"] = "40MiB" // 4 chunked uploads' worth when each reserved a whole chunk at once
+	env["RATE_LIMIT"] = "off"
+	env["MIN_UPLOAD_RATE"] = "off" // the attackers trickle; here they simply hold
+	srv := startServer(t, env)
+	type attacker struct {
+		w      *io.PipeWriter
+		answer chan int
+		done   chan struct{}
+	}
+	var attackers []attacker
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		c := clientFrom(t, ip)
+		for range 3 {
+			r, w := io.Pipe()
+			a := attacker{w: w, answer: make(chan int, 1), done: make(chan struct{})}
+			attackers = append(attackers, a)
+			t.Cleanup(func() { // the attacker leaves
+				w.CloseWithError(errors.New("attacker leaves"))
+				<-a.done
+			})
+			go func() {
+				defer close(a.done)
+				resp, err := streamForm(context.Background(), t, c, srv.url, r, -1)
+				if err != nil {
+					a.answer <- 0
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				a.answer <- resp.StatusCode
+			}()
+			decided := srv.logs.count(`admitted"`)
+			// The first bytes, then nothing more: the upload holds what it holds.
+			go func() { _, _ = w.Write(paddedPNG(t, 64<<10)) }()
+			srv.logs.waitForCount(t, `admitted"`, decided+1)
+		}
+	}
+	// A third address uploads, streamed and in chunks.
+	c := clientFrom(t, "127.0.0.4")
+	if status, _, msg := smallUpload(t, c, srv.url); status != http.StatusOK {
+		t.Errorf("third address, small upload: %d %q", status, msg)
+	}
+	resp, err := streamForm(context.Background(), t, c, srv.url, streamedPNG(t, 6<<20), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeOK(t, resp, "third address, chunked upload")
+	// Each address's third upload is past its share, and refused at once.
+	for i, a := range attackers {
+		if i%3 != 2 {
+			continue
+		}
+		if s := <-a.answer; s != http.StatusTooManyRequests {
+			t.Errorf("attacker's third upload: %d, want 429", s)
+		}
 	}
 }

@@ -217,7 +217,7 @@ func TestLoadConfigAccessVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.uploadTokens != nil || cfg.trustProxy || cfg.rateLimit.Burst != 20 || cfg.readHeaderTimeout.String() != "10s" ||
+	if cfg.uploadTokens != nil || cfg.trustProxy.on() || cfg.rateLimit.Burst != 20 || cfg.readHeaderTimeout.String() != "10s" ||
 		strings.Join(cfg.signableParams, ",") != "public_id,tags,context" {
 		t.Errorf("defaults: tokens %v trust %v rate %+v header timeout %v signable %v", cfg.uploadTokens, cfg.trustProxy, cfg.rateLimit, cfg.readHeaderTimeout, cfg.signableParams)
 	}

@@ -53,10 +53,12 @@ func envVars() []envVar {
 		{name: "UPLOAD_PRESET", help: "Signed upload preset applied to every upload"},
 		{name: "UPLOAD_TIMEOUT", def: "60s", help: "How long Cloudinary may take to take the next piece of the file, or to answer once it has all of it"},
 		{name: "CHUNK_SIZE", def: "20000000", help: "Bytes per chunk when a file goes up in chunks (size unknown or over 100 MiB); at least 5242880, at most 104857600; one chunk buffer per upload in flight"},
-		{name: "UPLOAD_MEMORY", def: "256MiB", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB): a streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one CHUNK_SIZE more; an upload that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB"},
-		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS) before it gets 503 with Retry-After"},
+		{name: "UPLOAD_MEMORY", help: "Memory the uploads in flight may hold at once, in bytes (or KiB, MiB, GiB); unset: half of the container's memory limit (cgroup v2 memory.max or v1 memory.limit_in_bytes), or 256MiB without one. A streamed upload holds about 3.4 MiB (buffers, and room for an image's metadata), a chunked one up to CHUNK_SIZE more, reserved 1 MiB at a time as each chunk's bytes arrive; an upload (or a chunk) that finds it spent waits ADMISSION_WAIT, then gets 503 with Retry-After. Also sets the Go runtime's memory limit (unless GOMEMLIMIT is set) to this plus 32 MiB, kept under 90% of the container's limit; the start-up log says what was chosen and why"},
+		{name: "ADMISSION_WAIT", def: "2s", help: "How long an upload may wait for UPLOAD_MEMORY (or MAX_CONCURRENT_UPLOADS), and a chunk for the memory to fill it, before it gets 503 with Retry-After"},
 		{name: "MAX_CONCURRENT_UPLOADS", def: "off", help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{name: "MAX_UPLOADS_PER_CLIENT", def: "8", help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
+		{name: "MAX_MEMORY_PER_CLIENT", def: "25%", help: "Share of UPLOAD_MEMORY one client (as RATE_LIMIT names clients) may hold at once, counted by each server alone: a percentage, bytes (or KiB, MiB, GiB), or off. An upload past it gets 429 at once; a chunk past it waits ADMISSION_WAIT for the client's own memory, then gets 429. At least one chunked upload's worth (raised to it when given as a percentage)"},
+		{name: "MAX_CONNECTIONS", def: "auto", help: "Connections open at once; more wait in the listen queue until one closes (the server degrades by waiting, never by running out of file descriptors). auto: the process's file limit (raised to its hard limit at start-up) less a quarter (at least 256) for Cloudinary, Redis and files"},
 		{name: "MIN_UPLOAD_RATE", def: "8KiB/s", help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
 		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
@@ -73,7 +75,7 @@ func envVars() []envVar {
 		{name: "AUTH_COOKIE", help: "Sign-in: the cookie that carries the token when there is no Authorization header (Clerk's __session); needs ALLOWED_ORIGINS other than *"},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
 		{name: "USER_QUOTA", def: "off", help: "Bytes each client may store per window (the signed-in user, else the address as RATE_LIMIT names clients): SIZE/WINDOW such as 500MB/day, 2GB/30d or 1GiB/12h (KB, MB, GB, TB or KiB, MiB, GiB, TiB; day, hour, week or a number with s, m, h or d), the window starting at the client's first upload. Past it 429 with Retry-After, before the body is read when it has a Content-Length; a failed upload spends nothing. Shared through REDIS_URL when set; off disables"},
-		{name: "TRUST_PROXY", def: "false", help: "true behind Heroku's router or another proxy that appends the client address to X-Forwarded-For: the right-most entry is the client"},
+		{name: "TRUST_PROXY", def: "false", help: "Where the client's address comes from, for the per-client limits: false (the connection), true or heroku (the right-most X-Forwarded-For entry, which Heroku's router appends), fly (Fly-Client-IP), cloudflare (CF-Connecting-IP), or xff:N (the Nth X-Forwarded-For entry from the right, e.g. xff:2 behind Google's load balancer); a request without that header counts as the connection's address. See docs/deploy.md"},
 		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT, USER_QUOTA and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
@@ -99,37 +101,41 @@ type secret = cloudinary.Secret
 
 // config is read once at start-up; a bad value stops the server.
 type config struct {
-	port            string
-	cloudinary      *cloudinary.Credentials // nil when no credentials are set
-	allowedOrigins  []string
-	maxUploadBytes  int64
-	allowedTypes    []string
-	uploadFolder    string
-	uploadPreset    string
-	uploadTimeout   time.Duration
-	shutdownTimeout time.Duration
-	chunkSize       int64
-	maxConcurrent   int   // hard cap on uploads at once; 0: none
-	uploadMemory    int64 // the admission budget, in bytes
-	admissionWait   time.Duration
-	maxPerClient    int // 0: no per-client cap
-	minRate         admission.Rule
-	bodyIdleTimeout time.Duration
-	retryBackoff    time.Duration
-	logFormat       string
-	logLevel        slog.Level
-	storage         string // "cloudinary" or "local", resolved from STORAGE at load time
-	uploadDir       string
-	publicURL       string // without a trailing slash; empty: from each request
-	demoPage        bool
-	metrics         bool   // serve GET /metrics
-	metricsToken    secret // empty: no token needed
+	port               string
+	cloudinary         *cloudinary.Credentials // nil when no credentials are set
+	allowedOrigins     []string
+	maxUploadBytes     int64
+	allowedTypes       []string
+	uploadFolder       string
+	uploadPreset       string
+	uploadTimeout      time.Duration
+	shutdownTimeout    time.Duration
+	chunkSize          int64
+	maxConcurrent      int   // hard cap on uploads at once; 0: none
+	uploadMemory       int64 // the admission budget, in bytes
+	uploadMemorySet    bool  // UPLOAD_MEMORY was given; else run() takes it from the container's limit
+	admissionWait      time.Duration
+	maxPerClient       int    // 0: no per-client cap
+	maxMemoryPerClient int64  // 0: no per-client share of uploadMemory
+	clientMemoryShare  string // MAX_MEMORY_PER_CLIENT as set, for run() once it knows uploadMemory
+	maxConnections     int    // 0: auto, sized from the file limit at start-up
+	minRate            admission.Rule
+	bodyIdleTimeout    time.Duration
+	retryBackoff       time.Duration
+	logFormat          string
+	logLevel           slog.Level
+	storage            string // "cloudinary" or "local", resolved from STORAGE at load time
+	uploadDir          string
+	publicURL          string // without a trailing slash; empty: from each request
+	demoPage           bool
+	metrics            bool   // serve GET /metrics
+	metricsToken       secret // empty: no token needed
 
 	uploadTokens       *tokenSet // nil: anyone may upload
 	signIn             signInConfig
 	rateLimit          ratelimit.Spec
 	userQuota          ratelimit.QuotaSpec // USER_QUOTA; Off: none
-	trustProxy         bool
+	trustProxy         proxyTrust
 	redisURL           secret // empty: no Redis
 	redisTLSVerify     bool
 	redisTimeout       time.Duration
@@ -261,12 +267,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.userQuota, err = ratelimit.ParseQuota(get("USER_QUOTA")); err != nil {
 		problems = append(problems, err)
 	}
-	switch strings.ToLower(get("TRUST_PROXY")) {
-	case "true", "1", "yes":
-		cfg.trustProxy = true
-	case "false", "0", "no":
-	default:
-		bad("TRUST_PROXY", "true or false")
+	if cfg.trustProxy, err = parseProxyTrust(get("TRUST_PROXY")); err != nil {
+		problems = append(problems, err)
 	}
 	cfg.redisURL = secret(get("REDIS_URL"))
 	if b, err := strconv.ParseBool(get("REDIS_TLS_VERIFY")); err == nil {
@@ -323,14 +325,30 @@ func loadConfig(getenv func(string) string) (config, error) {
 			bad(c.name, "a positive number, or off")
 		}
 	}
-	if n, err := parseBytes(get("UPLOAD_MEMORY")); err == nil && n > 0 {
-		cfg.uploadMemory = n
-		// One upload of the largest kind must fit, or it would wait for nothing.
-		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
-			bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+	cfg.uploadMemory = defaultUploadMemory // unset: run() takes half of the container's limit, if there is one
+	if v := get("UPLOAD_MEMORY"); v != "" {
+		cfg.uploadMemorySet = true
+		if n, err := parseBytes(v); err == nil && n > 0 {
+			cfg.uploadMemory = n
+			// One upload of the largest kind must fit, or it would wait for nothing.
+			if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && cfg.chunkSize > 0 && n < need {
+				bad("UPLOAD_MEMORY", fmt.Sprintf("at least %d bytes: one chunked upload holds CHUNK_SIZE plus its buffers", need))
+			}
+		} else {
+			bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
 		}
-	} else {
-		bad("UPLOAD_MEMORY", "a positive number of bytes, optionally with KiB, MiB or GiB (e.g. 256MiB)")
+	}
+	cfg.clientMemoryShare = get("MAX_MEMORY_PER_CLIENT")
+	cfg.maxMemoryPerClient, err = parseClientMemory(cfg.clientMemoryShare, cfg.uploadMemory, cfg.uploadReservation(true))
+	if err != nil {
+		bad("MAX_MEMORY_PER_CLIENT", err.Error())
+	}
+	if v := get("MAX_CONNECTIONS"); !strings.EqualFold(v, "auto") {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			cfg.maxConnections = n
+		} else {
+			bad("MAX_CONNECTIONS", "a positive number of connections, or auto")
+		}
 	}
 	if v, err := time.ParseDuration(get("ADMISSION_WAIT")); err == nil && v >= 0 {
 		cfg.admissionWait = v
@@ -476,6 +494,29 @@ func parseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a number of bytes", v)
 	}
 	return n * mult, nil
+}
+
+// parseClientMemory reads MAX_MEMORY_PER_CLIENT: a percentage of budget (raised to least, what
+// one upload may hold), bytes (at least least), or off (0). Its error says what is wanted.
+func parseClientMemory(v string, budget, least int64) (int64, error) {
+	if strings.EqualFold(v, "off") {
+		return 0, nil
+	}
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		p, err := strconv.Atoi(strings.TrimSpace(pct))
+		if err != nil || p < 1 || p > 100 {
+			return 0, errors.New("a percentage from 1% to 100%, bytes, or off")
+		}
+		return max(budget*int64(p)/100, least), nil
+	}
+	n, err := parseBytes(v)
+	if err != nil || n <= 0 {
+		return 0, errors.New("a percentage of UPLOAD_MEMORY such as 25%, bytes (or KiB, MiB, GiB), or off")
+	}
+	if n < least {
+		return 0, fmt.Errorf("at least %d bytes: what one chunked upload may hold", least)
+	}
+	return n, nil
 }
 
 // parseMinRate reads MIN_UPLOAD_RATE: a size per second (8KiB/s), then optional ,grace=D and

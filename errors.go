@@ -14,7 +14,9 @@ import (
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/localstore"
 	"cloudinary-upload-api/internal/ratelimit"
+	"cloudinary-upload-api/internal/store"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -45,6 +47,7 @@ var (
 	errInternal            = apiError{http.StatusInternalServerError, "internal error"}
 	errTooBusy             = apiError{http.StatusServiceUnavailable, "too many uploads in progress; try again shortly"}
 	errClientBusy          = apiError{http.StatusTooManyRequests, "too many uploads in progress from this client; try again when one has finished"}
+	errClientMemory        = apiError{http.StatusTooManyRequests, "this client holds its share of the server's memory; try again when one upload has finished"}
 	errBodyIdle            = apiError{http.StatusRequestTimeout, "the request body stalled: nothing arrived for too long"}
 	errFormTooLarge        = apiError{http.StatusBadRequest, "form fields and part headers are larger than " + formatBytes(formOverhead) + " (files not counted)"}
 	errTooManyParts        = apiError{http.StatusBadRequest, fmt.Sprintf("form has more than %d parts", maxFormParts)}
@@ -77,6 +80,11 @@ var (
 	errSignNotJSON         = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
 	errSignBadJSON         = apiError{http.StatusBadRequest, "body must be a JSON object of upload parameters"}
 	errSignTooLarge        = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxSignBody)}
+	// DELETE /upload's (delete.go).
+	errDeleteBadBody  = apiError{http.StatusBadRequest, "body must be the upload's answer, or a JSON object with public_id or delete_token"}
+	errDeleteTooLarge = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxDeleteBody)}
+	errDeleteToken    = apiError{http.StatusForbidden, fmt.Sprintf("no valid delete_token: an upload's answer deletes its file for %d minutes", int(store.DeleteTokenTTL.Minutes()))}
+	errDeleteNotYours = apiError{http.StatusForbidden, "public_id is not in your folder: only its uploader may delete a file"}
 	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
 	errClientGone = apiError{499, "client closed the request"}
 	// The image guard's (imageguard.go builds the other two, which carry the image's own details).
@@ -179,6 +187,8 @@ func admissionError(err error) error {
 	switch {
 	case errors.Is(err, admission.ErrClientBusy):
 		return fmt.Errorf("%w: %w", errClientBusy, err)
+	case errors.Is(err, admission.ErrClientMemory):
+		return fmt.Errorf("%w: %w", errClientMemory, err)
 	case errors.Is(err, admission.ErrBudgetSpent), errors.Is(err, admission.ErrTooManyUploads):
 		return fmt.Errorf("%w: %w", errTooBusy, err)
 	case errors.Is(err, admission.ErrTooSlow):
@@ -232,6 +242,12 @@ func errTypeUnchecked(got string) apiError {
 	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot check its size (name it in ALLOWED_TYPES to accept it unchecked)", got)}
 }
 
+// errTypeKeepsLocation is the 415 for an image type that "image/*" measures but whose metadata,
+// GPS included, the guard cannot remove (TIFF, PSD), while STRIP_METADATA removes it from others.
+func errTypeKeepsLocation(got string) apiError {
+	return apiError{http.StatusUnsupportedMediaType, fmt.Sprintf("file type %s is not allowed: the server cannot remove its location (name it in ALLOWED_TYPES, or set STRIP_METADATA=off, to accept it with its metadata)", got)}
+}
+
 // errUpstreamRejected passes on Cloudinary's own 4xx about the file, with its message.
 func errUpstreamRejected(message string) apiError {
 	return apiError{http.StatusBadRequest, "Cloudinary rejected the file: " + message}
@@ -274,6 +290,18 @@ func storeError(err error) (api apiError, kind string, ok bool) {
 		return errEmptyFile, "rejected", true
 	}
 	return apiError{}, "", false
+}
+
+// deleteError maps the stores' refusals of a deletion (no such file, a refused delete token) to
+// what the client sees; any other error is the store's, which storeError maps.
+func deleteError(err error) error {
+	switch {
+	case errors.Is(err, cloudinary.ErrNotFound), errors.Is(err, localstore.ErrNotFound):
+		return fmt.Errorf("%w: %w", errNotFound, err)
+	case errors.Is(err, cloudinary.ErrTokenRefused), errors.Is(err, localstore.ErrTokenRefused):
+		return fmt.Errorf("%w: %w", errDeleteToken, err)
+	}
+	return err
 }
 
 // logClientError logs err as the client will see it: a 5xx with its cause as an error, a
@@ -319,6 +347,9 @@ func encode(w http.ResponseWriter, status int, v any) error {
 // writeJSON writes an already encoded JSON body.
 func writeJSON(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	// Whole once flushed, so an answer sent before the request's body has been read (answerEarly)
+	// can be read to its end while the server still drains the body.
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
 	if _, err := w.Write(append(body, '\n')); err != nil {
 		return fmt.Errorf("write body: %w", err)

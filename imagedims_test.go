@@ -347,3 +347,43 @@ func TestUncheckedImageTypes(t *testing.T) {
 		}
 	}
 }
+
+// TIFF and PSD keep their metadata through the guard, a GPS IFD included: while STRIP_METADATA
+// removes the location from the other formats, image/* refuses them (415, nothing stored), and
+// naming the type admits them as they are.
+func TestImageTypesThatKeepTheirLocation(t *testing.T) {
+	var tiffB bytes.Buffer
+	if err := tiff.Encode(&tiffB, image.NewRGBA(image.Rect(0, 0, 16, 16)), nil); err != nil {
+		t.Fatal(err)
+	}
+	fake := newFakeCloudinary(t)
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, http.StatusUnsupportedMediaType},
+		{map[string]string{"STRIP_METADATA": "all"}, http.StatusUnsupportedMediaType},
+		{map[string]string{"STRIP_METADATA": "off"}, http.StatusOK},
+		{map[string]string{"ALLOWED_TYPES": "image/*,image/tiff"}, http.StatusOK},
+	} {
+		env := baseEnv(t, fake)
+		for k, v := range tc.env {
+			env[k] = v
+		}
+		srv := startServer(t, env)
+		before := len(fake.Uploads())
+		ct, body := multipartBody(t, nil, "scan.tiff", tiffB.Bytes())
+		resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
+		var got apiErrorBody
+		decodeBody(t, resp, &got)
+		if resp.StatusCode != tc.want {
+			t.Errorf("%v: %d %q, want %d", tc.env, resp.StatusCode, got.Error.Message, tc.want)
+		}
+		if want := errTypeKeepsLocation("image/tiff").message; tc.want != http.StatusOK && got.Error.Message != want {
+			t.Errorf("%v: %q, want %q", tc.env, got.Error.Message, want)
+		}
+		if stored := len(fake.Uploads()) - before; (stored == 1) != (tc.want == http.StatusOK) {
+			t.Errorf("%v: %d files stored", tc.env, stored)
+		}
+	}
+}

@@ -31,8 +31,24 @@ func main() {
 	}
 }
 
+// runOptions are the parts of the machine run reads besides its arguments and environment;
+// only tests change them.
+type runOptions struct {
+	cgroupRoot string // where /proc/self/cgroup and the cgroup file systems are: "/"
+}
+
+// runOption changes a runOptions.
+type runOption func(*runOptions)
+
+// withCgroupRoot makes run read the container's memory limit under dir instead of "/".
+func withCgroupRoot(dir string) runOption { return func(o *runOptions) { o.cgroupRoot = dir } }
+
 // run is the whole program; main only hands it the process's outside world.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts ...runOption) error {
+	o := runOptions{cgroupRoot: "/"}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if exit, err := parseArgs(args, stdout); exit || err != nil {
 		return err
 	}
@@ -56,9 +72,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
 	// grow to twice the live heap: the runtime's memory limit makes it collect before the
 	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
+	mem := planMemory(cfg, o.cgroupRoot)
+	cfg.uploadMemory = mem.uploadMemory
+	// A share given as a percentage is of the budget just chosen; loadConfig checked the setting.
+	if cfg.maxMemoryPerClient, err = parseClientMemory(cfg.clientMemoryShare, cfg.uploadMemory, cfg.uploadReservation(true)); err != nil {
+		return fmt.Errorf("configuration:\nMAX_MEMORY_PER_CLIENT: %w", err)
+	}
+	goLimit := "GOMEMLIMIT"
 	if prev := debug.SetMemoryLimit(-1); prev == math.MaxInt64 {
-		debug.SetMemoryLimit(cfg.uploadMemory + runtimeHeadroom)
+		debug.SetMemoryLimit(mem.goLimit)
 		defer debug.SetMemoryLimit(prev)
+		goLimit = mib(mem.goLimit)
 	}
 
 	ln, err := net.Listen("tcp", ":"+cfg.port)
@@ -66,9 +90,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
 	}
 	defer func() { _ = ln.Close() }() // for the returns before Serve, which closes it otherwise
+	// Past MAX_CONNECTIONS, Accept waits for a connection to close: the others wait in the
+	// kernel's listen queue instead of the process running out of file descriptors.
+	maxConns := connectionLimit(cfg.maxConnections)
+	ln = newLimitListener(ln, maxConns)
 	// On a terminal, a developer's first look: where to open the page, before the details.
 	if terminal {
 		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
+	}
+
+	logger.Info("memory: UPLOAD_MEMORY="+mib(mem.uploadMemory)+", "+mem.why+"; Go memory limit "+goLimit,
+		"upload_memory", mem.uploadMemory, "go_memory_limit", goLimit)
+	if mem.warning != "" {
+		logger.Warn(mem.warning)
 	}
 
 	authCtx, stopAuth := context.WithCancel(ctx) // ends the JWKS's background refresh
@@ -111,6 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:      serverProtocols(),
 	}
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -119,14 +154,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("ALLOWED_TYPES admits images whose size the server cannot check: MAX_PIXELS and MAX_FRAMES do not apply to them",
 			"types", strings.Join(unchecked, ","))
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()))
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()), "max_connections", maxConns)
 	if cfg.metrics && cfg.metricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
 	if cfg.uploadTokens == nil && !cfg.signIn.on() && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy,
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy.String(),
 		"shared_through_redis", cfg.redisURL != "")
 
 	select {
@@ -146,9 +181,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// serverProtocols are HTTP/1.1 and HTTP/2 without TLS (h2c, with prior knowledge, RFC 9113 §3.3)
+// on the one port: a platform that ends TLS at its edge may speak either to the server. Cloud Run
+// refuses HTTP/1 requests over 32 MiB, but passes HTTP/2 ones of any size to a server that speaks
+// h2c (gcloud run deploy --use-http2). Each HTTP/2 stream has its own read deadline, so
+// BODY_IDLE_TIMEOUT and MIN_UPLOAD_RATE hold per upload there too.
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
 // runtimeHeadroom is what the process may hold beyond UPLOAD_MEMORY before the collector works
 // harder: the runtime, the metrics, the rate limiter's buckets, connections waiting for their headers.
 const runtimeHeadroom = 32 << 20
+
+// connectionLimit is MAX_CONNECTIONS, or, when it is auto (0), what the file limit allows: the
+// soft RLIMIT_NOFILE (which Go's runtime raises to the hard limit at start-up, on Linux and the
+// BSDs) less a quarter of it, at least 256 (but at most half), for the connections to Cloudinary
+// and Redis, the local store's files and the process's own.
+func connectionLimit(configured int) int {
+	if configured > 0 {
+		return configured
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+		return defaultFileLimit - defaultFileLimit/4
+	}
+	files := min(lim.Cur, math.MaxInt32)
+	headroom := min(max(files/4, 256), files/2)
+	return int(max(files-headroom, 1))
+}
+
+// defaultFileLimit is the usual soft file limit, for a system that does not tell.
+const defaultFileLimit = 1024
 
 // isTerminal reports whether w is a terminal, as a developer's shell is and a dyno's log is not.
 func isTerminal(w io.Writer) bool {

@@ -123,13 +123,16 @@ func mapGetenv(env map[string]string) func(string) string {
 
 // startServer runs the server in-process and waits for its "listening" line.
 // Tests that call it do not run in parallel: the SDK's config parser has package-level state.
-func startServer(t *testing.T, env map[string]string) *testServer {
+// The server sees no container memory limit (an empty cgroup root), whatever machine the tests
+// run on, unless opts give it one.
+func startServer(t *testing.T, env map[string]string, opts ...runOption) *testServer {
 	t.Helper()
+	opts = append([]runOption{withCgroupRoot(t.TempDir())}, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	logR, logW := io.Pipe()
 	s := &testServer{logs: &logBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		err := run(ctx, []string{"cloudinary-upload-api"}, mapGetenv(env), logW, io.Discard)
+		err := run(ctx, []string{"cloudinary-upload-api"}, mapGetenv(env), logW, io.Discard, opts...)
 		logW.Close() // an early failure gives the reader EOF instead of a hang
 		s.done <- err
 	}()

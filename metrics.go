@@ -31,6 +31,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec // kind
 	admissionWait  prometheus.Histogram   // uploads that had to wait for the memory budget (or the cap)
 	refusals       *prometheus.CounterVec // reason
+	deletes        *prometheus.CounterVec // outcome
 }
 
 // The label values, listed so that every series exists (at 0) from the start.
@@ -39,7 +40,7 @@ var (
 	upstreamErrorKinds  = []string{"credentials", "rejected", "server_error", "unreachable", "bad_answer", "rate_limited", "timeout", "other"}
 	uploadDurationTimes = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 	admissionWaitTimes  = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
-	refusalReasons      = []string{"budget", "per_client", "too_slow", "origin", "quota"}
+	refusalReasons      = []string{"budget", "per_client", "client_memory", "too_slow", "origin", "quota"}
 )
 
 // newMetrics builds the registry: the upload metrics plus the Go runtime and process collectors.
@@ -75,18 +76,25 @@ func newMetrics(store string) *metrics {
 		}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "upload_refusals_total",
-			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin), quota (429 or 413: USER_QUOTA).",
+			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), client_memory (429: MAX_MEMORY_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin), quota (429 or 413: USER_QUOTA).",
 		}, []string{"reason"}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deletes_total",
+			Help: "DELETE /upload requests answered, by outcome (ok, rejected: 4xx such as a refused delete token or no such file, failed: 5xx, aborted).",
+		}, []string{"outcome"}),
 	}
 	// A fresh registry and distinct names: registration cannot collide.
 	m.registry.MustRegister(
-		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors, m.admissionWait, m.refusals,
+		m.uploads, m.uploadBytes, m.uploadDuration, m.inFlight, m.upstreamErrors, m.admissionWait, m.refusals, m.deletes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	for _, o := range uploadOutcomes {
 		m.uploads.WithLabelValues(o, store)
 		m.uploadDuration.WithLabelValues(o)
+	}
+	for _, o := range uploadOutcomes {
+		m.deletes.WithLabelValues(o)
 	}
 	for _, k := range upstreamErrorKinds {
 		m.upstreamErrors.WithLabelValues(k)
@@ -152,6 +160,21 @@ func (m *metrics) countUploads(next http.Handler) http.Handler {
 			o := outcome(status)
 			m.uploads.WithLabelValues(o, m.store).Inc()
 			m.uploadDuration.WithLabelValues(o).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// countDeletes counts the DELETE /upload handler's answers by outcome.
+func (m *metrics) countDeletes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			m.deletes.WithLabelValues(outcome(status)).Inc()
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -24,7 +24,7 @@ import (
 type uploadQuota struct {
 	spec       ratelimit.QuotaSpec
 	counts     ratelimit.Quotas
-	trustProxy bool
+	trustProxy proxyTrust
 	policy     string // the quota's member of RateLimit-Policy, the same on every answer
 	m          *metrics
 }
@@ -43,7 +43,7 @@ const (
 
 // newUploadQuota keeps the counts in memory, or in Redis when shared is not nil (falling back to
 // memory while Redis does not answer). It is nil when spec is off.
-func newUploadQuota(spec ratelimit.QuotaSpec, trustProxy bool, now func() time.Time, shared *ratelimit.Conn, m *metrics) *uploadQuota {
+func newUploadQuota(spec ratelimit.QuotaSpec, trustProxy proxyTrust, now func() time.Time, shared *ratelimit.Conn, m *metrics) *uploadQuota {
 	if spec.Off() {
 		return nil
 	}

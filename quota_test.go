@@ -336,7 +336,7 @@ func TestQuotaIsPerSignedInUser(t *testing.T) {
 	}
 	m := newMetrics("other")
 	adm := newUploadAdmission(cfg, admission.NewMemoryLeases(), m, time.Now)
-	h := handleUpload(acceptAllUploader{}, cfg.uploadLimits(), adm, newUploadQuota(spec, false, time.Now, nil, m))
+	h := handleUpload(acceptAllUploader{}, cfg.uploadLimits(), adm, newUploadQuota(spec, proxyTrust{}, time.Now, nil, m))
 	file, err := io.ReadAll(streamedPNG(t, 600_000))
 	if err != nil {
 		t.Fatal(err)

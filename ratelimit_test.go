@@ -23,7 +23,7 @@ func TestRateLimiterBurstThenRetryAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := newRateLimiter(spec, false, clock.now, nil)
+	l := newRateLimiter(spec, proxyTrust{}, clock.now, nil)
 	h := limitRate(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	do := func(remote string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodPost, "/upload", nil)
@@ -72,29 +72,59 @@ func TestRateLimiterBurstThenRetryAfter(t *testing.T) {
 func TestClientKey(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name, remote string
-		xff          []string
-		trust        bool
-		want         string
+		name, remote, trust string
+		headers             [][2]string
+		want                string
 	}{
-		{"remote_addr", "203.0.113.9:5555", nil, false, "203.0.113.9"},
-		{"xff_ignored_without_trust", "203.0.113.9:5555", []string{"1.2.3.4"}, false, "203.0.113.9"},
-		{"rightmost_with_trust", "10.1.1.1:5555", []string{"1.2.3.4, 198.51.100.20"}, true, "198.51.100.20"},
-		{"last_header_line_wins", "10.1.1.1:5555", []string{"1.2.3.4", "5.6.7.8, 198.51.100.21"}, true, "198.51.100.21"},
-		{"garbage_falls_back_to_remote", "10.1.1.1:5555", []string{"1.2.3.4, not-an-ip"}, true, "10.1.1.1"},
-		{"ipv4_mapped_unmapped", "[::ffff:192.0.2.1]:80", nil, false, "192.0.2.1"},
-		{"ipv6_by_64", "[2001:db8:aa:bb:1:2:3:4]:80", nil, false, "2001:db8:aa:bb::/64"},
+		{"remote_addr", "203.0.113.9:5555", "false", nil, "203.0.113.9"},
+		{"xff_ignored_without_trust", "203.0.113.9:5555", "false", [][2]string{{"X-Forwarded-For", "1.2.3.4"}}, "203.0.113.9"},
+		{"rightmost_with_trust", "10.1.1.1:5555", "true", [][2]string{{"X-Forwarded-For", "1.2.3.4, 198.51.100.20"}}, "198.51.100.20"},
+		{"last_header_line_wins", "10.1.1.1:5555", "heroku", [][2]string{{"X-Forwarded-For", "1.2.3.4"}, {"X-Forwarded-For", "5.6.7.8, 198.51.100.21"}}, "198.51.100.21"},
+		{"garbage_falls_back_to_remote", "10.1.1.1:5555", "true", [][2]string{{"X-Forwarded-For", "1.2.3.4, not-an-ip"}}, "10.1.1.1"},
+		{"xff_2_second_from_right", "10.1.1.1:5555", "xff:2", [][2]string{{"X-Forwarded-For", "6.6.6.6, 198.51.100.22, 35.191.0.1"}}, "198.51.100.22"},
+		{"xff_2_across_lines", "10.1.1.1:5555", "xff:2", [][2]string{{"X-Forwarded-For", "6.6.6.6, 198.51.100.23"}, {"X-Forwarded-For", "35.191.0.1"}}, "198.51.100.23"},
+		{"xff_2_too_few_entries", "10.1.1.1:5555", "xff:2", [][2]string{{"X-Forwarded-For", "198.51.100.24"}}, "10.1.1.1"},
+		{"xff_2_empty_entry", "10.1.1.1:5555", "xff:2", [][2]string{{"X-Forwarded-For", ", 35.191.0.1"}}, "10.1.1.1"},
+		{"fly", "172.16.0.2:5555", "fly", [][2]string{{"Fly-Client-IP", "198.51.100.25"}, {"X-Forwarded-For", "1.2.3.4"}}, "198.51.100.25"},
+		{"fly_missing", "172.16.0.2:5555", "fly", [][2]string{{"X-Forwarded-For", "1.2.3.4"}, {"CF-Connecting-IP", "5.6.7.8"}}, "172.16.0.2"},
+		{"fly_two_addresses", "172.16.0.2:5555", "fly", [][2]string{{"Fly-Client-IP", "1.2.3.4, 5.6.7.8"}}, "172.16.0.2"},
+		{"cloudflare", "173.245.48.1:5555", "cloudflare", [][2]string{{"CF-Connecting-IP", "2001:db8:1:2:3:4:5:6"}, {"Fly-Client-IP", "1.2.3.4"}}, "2001:db8:1:2::/64"},
+		{"ipv4_mapped_unmapped", "[::ffff:192.0.2.1]:80", "false", nil, "192.0.2.1"},
+		{"ipv6_by_64", "[2001:db8:aa:bb:1:2:3:4]:80", "false", nil, "2001:db8:aa:bb::/64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newRateLimiter(ratelimit.Spec{Count: 1, Period: time.Second, Burst: 1}, tc.trust, time.Now, nil)
+			trust, err := parseProxyTrust(tc.trust)
+			if err != nil {
+				t.Fatal(err)
+			}
 			req := httptest.NewRequest(http.MethodPost, "/upload", nil)
 			req.RemoteAddr = tc.remote
-			for _, v := range tc.xff {
-				req.Header.Add("X-Forwarded-For", v)
+			for _, h := range tc.headers {
+				req.Header.Add(h[0], h[1])
 			}
-			if got := clientKeyOf(req, l.trustProxy); got != tc.want {
+			if got := clientKeyOf(req, trust); got != tc.want {
 				t.Errorf("key %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseProxyTrust(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"false": "false", "0": "false", "off": "false",
+		"true": "heroku", "1": "heroku", "Heroku": "heroku", "fly": "fly", "CloudFlare": "cloudflare",
+		"xff:1": "xff:1", "xff:2": "xff:2", " XFF:3 ": "xff:3",
+	} {
+		got, err := parseProxyTrust(in)
+		if err != nil || got.String() != want {
+			t.Errorf("TRUST_PROXY=%q: %v %v, want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"maybe", "xff", "xff:0", "xff:-1", "xff:two", "xff:11", "Fly-Client-IP", "x-forwarded-for"} {
+		_, err := parseProxyTrust(in)
+		if err == nil || !strings.Contains(err.Error(), "TRUST_PROXY") || !strings.Contains(err.Error(), "cloudflare (CF-Connecting-IP)") {
+			t.Errorf("TRUST_PROXY=%q: %v, want an error naming the choices", in, err)
+		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // newServer builds the whole HTTP surface: routes, then middleware, outermost last.
 //
-// Who may upload is decided per route, in addRoutes: POST /upload and POST /sign go through
+// Who may upload is decided per route, in addRoutes: POST /upload, DELETE /upload and POST /sign go through
 // protect: the origin check (a page of another origin is refused before anything else), then
 // identify, which checks the sign-in token or UPLOAD_TOKENS once, then limitRate, which counts
 // a signed-in user as the user and anyone else (a refused token too, so guessing is limited) by
@@ -55,7 +55,12 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
 	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
-	mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
+	if st.del != nil {
+		mux.Handle("DELETE /upload", protect(m.countDeletes(handleDelete(st.del, cfg.uploadFolder, cfg.uploadTimeout))))
+		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost, http.MethodDelete))
+	} else {
+		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
+	}
 	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
@@ -117,7 +122,7 @@ func (cfg config) uploadLimits() uploadLimits {
 func corsOptions(cfg config) cors.Options {
 	return cors.Options{
 		AllowedOrigins: cfg.allowedOrigins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
 		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader},

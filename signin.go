@@ -212,8 +212,7 @@ func requireAccess(next http.Handler) http.Handler {
 		default:
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="uploads", error="invalid_token", error_description=%q`, api.message))
 		}
-		writeError(w, r, fmt.Errorf("%w: %w", api, err))
-		drainBody(w, r, r.Body) // so that a browser still sending its file sees the answer, not a reset
+		refuseEarly(w, r, fmt.Errorf("%w: %w", api, err)) // at once, then drained: a browser still sending its file sees the answer, not a reset
 	})
 }
 

@@ -31,13 +31,18 @@ const (
 // storage is where the uploads go, with what the routes need of it, passed in explicitly.
 type storage struct {
 	up    uploader
+	del   deleter           // DELETE /upload's; nil: no such route
 	name  string            // the metrics' store label: cloudinary or local (other: tests' uploaders)
 	files *localstore.Store // the store whose files GET /files/{name} serves; nil: no such route
 }
 
-func cloudinaryStorage(c *cloudinary.Client) storage { return storage{up: c, name: "cloudinary"} }
+func cloudinaryStorage(c *cloudinary.Client) storage {
+	return storage{up: c, del: c, name: "cloudinary"}
+}
 
-func localStorage(s *localstore.Store) storage { return storage{up: s, name: "local", files: s} }
+func localStorage(s *localstore.Store) storage {
+	return storage{up: s, del: s, name: "local", files: s}
+}
 
 // openStore builds the store that STORAGE chose and says which in one start-up line.
 // The returned func releases it at shutdown.

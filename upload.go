@@ -67,29 +67,28 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body := r.Body // serveUpload caps r.Body; the drain reads past the cap
+		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
 		spend, err := quota.begin(r)
 		defer spend.settle(w, r) // gives back what was not stored, however the upload ends
 		if err != nil {
 			spend.settle(w, r)
-			writeError(w, r, err)
-			drainBody(w, r, body)
+			refuseEarly(w, r, err)
 			return
 		}
 		r = withQuotaSpend(r, spend)
-		release, err := adm.admit(w, r)
+		mem, err := adm.admit(w, r)
 		if err != nil {
 			spend.settle(w, r)
-			writeError(w, r, err)
-			drainBody(w, r, body)
+			refuseEarly(w, r, err)
 			return
 		}
-		defer release() // however the upload ends
+		defer mem.release() // however the upload ends
 		r.Body = adm.paced(r.Body)
-		status, result, err := serveUpload(w, r, up, lim, bufs)
+		status, result, err := serveUpload(w, r, up, lim, bufs, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
-			release() // the drain holds none of the upload's memory
+			mem.release()             // the drain holds none of the upload's memory
+			adm.refusedFor(w, r, err) // a chunk that found the memory spent
 			if errors.Is(err, errTooSlow) {
 				// Reading on at that pace would hold the connection for nothing.
 				adm.refused("too_slow")
@@ -97,15 +96,19 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 				writeError(w, r, err)
 				return
 			}
-			writeError(w, r, err) // buffered: it leaves with the handler, after the drain
-			drainBody(w, r, body)
+			refuseEarly(w, r, err)
+			return
+		}
+		if status != http.StatusOK {
+			answerEarly(w, r, func() {
+				if err := writeJSON(w, status, result); err != nil {
+					loggerFrom(r.Context()).WarnContext(r.Context(), "write upload result", "err", err)
+				}
+			})
 			return
 		}
 		if err := writeJSON(w, status, result); err != nil {
 			loggerFrom(r.Context()).WarnContext(r.Context(), "write upload result", "err", err)
-		}
-		if status != http.StatusOK {
-			drainBody(w, r, body)
 		}
 	})
 }
@@ -135,7 +138,7 @@ func (lim uploadLimits) maxBodyBytes() int64 {
 
 // serveUpload reads the form and uploads each file part in order. It answers with a status
 // and a body, or with an error for the whole request (then nothing was stored).
-func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers) (int, []byte, error) {
+func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers, mem store.Memory) (int, []byte, error) {
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
 		return 0, nil, errNotMultipart
@@ -144,7 +147,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 	if r.ContentLength > maxBody {
 		return 0, nil, errBodyTooLarge(lim) // answered before reading a byte
 	}
-	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout}
+	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout, request: watchedBody(r)}
 	r.Body = http.MaxBytesReader(w, idle, maxBody)
 	buf := bufs.readers.Get().(*[]byte)
 	defer bufs.readers.Put(buf)
@@ -201,7 +204,10 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Memory = mem
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
+			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
+			p.DeleteToken = p.UploadedBy == ""
 			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
@@ -292,10 +298,14 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 	if err != nil {
 		return nil, "", err
 	}
+	if base, _, _ := strings.Cut(got.String(), ";"); measured && lim.image.Strip != imageguard.StripOff && imageguard.KeepsLocation(base) {
+		// image/* promises that photos lose their location; this type would keep it.
+		return nil, "", errTypeKeepsLocation(base)
+	}
 
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
-	ctx, cancel := context.WithCancelCause(r.Context())
+	ctx, cancel := uploadContext(r, idle.request)
 	defer cancel(nil)
 	body := &uploadBody{
 		quota:   quota,
@@ -330,7 +340,7 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return result, removed, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
 		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
-	case r.Context().Err() != nil:
+	case errors.Is(context.Cause(ctx), errClientGone):
 		return nil, "", fmt.Errorf("%w: %w", errClientGone, upErr)
 	}
 	return nil, "", upErr
@@ -357,19 +367,68 @@ func checkExisting(result []byte, p store.Params) error {
 	return fmt.Errorf("%w: %s exists", errPublicIDTaken, answer.PublicID)
 }
 
-// drainBody reads and drops what is left of a request body whose answer is an error, so that
-// the answer reaches a client that is still sending. A body that cannot end within
-// maxDrainBytes is not read at all: the connection is closed, as it would be anyway.
-func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
-	if r.ContentLength > maxDrainBytes+formOverhead || errors.Is(r.Context().Err(), context.Canceled) {
-		return
+// refuseEarly answers err to a request whose body the server will not use, whatever it has
+// read of it: every refusal that may come before the body is read goes through it.
+func refuseEarly(w http.ResponseWriter, r *http.Request, err error) {
+	answerEarly(w, r, func() { writeError(w, r, err) })
+}
+
+// answerEarly writes an answer (with write) to a request whose body may not all have been read,
+// and sends it at once: in full duplex, so that net/http neither reads the body first nor
+// closes the connection for it, and flushed, so that a client that reads while it sends (curl,
+// Go, Node, upload libraries) learns of it now, not after its last byte. Then it reads and drops
+// the rest of the body, up to maxDrainBytes and drainTimeout, so that a browser, which reads
+// the answer only once it has sent everything, sees it rather than a connection reset.
+//
+// A client that sent Expect: 100-continue and has not been told to go on (nothing of the body
+// was read) has sent nothing: it gets the answer without 100 Continue, nothing is read, and
+// the connection closes after it. A body that cannot end within maxDrainBytes is not
+// read either: the connection closes after the answer.
+func answerEarly(w http.ResponseWriter, r *http.Request, write func()) {
+	rb := watchedBody(r)
+	var body io.Reader = r.Body
+	if rb != nil {
+		body = rb // past every cap of the upload's own wrappers
 	}
+	rc := http.NewResponseController(w)
+	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.started()
+	// HTTP/2 needs neither drain nor close: the answer goes out on its stream while the client
+	// sends, then the server ends the client's half with RST_STREAM NO_ERROR, which a client must
+	// not take as a failed answer (RFC 9113 §8.1). Draining there would only make the client send
+	// up to 32 MiB for nothing.
+	http1 := r.ProtoMajor < 2
+	drain := http1 && !waiting && !rb.ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
+		!errors.Is(r.Context().Err(), context.Canceled)
+	switch {
+	case drain:
+		_ = rc.EnableFullDuplex() // unsupported in tests' recorders
+	case http1 && !waiting && !rb.ended() && r.ContentLength != 0:
+		w.Header().Set("Connection", "close") // else net/http reads up to 256 KiB of the body before the answer
+	}
+	write()
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		loggerFrom(r.Context()).DebugContext(r.Context(), "send early answer", "err", err)
+	}
+	switch {
+	case drain:
+		drainBody(w, r, body)
+	case waiting:
+		// net/http would still read up to 256 KiB of the body once the handler returns,
+		// waiting for bytes the client was told not to send: a past deadline ends that read,
+		// and the connection closes.
+		_ = rc.SetReadDeadline(time.Now())
+	}
+}
+
+// drainBody reads and drops what is left of a request body whose answer has been sent, so that
+// the answer reaches a client that is still sending, within maxDrainBytes and drainTimeout.
+func drainBody(w http.ResponseWriter, r *http.Request, body io.Reader) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(drainTimeout)) // unsupported only in tests' recorders
 	n, err := io.Copy(io.Discard, io.LimitReader(body, maxDrainBytes))
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil || n > 0 {
-		loggerFrom(r.Context()).DebugContext(r.Context(), "drained request body after an error", "bytes", n, "err", err)
+		loggerFrom(r.Context()).DebugContext(r.Context(), "drained request body after an early answer", "bytes", n, "err", err)
 	}
 }
 

@@ -114,3 +114,79 @@ func TestHardCap(t *testing.T) {
 	}
 	r()
 }
+
+func TestClientMemoryShare(t *testing.T) {
+	g := New(Config{MemoryBytes: 100, Wait: time.Hour, MaxMemoryPerClient: 30})
+	a, _, err := g.AdmitUpload(context.Background(), "a", 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past its share, a client is refused at once (the wait is an hour), and nobody else notices.
+	if _, waited, err := g.AdmitUpload(context.Background(), "a", 20); !errors.Is(err, ErrClientMemory) || waited != 0 {
+		t.Fatalf("a's second: waited %s, %v; want ErrClientMemory at once", waited, err)
+	}
+	b, _, err := g.AdmitUpload(context.Background(), "b", 20)
+	if err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	// A chunk past the share waits for the client's own memory, then is refused.
+	g2 := New(Config{MemoryBytes: 100, Wait: time.Millisecond, MaxMemoryPerClient: 30, ChunkBytes: 10})
+	c, _, _ := g2.AdmitUpload(context.Background(), "c", 25)
+	if err := c.Grow(context.Background(), 6); !errors.Is(err, ErrClientMemory) {
+		t.Fatalf("growing past the share: %v, want ErrClientMemory", err)
+	}
+	c.Release()
+	a.Release()
+	b.Release()
+	if g.Held("a") != 0 || g.Held("b") != 0 || g2.Held("c") != 0 {
+		t.Fatal("memory still held after release")
+	}
+}
+
+// Filling chunks never take the memory the closest to done needs to finish: a chunk that could
+// not finish waits (and is refused) instead of both waiting for each other.
+func TestGrowLeavesRoomForAChunkToFinish(t *testing.T) {
+	g := New(Config{MemoryBytes: 10, Wait: 5 * time.Millisecond, ChunkBytes: 6})
+	u1, _, _ := g.AdmitUpload(context.Background(), "a", 2)
+	u2, _, _ := g.AdmitUpload(context.Background(), "b", 2)
+	if err := u1.Grow(context.Background(), 3); err != nil { // 3 left free: what u1 needs to finish
+		t.Fatal(err)
+	}
+	if err := u2.Grow(context.Background(), 1); !errors.Is(err, ErrBudgetSpent) {
+		t.Fatalf("u2 took memory u1 needs to finish: %v", err)
+	}
+	if _, _, err := g.AdmitUpload(context.Background(), "c", 1); !errors.Is(err, ErrBudgetSpent) {
+		t.Fatalf("a new upload took memory u1 needs to finish: %v", err)
+	}
+	if err := u1.Grow(context.Background(), 3); err != nil {
+		t.Fatalf("u1 finishing its chunk: %v", err)
+	}
+	u1.Shrink() // the chunk was sent
+	if err := u2.Grow(context.Background(), 1); err != nil {
+		t.Fatalf("after the chunk was sent: %v", err)
+	}
+	u1.Release()
+	u2.Release()
+	u2.Release()
+	if g.free != 10 {
+		t.Fatalf("free %d after every release, want 10", g.free)
+	}
+}
+
+// The same rule within one client's share: its two filling chunks cannot starve each other.
+func TestGrowLeavesRoomInTheClientsShare(t *testing.T) {
+	g := New(Config{MemoryBytes: 100, Wait: time.Millisecond, MaxMemoryPerClient: 8, ChunkBytes: 6})
+	u1, _, _ := g.AdmitUpload(context.Background(), "a", 1)
+	u2, _, _ := g.AdmitUpload(context.Background(), "a", 1)
+	if err := u1.Grow(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := u2.Grow(context.Background(), 1); !errors.Is(err, ErrClientMemory) {
+		t.Fatalf("u2 took the share u1 needs to finish: %v", err)
+	}
+	if err := u1.Grow(context.Background(), 3); err != nil {
+		t.Fatalf("u1 finishing: %v", err)
+	}
+	u1.Release()
+	u2.Release()
+}

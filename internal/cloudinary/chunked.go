@@ -28,49 +28,130 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // uploadChunked sends file with Cloudinary's chunked upload protocol: one X-Unique-Upload-Id,
 // each chunk a separately signed request with Content-Range "bytes START-END/TOTAL", TOTAL -1
-// until the last chunk, whose answer is the upload result. Each chunk is read whole into a
-// pooled buffer first, so a failed attempt is retried from the buffer.
+// until the last chunk, whose answer is the upload result. Each chunk is read whole first, into
+// a buffer that grows a block at a time as the chunk's bytes arrive (each block reserved
+// through p.Memory first), so a failed attempt is retried from the buffer; once the chunk is
+// sent, its blocks are given back.
 func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
-	buf := c.buffers.get()
-	defer c.buffers.put(buf)
+	buf := &chunkBuffer{pool: c.buffers, mem: p.Memory}
+	defer buf.reset()
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
 	uploadID := hex.EncodeToString(id[:])
 
 	size := int(c.opts.ChunkSize)
 	var start int64
-	carried := 0 // the byte read ahead to learn that more follows, now first in buf
 	for {
-		n, err := io.ReadFull(file, buf[carried:size+1])
-		n += carried
-		last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		err := buf.fill(ctx, file, size+1) // one byte more, to learn whether more follows
+		last := err == io.EOF              // unwrapped, as io.Reader returns it; a body cut short is no last chunk
 		if err != nil && !last {
 			return nil, err
 		}
-		if last && n == 0 {
+		if last && buf.n == 0 {
 			return nil, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
 		}
-		chunk := buf[:min(n, size)]
-		end := start + int64(len(chunk)) - 1
+		n := min(buf.n, size)
+		end := start + int64(n) - 1
 		total := "-1"
 		if last {
 			total = fmt.Sprint(end + 1)
 		}
 		headers := chunkHeaders{uploadID: uploadID, contentRange: fmt.Sprintf("bytes %d-%d/%s", start, end, total)}
-		result, err := c.sendChunk(ctx, chunk, headers, p)
+		result, err := c.sendChunk(ctx, buf, n, headers, p)
 		if err != nil || last {
 			return result, err
 		}
-		buf[0] = buf[size] // the read-ahead byte starts the next chunk
-		carried = 1
+		ahead := buf.at(size) // the read-ahead byte starts the next chunk
+		buf.reset()
+		if err := buf.put(ctx, ahead); err != nil {
+			return nil, err
+		}
 		start = end + 1
 	}
 }
 
+// ChunkBlockBytes is the step in which a chunk buffer grows, and its memory is reserved.
+const ChunkBlockBytes = chunkPieceBytes
+
+// ChunkBufferBytes is the most one upload's chunk buffer holds for chunks of chunkSize: the
+// chunk and the byte read ahead, in whole blocks.
+func ChunkBufferBytes(chunkSize int64) int64 {
+	return (chunkSize + 1 + ChunkBlockBytes - 1) / ChunkBlockBytes * ChunkBlockBytes
+}
+
+// chunkBuffer holds one chunk in blocks of ChunkBlockBytes, taken (and reserved) as it fills.
+type chunkBuffer struct {
+	blocks [][]byte
+	n      int // bytes held
+	pool   *bufferPool
+	mem    store.Memory // nil: nothing to reserve
+}
+
+// grow adds a block, once its memory is reserved.
+func (b *chunkBuffer) grow(ctx context.Context) error {
+	if b.mem != nil {
+		if err := b.mem.Grow(ctx, ChunkBlockBytes); err != nil {
+			return err
+		}
+	}
+	b.blocks = append(b.blocks, b.pool.get())
+	return nil
+}
+
+// fill reads file until the buffer holds want bytes; it returns io.EOF when the file ends first.
+func (b *chunkBuffer) fill(ctx context.Context, file io.Reader, want int) error {
+	for b.n < want {
+		if b.n == len(b.blocks)*ChunkBlockBytes {
+			if err := b.grow(ctx); err != nil {
+				return err
+			}
+		}
+		off := b.n - (len(b.blocks)-1)*ChunkBlockBytes
+		m, err := file.Read(b.blocks[len(b.blocks)-1][off:min(ChunkBlockBytes, off+want-b.n)])
+		b.n += m
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// put appends one byte.
+func (b *chunkBuffer) put(ctx context.Context, c byte) error {
+	if b.n == len(b.blocks)*ChunkBlockBytes {
+		if err := b.grow(ctx); err != nil {
+			return err
+		}
+	}
+	b.blocks[b.n/ChunkBlockBytes][b.n%ChunkBlockBytes] = c
+	b.n++
+	return nil
+}
+
+// at is the byte at offset i, which the buffer holds.
+func (b *chunkBuffer) at(i int) byte { return b.blocks[i/ChunkBlockBytes][i%ChunkBlockBytes] }
+
+// piece is up to max bytes from offset off, within its block and the first n bytes.
+func (b *chunkBuffer) piece(off, n, max int) []byte {
+	blk, o := off/ChunkBlockBytes, off%ChunkBlockBytes
+	return b.blocks[blk][o : o+min(ChunkBlockBytes-o, n-off, max)]
+}
+
+// reset gives every block back, and its memory.
+func (b *chunkBuffer) reset() {
+	for _, blk := range b.blocks {
+		b.pool.put(blk)
+	}
+	b.blocks, b.n = nil, 0
+	if b.mem != nil {
+		b.mem.Shrink()
+	}
+}
+
 // sendChunk sends one chunk, retrying failures that may pass (5xx, resets, stalls) with backoff.
-func (c *Client) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p store.Params) (json.RawMessage, error) {
+func (c *Client) sendChunk(ctx context.Context, chunk *chunkBuffer, n int, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	for retry := 0; ; retry++ {
-		result, err := c.sendChunkOnce(ctx, chunk, h, p)
+		result, err := c.sendChunkOnce(ctx, chunk, n, h, p)
 		if err == nil || ctx.Err() != nil || retry == ChunkRetries || !retryable(err) {
 			if err != nil && retry > 0 {
 				err = fmt.Errorf("chunk %s after %d retries: %w", h.contentRange, retry, err)
@@ -87,12 +168,12 @@ func (c *Client) sendChunk(ctx context.Context, chunk []byte, h chunkHeaders, p 
 }
 
 // sendChunkOnce makes one attempt, cancelled when it stalls.
-func (c *Client) sendChunkOnce(ctx context.Context, chunk []byte, h chunkHeaders, p store.Params) (json.RawMessage, error) {
+func (c *Client) sendChunkOnce(ctx context.Context, chunk *chunkBuffer, n int, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(c.opts.StallTimeout, func() { cancel(ErrStalled) })
 	defer stall.Stop()
-	body := &chunkReader{data: chunk, progress: func() { stall.Reset(c.opts.StallTimeout) }}
+	body := &chunkReader{data: chunk, size: n, progress: func() { stall.Reset(c.opts.StallTimeout) }}
 	result, err := c.send(ctx, body, p, &h)
 	stalled := errors.Is(context.Cause(ctx), ErrStalled)
 	cancel(nil)   // a transport still writing the chunk gives up,
@@ -108,12 +189,13 @@ func retryable(err error) bool {
 	return errors.Is(err, ErrFailed) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrStalled)
 }
 
-// chunkReader is one attempt's view of a chunk buffer. The transport writes it from its own
-// goroutine, which may outlive the attempt by a moment: detach cuts it off, and waits for a
-// write under way, so that the buffer can be refilled.
+// chunkReader is one attempt's view of the first size bytes of a chunk buffer. The transport
+// writes it from its own goroutine, which may outlive the attempt by a moment: detach cuts it
+// off, and waits for a write under way, so that the buffer can be refilled.
 type chunkReader struct {
-	mu       sync.Mutex // held for each piece read or written
-	data     []byte     // nil once detached
+	mu       sync.Mutex   // held for each piece read or written
+	data     *chunkBuffer // nil once detached
+	size     int
 	off      int
 	progress func()
 }
@@ -146,10 +228,10 @@ func (r *chunkReader) next(use func([]byte) (int, error), max int) (int, error) 
 	if r.data == nil {
 		return 0, errChunkDetached
 	}
-	if r.off >= len(r.data) {
+	if r.off >= r.size {
 		return 0, io.EOF
 	}
-	n, err := use(r.data[r.off:min(len(r.data), r.off+max)])
+	n, err := use(r.data.piece(r.off, r.size, max))
 	r.off += n
 	if n > 0 {
 		r.progress()
@@ -163,8 +245,9 @@ func (r *chunkReader) detach() {
 	r.data = nil
 }
 
-// bufferPool keeps up to max buffers of one size for reuse. The buffers in use are bounded by
-// the caller (the server's UPLOAD_MEMORY: each upload reserves its own); kept ones would not be.
+// bufferPool keeps up to max buffers of one size (chunk blocks) for reuse. The buffers in use
+// are bounded by the caller (the server's UPLOAD_MEMORY: each upload reserves its own); kept
+// ones would not be.
 type bufferPool struct {
 	free chan []byte
 	size int

@@ -40,7 +40,7 @@ type Options struct {
 	Folder       string // UPLOAD_FOLDER; empty: none
 	Preset       string // UPLOAD_PRESET; empty: none
 	ChunkSize    int64  // bytes per chunk but the last, MinChunkBytes to MaxRequestBytes
-	KeepBuffers  int    // chunk buffers kept for reuse between uploads (0: none, so memory in use is only the uploads')
+	KeepBuffers  int    // chunk buffers' worth of blocks kept for reuse between chunks (0: none, so memory in use is only the uploads')
 	StallTimeout time.Duration
 	// Backoff is the wait before retry number retry (0, 1, …) of a chunk.
 	Backoff func(retry int) time.Duration
@@ -57,7 +57,7 @@ type Client struct {
 	uploadTimeout time.Duration // CLOUDINARY_URL's upload_timeout: per request, as the SDK applies it; 0: none
 	http          *http.Client
 	opts          Options
-	buffers       *bufferPool // chunk buffers, at most one per upload in flight
+	buffers       *bufferPool // the blocks of chunk buffers
 }
 
 // New builds a Client for the credentials, reading their query parameters as the SDK does.
@@ -77,7 +77,7 @@ func New(creds *Credentials, opts Options) (*Client, error) {
 		uploadTimeout: time.Duration(conf.API.UploadTimeout) * time.Second,
 		http:          &http.Client{Transport: newTransport()},
 		opts:          opts,
-		buffers:       newBufferPool(opts.KeepBuffers, int(opts.ChunkSize)+1), // +1: the byte that tells whether more follows
+		buffers:       newBufferPool(opts.KeepBuffers*int(ChunkBufferBytes(opts.ChunkSize)/ChunkBlockBytes), ChunkBlockBytes),
 	}, nil
 }
 
@@ -138,6 +138,9 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 	}
 	if p.PublicID != "" {
 		params.Overwrite = api.Bool(false) // a client must not replace someone else's file
+	}
+	if p.DeleteToken {
+		params.ReturnDeleteToken = api.Bool(true)
 	}
 	fields, err := api.StructToParams(params)
 	if err != nil {

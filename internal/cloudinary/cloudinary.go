@@ -8,7 +8,8 @@
 //     upload goes. The Client signs its requests with it, and so does the server's POST /sign.
 //   - A Client sends one file as one request, streamed without a copy (the file's WriteTo is
 //     handed the request's writer), or in chunks with Cloudinary's chunked upload protocol, each
-//     chunk retried with backoff when it fails in a way that may pass.
+//     chunk retried with backoff when it fails in a way that may pass. It deletes, too: Destroy
+//     (signed) and DeleteByToken (with the delete_token an upload answered when asked).
 //
 // The Client's errors are this package's values (ErrCredentials, ErrFailed, *RejectedError, …),
 // never an HTTP status of the caller's: the caller decides what its own clients see. Errors of
@@ -101,6 +102,13 @@ var (
 	ErrStalled     = errors.New("chunk upload made no progress")           // wrapped by ErrTimeout
 	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")    // wrapped by ErrTimeout
 	ErrUnsignable  = errors.New("a parameter cannot be signed")            // a value with '&': see Signer.Sign
+)
+
+// The ways a deletion can fail besides those above (ErrUnreachable, ErrFailed, ErrRateLimited,
+// ErrTimeout, ErrCredentials, ErrNotJSON keep their meaning).
+var (
+	ErrNotFound     = errors.New("cloudinary has no such asset")        // destroy or delete_by_token answered "not found"
+	ErrTokenRefused = errors.New("cloudinary refused the delete token") // expired, unknown, or not a token
 )
 
 // RejectedError is Cloudinary's own 4xx about the file (not about the credentials or the rate),

@@ -60,6 +60,18 @@ func (s *Signer) UploadURL(resource string) string {
 	return fmt.Sprintf("%s/%s/%s/upload", api.BaseURL(s.prefix, ""), s.creds.CloudName, resource)
 }
 
+// ActionURL is where an Upload API action other than upload (destroy, …) on the resource type
+// (image, video, raw) is posted: {upload_prefix}/v1_1/{cloud}/{resource}/{action}.
+func (s *Signer) ActionURL(resource, action string) string {
+	return fmt.Sprintf("%s/%s/%s/%s", api.BaseURL(s.prefix, ""), s.creds.CloudName, resource, action)
+}
+
+// DeleteByTokenURL is where delete_by_token is posted: {upload_prefix}/v1_1/{cloud}/delete_by_token,
+// with no resource type (as Cloudinary's Java SDK builds it).
+func (s *Signer) DeleteByTokenURL() string {
+	return fmt.Sprintf("%s/%s/delete_by_token", api.BaseURL(s.prefix, ""), s.creds.CloudName)
+}
+
 // Sign sets params' timestamp to now and returns the signature of params, with the SDK's
 // signing function. Empty values are left out of what is signed, as Cloudinary leaves them out.
 // The caller sends the signature and the api_key beside params.

@@ -24,6 +24,17 @@ var checkedTypes = map[string]bool{
 	"image/avif":          true,
 }
 
+// keepsMetadata are the checked types whose metadata Guard passes on unchanged in every mode:
+// a TIFF's GPS IFD (a DNG's too), a PSD's EXIF and XMP in its image resources.
+var keepsMetadata = map[string]bool{
+	"image/tiff":                true,
+	"image/vnd.adobe.photoshop": true,
+}
+
+// KeepsLocation says whether a file of this type keeps its metadata, a GPS position included,
+// through Guard whatever the Mode.
+func KeepsLocation(mimeType string) bool { return keepsMetadata[mimeType] }
+
 // Checks says whether Guard reads the size of files of this MIME type (without parameters,
 // in lower case, mimetype's canonical name). A file of another type goes through Guard
 // unmeasured.

@@ -10,6 +10,12 @@
 //
 // No client input ever becomes a path: the key is a hash and ext comes from the sniffed type.
 // Everything goes through an os.Root, so no name or symlink inside the directory can reach outside it.
+//
+// Deleting is Cloudinary's two ways: Destroy by public id (the caller has decided who may), and
+// DeleteByToken with the delete_token an upload answered when asked (store.Params.DeleteToken),
+// for store.DeleteTokenTTL after the upload. A token is the file's key and 16 random bytes, in
+// hex; the record keeps only its SHA-256 and its expiry, so nothing on disk deletes a file, and a
+// token outlives a restart as Cloudinary's does.
 package localstore
 
 import (
@@ -19,6 +25,7 @@ import (
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -48,7 +55,14 @@ type Store struct {
 	folder    string // put in front of public ids as Cloudinary does
 	publicURL string // without the trailing slash; empty: the request's base URL
 	warn      func(ctx context.Context, msg string, err error)
+	now       func() time.Time // dates uploads and delete tokens
 }
+
+// The ways a deletion is refused.
+var (
+	ErrNotFound     = errors.New("local store: no such file")
+	ErrTokenRefused = errors.New("local store: the delete token is wrong or has expired")
+)
 
 // Meta is what an upload answers, less the URLs; its JSON fields are Cloudinary's names.
 type Meta struct {
@@ -73,14 +87,18 @@ type Record struct {
 	Result      Meta   `json:"result"`
 	File        string `json:"file"`         // the name under files/
 	ContentType string `json:"content_type"` // sniffed when stored
+	// The delete token's SHA-256 (hex) and when it stops deleting; empty when none was asked for.
+	DeleteTokenSHA256  string    `json:"delete_token_sha256,omitempty"`
+	DeleteTokenExpires time.Time `json:"delete_token_expires,omitzero"`
 }
 
 // localResult is the upload answer: the record plus the URLs, in Cloudinary's field names.
 type localResult struct {
 	Meta
-	URL       string `json:"url"`
-	SecureURL string `json:"secure_url"`
-	Existing  bool   `json:"existing,omitempty"`
+	URL         string `json:"url"`
+	SecureURL   string `json:"secure_url"`
+	Existing    bool   `json:"existing,omitempty"`
+	DeleteToken string `json:"delete_token,omitempty"`
 }
 
 const (
@@ -121,12 +139,16 @@ func New(dir, folder, publicURL string, warn func(ctx context.Context, msg strin
 	if warn == nil {
 		warn = func(context.Context, string, error) {}
 	}
-	s := &Store{root: root, dir: abs, folder: folder, publicURL: publicURL, warn: warn}
+	s := &Store{root: root, dir: abs, folder: folder, publicURL: publicURL, warn: warn, now: time.Now}
 	if err := s.removeStaleTemps(); err != nil {
 		return nil, errors.Join(fmt.Errorf("%q: %w", dir, err), root.Close())
 	}
 	return s, nil
 }
+
+// SetClock replaces the store's clock (time.Now), which dates uploads and delete tokens: for
+// tests, before the store is used.
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
 // Close releases the directory; every later use fails.
 func (s *Store) Close() error { return s.root.Close() }
@@ -215,8 +237,14 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 	if !localExt.MatchString(ext) {
 		ext = "bin"
 	}
-	now := time.Now().UTC()
+	now := s.now().UTC()
 	rec := Record{File: key + "." + ext, ContentType: mt.String()}
+	var token string
+	if p.DeleteToken {
+		token = key + randomHex(16)
+		rec.DeleteTokenSHA256 = tokenDigest(token)
+		rec.DeleteTokenExpires = now.Add(store.DeleteTokenTTL)
+	}
 	meta := Meta{
 		PublicID:         publicID,
 		Version:          now.Unix(),
@@ -246,15 +274,15 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 	if err != nil {
 		return nil, err
 	}
-	if existing != nil { // never overwritten, as with Cloudinary's overwrite=false
-		return s.answer(*existing, p.BaseURL, true)
+	if existing != nil { // never overwritten, as with Cloudinary's overwrite=false; no token for it
+		return s.answer(*existing, p.BaseURL, true, "")
 	}
 	if err := s.root.Link(tmpName, path.Join(localFilesDir, rec.File)); err != nil {
 		// Only a leftover from a crash between claim and link can be in the way: keep the claim
 		// consistent by giving it up.
 		return nil, errors.Join(fmt.Errorf("local store: place file: %w", err), s.root.Remove(path.Join(metaDir, key+".json")))
 	}
-	return s.answer(rec, p.BaseURL, false)
+	return s.answer(rec, p.BaseURL, false, token)
 }
 
 // claim records meta under key unless the public id is taken, in which case it returns the existing record.
@@ -297,12 +325,12 @@ func (s *Store) readMeta(key string) (Record, error) {
 }
 
 // answer renders a record as the upload result, with URLs on this server.
-func (s *Store) answer(rec Record, baseURL string, existing bool) (json.RawMessage, error) {
+func (s *Store) answer(rec Record, baseURL string, existing bool, deleteToken string) (json.RawMessage, error) {
 	if s.publicURL != "" {
 		baseURL = s.publicURL
 	}
 	u := baseURL + FilesRoute + rec.File
-	b, err := json.Marshal(localResult{Meta: rec.Result, URL: u, SecureURL: u, Existing: existing})
+	b, err := json.Marshal(localResult{Meta: rec.Result, URL: u, SecureURL: u, Existing: existing, DeleteToken: deleteToken})
 	if err != nil {
 		return nil, fmt.Errorf("local store: encode result: %w", err)
 	}
@@ -335,6 +363,68 @@ func (s *Store) Open(name string) (*os.File, Record, error) {
 		return nil, Record{}, fs.ErrNotExist
 	}
 	return f, meta, nil
+}
+
+// Destroy deletes the file of publicID, as Cloudinary's destroy does: the caller has decided
+// that the client may. resourceType, when not empty, must be the file's (image, video or raw),
+// else there is no such file, as with Cloudinary. No such file is ErrNotFound.
+func (s *Store) Destroy(ctx context.Context, publicID, resourceType string) error {
+	key := localKey(publicID)
+	rec, err := s.readMeta(key)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && (rec.Result.PublicID != publicID || resourceType != "" && rec.Result.ResourceType != resourceType) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return s.remove(ctx, key, rec)
+}
+
+// tokenShape is the only shape of token the store issues: the key, then 16 random bytes, in hex.
+var tokenShape = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// DeleteByToken deletes the file whose upload answered token as its delete_token, until
+// store.DeleteTokenTTL after that upload. A token that is not the file's, or too late, is
+// ErrTokenRefused; a token whose file is gone, ErrNotFound.
+func (s *Store) DeleteByToken(ctx context.Context, token string) error {
+	if !tokenShape.MatchString(token) {
+		return ErrTokenRefused
+	}
+	key := token[:32]
+	rec, err := s.readMeta(key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	match := subtle.ConstantTimeCompare([]byte(tokenDigest(token)), []byte(rec.DeleteTokenSHA256)) == 1
+	if !match || !s.now().Before(rec.DeleteTokenExpires) {
+		return ErrTokenRefused
+	}
+	return s.remove(ctx, key, rec)
+}
+
+// remove deletes a file and its record. The record goes first: it is what claims the public id and
+// what GET /files/ looks up, so from then on the file is not served, and of two deletions at
+// once only one removes it (the other finds no record: ErrNotFound).
+func (s *Store) remove(ctx context.Context, key string, rec Record) error {
+	if err := s.root.Remove(path.Join(metaDir, key+".json")); errors.Is(err, fs.ErrNotExist) {
+		return ErrNotFound
+	} else if err != nil {
+		return fmt.Errorf("local store: remove record: %w", err)
+	}
+	if err := s.root.Remove(path.Join(localFilesDir, rec.File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// The record is gone, so the file is no longer served nor claimed; say what is left behind.
+		s.warn(ctx, "local store: remove file of a deleted record", err)
+	}
+	return nil
+}
+
+// tokenDigest is what the record keeps of a delete token.
+func tokenDigest(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
 }
 
 // localKey maps a public id to the name the store uses for it.

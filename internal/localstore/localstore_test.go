@@ -25,6 +25,7 @@ type answer struct {
 	Width        int    `json:"width"`
 	SecureURL    string `json:"secure_url"`
 	Existing     bool   `json:"existing"`
+	DeleteToken  string `json:"delete_token"`
 }
 
 func upload(t *testing.T, s *Store, file []byte, p store.Params) answer {

@@ -7,6 +7,11 @@
 // (the root's errors.go) decides what a client sees of them.
 package store
 
+import (
+	"context"
+	"time"
+)
+
 // Params are the per-upload choices a client may make, already checked by the HTTP layer.
 type Params struct {
 	PublicID string            // empty: the store picks one
@@ -15,6 +20,9 @@ type Params struct {
 	Filename string            // the client's file name, base name only; may be empty
 	BaseURL  string            // the server as the client reached it, e.g. http://localhost:8080; for stores that serve files themselves
 	Chunked  bool              // the file may not fit one request (size unknown or too large): send it in chunks
+	// DeleteToken asks for a delete token in the answer ("delete_token"): whoever holds the answer
+	// may delete the file with it for DeleteTokenTTL (Cloudinary's return_delete_token).
+	DeleteToken bool
 	// Folder goes in front of the public id (chosen or picked), as Cloudinary's folder parameter
 	// does: the server's UPLOAD_FOLDER, or the signed-in user's own folder. Empty: none (a store
 	// built with a folder of its own uses that).
@@ -22,7 +30,24 @@ type Params struct {
 	// UploadedBy is the signed-in user's subject, set by the server: the store records it as the
 	// file's context uploaded_by and answers it in context.custom, as Cloudinary does. Empty: none.
 	UploadedBy string
+	// Memory is what the upload may hold beyond what it was admitted with, reserved as it is
+	// used; nil: no bound.
+	Memory Memory
 }
+
+// Memory is the server's budget as one upload sees it: a store that holds a file's bytes (a
+// chunk, read whole before it is sent) reserves them here first, as they arrive.
+type Memory interface {
+	// Grow reserves n more bytes, waiting within the server's bound; its error says why not,
+	// and is the caller's to return as it is.
+	Grow(ctx context.Context, n int64) error
+	// Shrink gives back everything Grow reserved.
+	Shrink()
+}
+
+// DeleteTokenTTL is how long a delete token deletes its file: Cloudinary's 10 minutes, which the
+// local store's own tokens keep too.
+const DeleteTokenTTL = 10 * time.Minute
 
 // UploadedByKey is the context key that carries who uploaded a file.
 const UploadedByKey = "uploaded_by"

@@ -4,6 +4,8 @@
 //
 //	go run ./tools/loadcheck -size 50000000 -c 4 -n 16
 //	go run ./tools/loadcheck -fair -size 1000000 -c 200
+//	go run ./tools/loadcheck -budget -size 1000000 -attack 60s
+//	go run ./tools/loadcheck -flood 20000 -size 1000000 -attack 30s
 //
 // It builds the server from the repository root (the working directory) unless -server is given.
 // With -floor it also sends the uploads through a bare forwarder (this binary re-executed with
@@ -62,7 +64,13 @@ func run(args []string, out io.Writer) error {
 	fair := fs.Bool("fair", false, "instead: the server on its defaults under a crowd (-c uploads of -size at once, 8 per address), then under slow clients from one address while another uploads")
 	slowHeaders := fs.Int("slow-headers", 1000, "with -fair: connections that trickle their headers")
 	slowBodies := fs.Int("slow-bodies", 200, "with -fair: connections that trickle their bodies")
-	attack := fs.Duration("attack", 30*time.Second, "with -fair: how long the good client uploads among the slow ones")
+	attack := fs.Duration("attack", 30*time.Second, "with -fair, -budget or -flood: how long the attack lasts")
+	budget := fs.Bool("budget", false, "instead: issue 18's attack on the memory budget (slow chunked uploads from two addresses) while a third address uploads -size files")
+	perAddr := fs.String("per-address", "6,8", "with -budget: slow chunked uploads from each attacking address")
+	rate := fs.Int("rate", 10<<10, "with -budget: bytes a second each slow upload sends")
+	chunked := fs.Int64("chunked", 50_000_000, "with -budget: bytes of the third address's chunked upload")
+	flood := fs.Int("flood", 0, "instead: this many slow-header connections while good clients upload -size files")
+	nofile := fs.Uint64("nofile", 0, "with -flood: the server's file limit (prlimit); 0: inherited")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +92,20 @@ func run(args []string, out io.Writer) error {
 		if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 			return fmt.Errorf("go build: %w\n%s", err, b)
 		}
+	}
+	if *budget {
+		var counts []int
+		for _, f := range strings.Split(*perAddr, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return fmt.Errorf("-per-address: %w", err)
+			}
+			counts = append(counts, n)
+		}
+		return budgetCheck(bin, up.Addr, counts, *rate, *size, *chunked, *attack, out)
+	}
+	if *flood > 0 {
+		return floodCheck(bin, up.Addr, *flood, *nofile, *size, *attack, out)
 	}
 	if *fair {
 		return fairCheck(bin, up.Addr, *size, *conc, *slowHeaders, *slowBodies, *attack, out)

@@ -7,6 +7,11 @@
 // and answers with Cloudinary's field names and its error shape, {"error":{"message":…}}.
 // A Behaviour makes it misbehave: an error status, an HTML page, a reset, a hang.
 //
+// It keeps what it stores, so a test can see an asset gone: the signed destroy
+// (POST /v1_1/<cloud>/<resource_type>/destroy) and, for an upload that asked for
+// return_delete_token, the unsigned delete_by_token (POST /v1_1/<cloud>/delete_by_token) with the
+// answer's delete_token, valid for 10 minutes after the upload on the fake's clock (SetClock).
+//
 // It imports nothing of internal/cloudinary: the oracle stays independent of what it checks.
 // Its own tests check it against Cloudinary's documented signature vectors and the Go SDK.
 package cloudinarytest
@@ -57,6 +62,7 @@ const (
 	fakePrefixBytes   = 64 << 10  // kept for image.DecodeConfig; the rest of a file is only hashed
 	fakeMaxFieldBytes = 1 << 20   // a text field longer than this is a broken client, not an upload
 	fakeSignatureTTL  = time.Hour
+	DeleteTokenTTL    = 10 * time.Minute // "a delete token returned in the upload response that is valid for 10 minutes"
 )
 
 // Upload is one upload the fake accepted (answered 200 with a full result).
@@ -76,7 +82,7 @@ func (u Upload) Tags() []string {
 	return fakeSplitList(fakeCollapseParams(u.Params).Get("tags"))
 }
 
-// Behaviour makes the fake misbehave. The zero value is normal processing.
+// Behaviour makes the fake misbehave, in uploads and deletions alike. The zero value is normal processing.
 type Behaviour struct {
 	Status      int    // non-zero: after reading the whole body, answer with this status and body instead of the normal processing
 	Body        string // e.g. `{"error":{"message":"Invalid image file"}}` or an HTML page
@@ -109,6 +115,14 @@ type Server struct {
 	accepted   []Upload
 	assets     map[string]map[string]any // by public_id: the stored resource as answered when created
 	chunked    map[string]*fakeChunkState
+	tokens     map[string]fakeDeleteToken // by delete_token
+	now        func() time.Time
+}
+
+// fakeDeleteToken is what a delete token deletes, and until when.
+type fakeDeleteToken struct {
+	publicID string
+	expires  time.Time
 }
 
 // fakeChunkState is a chunked upload in progress, by X-Unique-Upload-Id.
@@ -134,9 +148,13 @@ func Start() *Server {
 		Aborted:    make(chan error, 64),
 		assets:     map[string]map[string]any{},
 		chunked:    map[string]*fakeChunkState{},
+		tokens:     map[string]fakeDeleteToken{},
+		now:        time.Now,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1_1/{cloud}/{resource_type}/upload", f.handleUpload)
+	mux.HandleFunc("POST /v1_1/{cloud}/{resource_type}/destroy", f.handleDestroy)
+	mux.HandleFunc("POST /v1_1/{cloud}/delete_by_token", f.handleDeleteByToken)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fakeWriteError(w, http.StatusNotFound, "Resource not found - "+r.URL.Path)
 	})
@@ -172,6 +190,34 @@ func (f *Server) SetBehaviour(b Behaviour) {
 	f.misbehaved = 0
 }
 
+// SetClock replaces the fake's clock (time.Now), which dates uploads and delete tokens and judges
+// a timestamp stale: a test moves it on to see a delete token expire, without sleeping.
+func (f *Server) SetClock(now func() time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = now
+}
+
+func (f *Server) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now()
+}
+
+// Asset returns the stored resource of publicID as it was answered when created, and whether
+// there is one: a destroyed asset is gone.
+func (f *Server) Asset(publicID string) (map[string]any, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.assets[publicID]
+	if !ok {
+		return nil, false
+	}
+	a = maps.Clone(a)
+	delete(a, "_created")
+	return a, true
+}
+
 // Uploads returns copies of the accepted uploads, in the order they completed.
 func (f *Server) Uploads() []Upload {
 	f.mu.Lock()
@@ -196,6 +242,18 @@ func (f *Server) RequestCount() int {
 
 // MaxFileBytesSeen is the largest number of file bytes any single request delivered, counted while streaming.
 func (f *Server) MaxFileBytesSeen() int64 { return f.maxFile.Load() }
+
+// nextBehaviour is how the fake answers the request that has just come: b, when misbehave.
+func (f *Server) nextBehaviour() (b Behaviour, misbehave bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b = f.behaviour
+	misbehave = b.misbehaves() && (b.FailTimes <= 0 || f.misbehaved < b.FailTimes)
+	if misbehave {
+		f.misbehaved++
+	}
+	return b, misbehave
+}
 
 // fakeRequest is what the fake read from one request body.
 type fakeRequest struct {
@@ -231,12 +289,8 @@ func parseFakeContentRange(s string) (fakeContentRange, bool) {
 func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.requests++
-	b := f.behaviour
-	misbehave := b.misbehaves() && (b.FailTimes <= 0 || f.misbehaved < b.FailTimes)
-	if misbehave {
-		f.misbehaved++
-	}
 	f.mu.Unlock()
+	b, misbehave := f.nextBehaviour()
 
 	// A chunk continues the hashes of the chunks before it. Clone them now, so the body can be hashed while it
 	// streams; whether the chunk fits is decided after the body has been read.
@@ -284,28 +338,7 @@ func (f *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		fakeWriteError(w, http.StatusBadRequest, "Invalid request body: "+req.malformed.Error())
 		return
 	}
-	if key := req.Params.Get("api_key"); key != APIKey {
-		fakeWriteError(w, http.StatusUnauthorized, "Unknown API key "+key)
-		return
-	}
-	timestamp := req.Params.Get("timestamp")
-	if timestamp == "" {
-		fakeWriteError(w, http.StatusBadRequest, "Missing required parameter - timestamp")
-		return
-	}
-	if want, toSign := Sign(req.Params, APISecret); req.Params.Get("signature") != want {
-		sig := req.Params.Get("signature")
-		fakeWriteError(w, http.StatusUnauthorized, fmt.Sprintf("Invalid Signature %s. String to sign - '%s'.", sig, toSign))
-		return
-	}
-	ts, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		fakeWriteError(w, http.StatusBadRequest, "Invalid timestamp "+timestamp)
-		return
-	}
-	if reported := time.Unix(ts, 0); time.Since(reported) > fakeSignatureTTL {
-		fakeWriteError(w, http.StatusBadRequest, fmt.Sprintf("Stale request - reported time is %s which is more than 1 hour ago",
-			reported.UTC().Format("2006-01-02 15:04:05 -0700")))
+	if !f.checkSigned(w, req.Params) {
 		return
 	}
 	if req.textFile {
@@ -558,7 +591,7 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := time.Now().UTC()
+	now := f.now().UTC()
 	old, exists := f.assets[publicID]
 	var resp map[string]any
 	if exists && fakeFalse(p.Get("overwrite")) {
@@ -610,10 +643,16 @@ func (f *Server) finish(w http.ResponseWriter, resourceType string, u Upload, et
 		stored := maps.Clone(resource)
 		stored["_created"] = createdAt
 		f.assets[publicID] = stored
-		resp = resource
+		resp = maps.Clone(resource)
 		if exists {
-			resp = maps.Clone(resource)
 			resp["overwritten"] = true
+		}
+		// Only the upload that created (or replaced) the asset gets a token, not one answered
+		// "existing"; the token is never part of the stored resource.
+		if fakeTrue(p.Get("return_delete_token")) {
+			token := fakeRandomHex(32)
+			f.tokens[token] = fakeDeleteToken{publicID: publicID, expires: now.Add(DeleteTokenTTL)}
+			resp["delete_token"] = token
 		}
 	}
 	delete(resp, "_created")
@@ -812,6 +851,140 @@ func fakeWriteBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body) // a client that left early is not the fake's problem
+}
+
+// readParams reads the fields of a request that carries no file (destroy, delete_by_token), as
+// form-urlencoded or multipart. ok is false when the answer has been written. The Go SDK's
+// Destroy posts its form-urlencoded body with no Content-Type at all, which Cloudinary takes.
+func (f *Server) readParams(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	if r.Header.Get("Content-Type") == "" {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	b, misbehave := f.nextBehaviour()
+	req := &fakeRequest{sha: sha256.New().(hash.Cloner), md5: md5.New().(hash.Cloner)}
+	if err := f.readRequest(r, req); err != nil {
+		select {
+		case f.Aborted <- err:
+		default:
+		}
+		return nil, false
+	}
+	if misbehave {
+		f.misbehave(w, r, b)
+		return nil, false
+	}
+	if cloud := r.PathValue("cloud"); cloud != CloudName {
+		fakeWriteError(w, http.StatusUnauthorized, "Invalid cloud_name "+cloud)
+		return nil, false
+	}
+	if req.malformed != nil {
+		fakeWriteError(w, http.StatusBadRequest, "Invalid request body: "+req.malformed.Error())
+		return nil, false
+	}
+	return fakeCollapseParams(req.Params), true
+}
+
+// checkSigned answers as Cloudinary does a signed request whose api_key, signature or timestamp
+// is missing or wrong; ok is true when the request may go on.
+func (f *Server) checkSigned(w http.ResponseWriter, params url.Values) bool {
+	if key := params.Get("api_key"); key != APIKey {
+		fakeWriteError(w, http.StatusUnauthorized, "Unknown API key "+key)
+		return false
+	}
+	timestamp := params.Get("timestamp")
+	if timestamp == "" {
+		fakeWriteError(w, http.StatusBadRequest, "Missing required parameter - timestamp")
+		return false
+	}
+	if want, toSign := Sign(params, APISecret); params.Get("signature") != want {
+		fakeWriteError(w, http.StatusUnauthorized, fmt.Sprintf("Invalid Signature %s. String to sign - '%s'.", params.Get("signature"), toSign))
+		return false
+	}
+	ts, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		fakeWriteError(w, http.StatusBadRequest, "Invalid timestamp "+timestamp)
+		return false
+	}
+	if reported := time.Unix(ts, 0); f.clock().Sub(reported) > fakeSignatureTTL {
+		fakeWriteError(w, http.StatusBadRequest, fmt.Sprintf("Stale request - reported time is %s which is more than 1 hour ago",
+			reported.UTC().Format("2006-01-02 15:04:05 -0700")))
+		return false
+	}
+	return true
+}
+
+// handleDestroy is the Upload API's destroy: signed; public_id required; type (default upload)
+// and the path's resource_type must be the asset's. It answers 200 with {"result":"ok"}, or
+// {"result":"not found"} when there is no such asset, as Cloudinary does. invalidate is accepted
+// (the fake has no CDN).
+func (f *Server) handleDestroy(w http.ResponseWriter, r *http.Request) {
+	params, ok := f.readParams(w, r)
+	if !ok || !f.checkSigned(w, params) {
+		return
+	}
+	resourceType := r.PathValue("resource_type")
+	switch resourceType {
+	case "image", "video", "raw":
+	default:
+		fakeWriteError(w, http.StatusBadRequest, "Invalid resource type "+resourceType)
+		return
+	}
+	publicID := params.Get("public_id")
+	if publicID == "" {
+		fakeWriteError(w, http.StatusBadRequest, "Missing required parameter - public_id")
+		return
+	}
+	deliveryType := params.Get("type")
+	if deliveryType == "" {
+		deliveryType = "upload"
+	}
+	f.mu.Lock()
+	a, found := f.assets[publicID]
+	found = found && a["resource_type"] == resourceType && a["type"] == deliveryType
+	if found {
+		delete(f.assets, publicID)
+	}
+	f.mu.Unlock()
+	if !found {
+		fakeWriteJSON(w, http.StatusOK, map[string]string{"result": "not found"})
+		return
+	}
+	fakeWriteJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+}
+
+// handleDeleteByToken is delete_by_token: unsigned, with the token an upload answered (asked for
+// with return_delete_token), for 10 minutes after that upload. An unknown or expired token is
+// refused with 401 in Cloudinary's error shape (the status and words are the fake's: Cloudinary
+// documents neither); a token whose asset is already gone answers {"result":"not found"}.
+func (f *Server) handleDeleteByToken(w http.ResponseWriter, r *http.Request) {
+	params, ok := f.readParams(w, r)
+	if !ok {
+		return
+	}
+	token := params.Get("token")
+	if token == "" {
+		fakeWriteError(w, http.StatusBadRequest, "Missing required parameter - token")
+		return
+	}
+	f.mu.Lock()
+	t, known := f.tokens[token]
+	now := f.now()
+	_, exists := f.assets[t.publicID]
+	valid := known && now.Before(t.expires)
+	if valid && exists {
+		delete(f.assets, t.publicID)
+	}
+	f.mu.Unlock()
+	switch {
+	case !known:
+		fakeWriteError(w, http.StatusUnauthorized, "Invalid delete token")
+	case !valid:
+		fakeWriteError(w, http.StatusUnauthorized, "Expired delete token")
+	case !exists:
+		fakeWriteJSON(w, http.StatusOK, map[string]string{"result": "not found"})
+	default:
+		fakeWriteJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+	}
 }
 
 // fakeParseContext reads Cloudinary's context parameter: key=value pairs separated by '|', where
