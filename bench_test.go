@@ -37,6 +37,7 @@ type benchForm struct {
 	headLen        int64
 	contentType    string
 	size           int64
+	unknownLength  bool // sent without a Content-Length (chunked transfer)
 }
 
 func newBenchForm(b *testing.B, size int64) benchForm {
@@ -61,7 +62,9 @@ func (f benchForm) post(b *testing.B, c *http.Client, url string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	req.ContentLength = int64(len(f.prefix)) + fileRest + int64(len(f.suffix))
+	if !f.unknownLength {
+		req.ContentLength = int64(len(f.prefix)) + fileRest + int64(len(f.suffix))
+	}
 	req.Header.Set("Content-Type", f.contentType)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -180,5 +183,61 @@ func BenchmarkUploadRedis(b *testing.B) {
 				b.Fatal("Redis stopped answering during the benchmark")
 			}
 		})
+	}
+}
+
+// BenchmarkUploadQuota is the cost of USER_QUOTA on a 20 MB upload: off, counted in memory, and
+// in a real redis-server on loopback; with a Content-Length (one reservation, one release) and
+// without (a reservation per MiB as the file streams).
+func BenchmarkUploadQuota(b *testing.B) {
+	redis := redistest.Start(b)
+	up := lightUpstream(b)
+	spec, err := ratelimit.ParseQuota("1TB/day")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{"off", "memory", "redis"} {
+		cfg := testConfig()
+		if mode != "off" {
+			cfg.userQuota = spec
+		}
+		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
+			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(sdkUp.CloseIdleConnections)
+		health := newHealthState()
+		if mode == "redis" {
+			conn, err := ratelimit.Open(ratelimit.Config{URL: redis.URL(), TLSVerify: true, Timeout: 100 * time.Millisecond})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = conn.Close() })
+			health.redis = conn
+		}
+		srv := httptest.NewServer(newServer(discardLogger(), cfg, cloudinaryStorage(sdkUp), health))
+		b.Cleanup(srv.Close)
+		tr := &http.Transport{WriteBufferSize: 256 << 10}
+		b.Cleanup(tr.CloseIdleConnections)
+		client := &http.Client{Transport: tr}
+		for _, unknown := range []bool{false, true} {
+			form := newBenchForm(b, 20_000_000)
+			form.unknownLength = unknown
+			name := mode + "/length"
+			if unknown {
+				name = mode + "/streamed"
+			}
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(form.size)
+				b.ReportAllocs()
+				for b.Loop() {
+					form.post(b, client, srv.URL+"/upload")
+				}
+				if mode == "redis" && !health.redis.Healthy() {
+					b.Fatal("Redis stopped answering during the benchmark")
+				}
+			})
+		}
 	}
 }

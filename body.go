@@ -17,7 +17,8 @@ package main
 //	                              or any file with nothing to strip or count, is the part itself; a PNG or
 //	                              WebP being stripped, an animation, a GIF, and a TIFF, ICO or PSD whose parts
 //	                              lie past the head, come through the guard's walker (Read only: one copy)
-//	uploadBody       upload.go    caps, times and stops the file; WriteTo hands pieces upstream without a copy
+//	uploadBody       upload.go    caps, times and stops the file (and counts it against USER_QUOTA, quota.go); WriteTo hands
+//	                              pieces upstream without a copy
 //	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible
 //	uploadForm       internal/cloudinary  the multipart request around the file; WriteTo hands the file the
 //	                              transport's writer (smallWrites, whose Flush the file calls before it waits)

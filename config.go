@@ -74,8 +74,9 @@ func envVars() []envVar {
 		{name: "AUTH_JWT_SECRET", help: "Sign-in: the shared secret (at least 32 bytes) of HS256 tokens minted by the app's own backend; with or without AUTH_JWKS_URL", secret: true},
 		{name: "AUTH_COOKIE", help: "Sign-in: the cookie that carries the token when there is no Authorization header (Clerk's __session); needs ALLOWED_ORIGINS other than *"},
 		{name: "RATE_LIMIT", def: "60/min,burst=20", help: "Requests per client to /upload and /sign: N/s, N/min or N/h, optional ,burst=B (default B=N); off disables"},
+		{name: "USER_QUOTA", def: "off", help: "Bytes each client may store per window (the signed-in user, else the address as RATE_LIMIT names clients): SIZE/WINDOW such as 500MB/day, 2GB/30d or 1GiB/12h (KB, MB, GB, TB or KiB, MiB, GiB, TiB; day, hour, week or a number with s, m, h or d), the window starting at the client's first upload. Past it 429 with Retry-After, before the body is read when it has a Content-Length; a failed upload spends nothing. Shared through REDIS_URL when set; off disables"},
 		{name: "TRUST_PROXY", def: "false", help: "Where the client's address comes from, for the per-client limits: false (the connection), true or heroku (the right-most X-Forwarded-For entry, which Heroku's router appends), fly (Fly-Client-IP), cloudflare (CF-Connecting-IP), or xff:N (the Nth X-Forwarded-For entry from the right, e.g. xff:2 behind Google's load balancer); a request without that header counts as the connection's address. See docs/deploy.md"},
-		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
+		{name: "REDIS_URL", help: "Redis (Heroku Key-Value Store) as redis:// or rediss:// (TLS): RATE_LIMIT, USER_QUOTA and the uploads in flight per client are then shared by every server that uses it; empty: each server counts alone", secret: true},
 		{name: "REDIS_TLS_VERIFY", def: "true", help: "Check the certificate of a rediss:// REDIS_URL; false on Heroku, whose Redis certificates are self-signed"},
 		{name: "REDIS_TIMEOUT", def: "100ms", help: "Deadline of every call to Redis; past it, or when Redis is down, the limits are counted by this server alone until Redis answers again"},
 		{name: "SIGNABLE_PARAMS", def: "public_id,tags,context", help: "Upload parameters a client may set, in POST /upload's form and POST /sign: an allow-list from public_id, tags, context, metadata, display_name, face_coordinates, custom_coordinates (nothing that chooses where a file goes, what it overwrites or where Cloudinary calls back)"},
@@ -133,6 +134,7 @@ type config struct {
 	uploadTokens       *tokenSet // nil: anyone may upload
 	signIn             signInConfig
 	rateLimit          ratelimit.Spec
+	userQuota          ratelimit.QuotaSpec // USER_QUOTA; Off: none
 	trustProxy         proxyTrust
 	redisURL           secret // empty: no Redis
 	redisTLSVerify     bool
@@ -260,6 +262,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		problems = append(problems, err) // names the variable, never a token
 	}
 	if cfg.rateLimit, err = ratelimit.Parse(get("RATE_LIMIT")); err != nil {
+		problems = append(problems, err)
+	}
+	if cfg.userQuota, err = ratelimit.ParseQuota(get("USER_QUOTA")); err != nil {
 		problems = append(problems, err)
 	}
 	if cfg.trustProxy, err = parseProxyTrust(get("TRUST_PROXY")); err != nil {

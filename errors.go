@@ -15,6 +15,7 @@ import (
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/localstore"
+	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/store"
 )
 
@@ -58,6 +59,7 @@ var (
 	errTwoOrigins          = apiError{http.StatusBadRequest, "the request has more than one Origin header"}
 	errUnauthorized        = apiError{http.StatusUnauthorized, "missing or wrong upload token: send Authorization: Bearer <token>"}
 	errRateLimited         = apiError{http.StatusTooManyRequests, "too many requests from this client; try again later"}
+	errQuotaExceeded       = apiError{http.StatusTooManyRequests, "not stored: this upload would pass your upload quota; try again when it resets (Retry-After)"}
 	// Sign-in (AUTH_JWKS_URL, AUTH_JWT_SECRET): accessError maps internal/auth's reasons onto these.
 	errSignInRequired      = apiError{http.StatusUnauthorized, "sign-in required: send the user's token as Authorization: Bearer <token>"}
 	errTokenMalformed      = apiError{http.StatusUnauthorized, "the token is not a JSON Web Token: send the identity provider's token itself as Authorization: Bearer <token>"}
@@ -137,6 +139,11 @@ func errBodyTooLarge(lim uploadLimits) apiError {
 		return errTooLarge(lim.maxFileBytes)
 	}
 	return apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request is larger than the limit of %d files of %s", lim.maxFiles, formatBytes(lim.maxFileBytes))}
+}
+
+// errQuotaTooLarge is the 413 for an upload larger than the whole of USER_QUOTA: no wait helps.
+func errQuotaTooLarge(spec ratelimit.QuotaSpec) apiError {
+	return apiError{http.StatusRequestEntityTooLarge, "not stored: this upload is larger than the whole upload quota of " + spec.Text}
 }
 
 // orList writes names as "a, b or c", each quoted.

@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.uploadTokens == nil && !cfg.signIn.on() && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "trust_proxy", cfg.trustProxy.String(),
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy.String(),
 		"shared_through_redis", cfg.redisURL != "")
 
 	select {

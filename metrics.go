@@ -40,7 +40,7 @@ var (
 	upstreamErrorKinds  = []string{"credentials", "rejected", "server_error", "unreachable", "bad_answer", "rate_limited", "timeout", "other"}
 	uploadDurationTimes = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 	admissionWaitTimes  = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
-	refusalReasons      = []string{"budget", "per_client", "client_memory", "too_slow", "origin"}
+	refusalReasons      = []string{"budget", "per_client", "client_memory", "too_slow", "origin", "quota"}
 )
 
 // newMetrics builds the registry: the upload metrics plus the Go runtime and process collectors.
@@ -76,7 +76,7 @@ func newMetrics(store string) *metrics {
 		}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "upload_refusals_total",
-			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), client_memory (429: MAX_MEMORY_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin).",
+			Help: "Uploads and signatures refused to protect the server, by reason: budget (503: memory or cap spent for ADMISSION_WAIT), per_client (429: MAX_UPLOADS_PER_CLIENT), client_memory (429: MAX_MEMORY_PER_CLIENT), too_slow (408: under MIN_UPLOAD_RATE), origin (403: a page of another origin), quota (429 or 413: USER_QUOTA).",
 		}, []string{"reason"}),
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deletes_total",

@@ -16,8 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/ratelimit"
 )
 
 // readmeMaxBytes is what a newcomer reads in ten minutes; the rest is in docs/.
@@ -157,6 +159,7 @@ func producibleErrors(t *testing.T) []apiError {
 		fromErr(seenTags.read(nil, "tags", lim)),
 		fromErr(signErr),
 		errFieldAfterFile("tags"),
+		errQuotaExceeded, errQuotaTooLarge(ratelimit.QuotaSpec{Bytes: 500e6, Window: 24 * time.Hour, Text: "500MB/day"}),
 	}
 }
 

@@ -53,7 +53,8 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 		return sameOrigin(identify(cfg.uploadTokens, cfg.signIn, limitRate(limiter, requireAccess(h))))
 	}
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
-	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm))))
+	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
+	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
 	if st.del != nil {
 		mux.Handle("DELETE /upload", protect(m.countDeletes(handleDelete(st.del, cfg.uploadFolder, cfg.uploadTimeout))))
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost, http.MethodDelete))

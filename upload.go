@@ -59,22 +59,33 @@ const (
 const retryAfterBusy = "5"
 
 // handleUpload serves POST /upload: it streams each file part of the form to the uploader, in order.
-// adm decides whether an upload gets in (and paces its body); a refused one is answered at once.
-func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission) http.Handler {
+// quota reserves the client's USER_QUOTA (nil: none), adm decides whether an upload gets in (and
+// paces its body); a refused one is answered at once.
+func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *uploadQuota) http.Handler {
 	bufs := &uploadBuffers{
 		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
 		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
+		spend, err := quota.begin(r)
+		defer spend.settle(w, r) // gives back what was not stored, however the upload ends
+		if err != nil {
+			spend.settle(w, r)
+			refuseEarly(w, r, err)
+			return
+		}
+		r = withQuotaSpend(r, spend)
 		mem, err := adm.admit(w, r)
 		if err != nil {
+			spend.settle(w, r)
 			refuseEarly(w, r, err)
 			return
 		}
 		defer mem.release() // however the upload ends
 		r.Body = adm.paced(r.Body)
 		status, result, err := serveUpload(w, r, up, lim, bufs, mem)
+		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
 			mem.release()             // the drain holds none of the upload's memory
 			adm.refusedFor(w, r, err) // a chunk that found the memory spent
@@ -299,9 +310,12 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		return nil, "", errTypeKeepsLocation(base)
 	}
 
+	quota := quotaSpendOf(r).file()
+	defer quota.end() // the file's bytes go back to the quota unless it was stored
 	ctx, cancel := uploadContext(r, idle.request)
 	defer cancel(nil)
 	body := &uploadBody{
+		quota:   quota,
 		head:    head,
 		file:    file, // part itself unless the guard must walk the whole file
 		limit:   lim.maxFileBytes,
@@ -329,6 +343,7 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		if err := checkExisting(result, p); err != nil {
 			return nil, "", err
 		}
+		quota.keep() // a 409 above gives the file's bytes back
 		return result, removed, nil
 	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
 		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
@@ -627,6 +642,7 @@ type uploadBody struct {
 	timeout  time.Duration
 	copies   *sync.Pool  // of *[]byte, for WriteTo when file is not a pieceReader
 	more     func() bool // file can give more at once without waiting on the client; nil: never fill
+	quota    *fileQuota  // the file's share of USER_QUOTA; nil: none
 }
 
 // pieceReader gives out a file in pieces of its own buffer, each valid until the next call, so
@@ -700,12 +716,17 @@ func (b *uploadBody) clientReads(reading bool) {
 	}
 }
 
-// count adds n bytes read with err, and returns how many of them are past the limit.
+// count adds n bytes read with err, and returns how many of them are past the limit, or, when
+// they would pass the client's USER_QUOTA, all n: the upload stops without them.
 func (b *uploadBody) count(n int, err error) int {
 	b.n += int64(n)
 	if b.n > b.limit {
 		b.err = errTooLarge(b.limit)
 		return int(b.n - b.limit)
+	}
+	if qerr := b.quota.take(n); qerr != nil {
+		b.err = qerr
+		return n
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !b.stopping.Load() {
 		b.err = err

@@ -1,6 +1,7 @@
 // Package ratelimit keeps each client's request budget, a token bucket with a rate and a burst
 // (RATE_LIMIT), in this process's memory or shared through Redis by every server that uses the
-// same Redis; and it counts each client's uploads in flight across servers (Leases). It knows
+// same Redis; it counts each client's uploads in flight across servers (Leases); and it keeps
+// each client's quota of bytes stored per window (USER_QUOTA: MemoryQuotas, SharedQuotas). It knows
 // nothing of HTTP: a caller names the client with a key and is told allow or refuse, how much is
 // left and when to come back.
 //
