@@ -43,7 +43,7 @@ type event struct {
 // report copies the summary of the events on in to out; failed says whether anything failed.
 func report(in io.Reader, out io.Writer) (failed bool, err error) {
 	outputs := map[string][]string{} // by package and test: the lines of a test still running
-	skips := 0
+	skips, passes, fails := 0, 0, 0  // tests and subtests
 	events := 0
 	var werr error
 	printf := func(format string, a ...any) {
@@ -83,6 +83,9 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 			delete(outputs, key)
 		case "fail":
 			failed = true
+			if e.Test != "" {
+				fails++
+			}
 			for _, l := range outputs[key] {
 				printf("%s", l)
 			}
@@ -91,6 +94,9 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 				printf("FAIL %s %.1fs\n", e.Package, e.Elapsed)
 			}
 		case "pass":
+			if e.Test != "" {
+				passes++
+			}
 			delete(outputs, key)
 			if e.Test == "" {
 				printf("ok   %s %.1fs\n", e.Package, e.Elapsed)
@@ -109,6 +115,7 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 	case skips > 1:
 		printf("%d tests skipped (see above); under CI=true a missing tool fails them instead\n", skips)
 	}
+	printf("tests: %d passed, %d failed, %d skipped\n", passes, fails, skips)
 	return failed, werr
 }
 
