@@ -23,8 +23,8 @@ package main
 //	uploadForm       internal/cloudinary  the multipart request around the file; WriteTo hands the file the
 //	                              transport's writer (smallWrites, whose Flush the file calls before it waits)
 //	chunkReader      internal/cloudinary  chunked uploads only: the file is Read into a chunk buffer of 1 MiB blocks,
-//	                              each reserved from UPLOAD_MEMORY (store.Memory) as the chunk's bytes arrive
-//	                              and given back once the chunk is sent; written upstream block by block
+//	                              each reserved from UPLOAD_MEMORY (store.Memory) as the chunk's bytes arrive,
+//	                              reused by the next chunks, given back when the upload ends; written upstream block by block
 //	                              (a retry resends it from the buffer)
 //
 // The wrappers under the form reader see only its large reads, so they cost nothing per piece;
