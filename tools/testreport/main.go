@@ -91,6 +91,16 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 			}
 			delete(outputs, key)
 			if e.Test == "" {
+				// Tests still running when their package failed (a timeout's panic, a crash) never
+				// get an event of their own: their output, the goroutine dump included, goes here.
+				for k, lines := range outputs {
+					if strings.HasPrefix(k, e.Package+" ") {
+						for _, l := range lines {
+							printf("%s", l)
+						}
+						delete(outputs, k)
+					}
+				}
 				printf("FAIL %s %.1fs\n", e.Package, e.Elapsed)
 			}
 		case "pass":

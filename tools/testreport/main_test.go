@@ -13,7 +13,7 @@ import (
 
 // goTestJSON runs `go test -json` on a package of its own made of the test file src, and
 // returns its output (go test's exit status is not the point: testreport's is).
-func goTestJSON(t *testing.T, src string) []byte {
+func goTestJSON(t *testing.T, src string, args ...string) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range map[string]string{"go.mod": "module fixture\n\ngo 1.26\n", "x_test.go": src} {
@@ -23,7 +23,7 @@ func goTestJSON(t *testing.T, src string) []byte {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-json", ".")
+	cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-count=1", "-json"}, append(args, ".")...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
 	out, _ := cmd.Output() // a failing test exits 1: its JSON is what is wanted
@@ -97,5 +97,27 @@ func TestReportWithoutEventsFails(t *testing.T) {
 	failed, err := report(strings.NewReader(""), &bytes.Buffer{})
 	if err == nil || !failed {
 		t.Errorf("empty input: failed %v, err %v; want a failure", failed, err)
+	}
+}
+
+// A test that hangs until go test's -timeout gets no event of its own: its goroutine dump must
+// still be shown, or a hang in CI is a bare FAIL.
+func TestReportShowsATimedOutTest(t *testing.T) {
+	t.Parallel()
+	out := goTestJSON(t, `package fixture
+
+import "testing"
+
+func TestHangs(t *testing.T) { select {} }
+`, "-timeout", "2s")
+	var got bytes.Buffer
+	failed, err := report(bytes.NewReader(out), &got)
+	if err != nil || !failed {
+		t.Fatalf("failed %v, err %v", failed, err)
+	}
+	for _, want := range []string{"panic: test timed out", "TestHangs", "FAIL fixture "} {
+		if !strings.Contains(got.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, got.String())
+		}
 	}
 }
