@@ -176,8 +176,8 @@ func TestBinaryInEmptyRoot(t *testing.T) {
 		_ = cmd.Process.Kill() // a no-op once it has exited
 		<-exited
 	})
-	a, ok := <-addr
-	if !ok {
+	a := within(t, addr, "the server's listening line in the empty root") // "" when it exited first
+	if a == "" {
 		t.Fatalf("the server did not start in the empty root:\n%s", logs)
 	}
 	url := "http://127.0.0.1:" + a[strings.LastIndexByte(a, ':')+1:]

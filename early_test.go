@@ -213,7 +213,7 @@ func TestCurlExpectContinueRefused(t *testing.T) {
 	if err := os.WriteFile(file, paddedPNG(t, 20_000_000), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(curl, "-sS", "-o", os.DevNull, "-H", "Expect: 100-continue", "-w", "%{http_code} %{size_upload}",
+	out, err := exec.Command(curl, "-sS", "--max-time", "60", "-o", os.DevNull, "-H", "Expect: 100-continue", "-w", "%{http_code} %{size_upload}",
 		"-F", "file=@"+file, srv.url+"/upload").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v: %s", err, out)

@@ -61,7 +61,7 @@ func TestH2CCurl(t *testing.T) {
 	if err := os.WriteFile(file, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(curl, "-sS", "--http2-prior-knowledge", "-o", filepath.Join(dir, "out.json"),
+	out, err := exec.Command(curl, "-sS", "--max-time", "60", "--http2-prior-knowledge", "-o", filepath.Join(dir, "out.json"),
 		"-w", "%{http_version} %{http_code}", "-F", "file=@"+file, srv.url+"/upload").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v: %s", err, out)

@@ -171,7 +171,7 @@ func (p *readmeProcess) stop(t *testing.T) {
 		<-exited
 	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) // whatever of the group is left
-	<-p.done
+	within(t, p.done, "every process of "+p.cmd.Args[2]+" to close its output")
 }
 
 // runREADMECurl runs the README's curl against the server at port and decodes its answer.

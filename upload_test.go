@@ -422,7 +422,7 @@ func TestCurlUpload(t *testing.T) {
 	for _, tc := range []struct {
 		file, status string
 	}{{small, "200"}, {big, "413"}} {
-		out, err := exec.Command(curl, "-sS", "-o", filepath.Join(dir, "out.json"), "-w", "%{http_code}",
+		out, err := exec.Command(curl, "-sS", "--max-time", "60", "-o", filepath.Join(dir, "out.json"), "-w", "%{http_code}",
 			"-F", "tags=curl", "-F", "file=@"+tc.file, srv.url+"/upload").CombinedOutput()
 		if err != nil {
 			t.Fatalf("curl %s: %v: %s", tc.file, err, out)
