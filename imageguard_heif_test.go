@@ -267,40 +267,7 @@ func TestExtendedXMPGPSRemoved(t *testing.T) {
 // stored, in Cloudinary or on disk.
 func TestHEIFRefusedAfterFirstBytesStoresNothing(t *testing.T) {
 	b := append(guardTestHEIF(t, "heic", heifGPSTags...), 0, 0, 0, 8, 'm', 'o', 'o', 'v')
-	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
-		t.Run(store, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
-			srv := startServer(t, env)
-			var resp *http.Response
-			if store == "cloudinary-chunked" {
-				var err error
-				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(b), -1); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				ct, body := multipartBody(t, nil, "photo.heic", b)
-				resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			}
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "malformed HEIF: an image sequence (moov box)") {
-				t.Errorf("status %d %q, want 400 naming the moov box", resp.StatusCode, got.Error.Message)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
-		})
-	}
+	refusedAfterFirstBytes(t, "photo.heic", b, "malformed HEIF: an image sequence (moov box)")
 }
 
 // Every ISO base media file that the type sniff calls an image is walked by the guard, and no

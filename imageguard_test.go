@@ -300,6 +300,14 @@ func guardTestHugeMetadata(t *testing.T) []byte {
 func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 	b := guardTestPNG(t)
 	broken := slices.Concat(b[:len(b)-12], []byte{0, 0, 0, 40, 't', 'E', 'X', 't', 'c', 'u', 't'}) // a tEXt cut short, no IEND
+	refusedAfterFirstBytes(t, "broken.png", broken, "malformed PNG: the file ends inside")
+}
+
+// refusedAfterFirstBytes uploads file, whose fault shows only after its first bytes went upstream,
+// to each store (Cloudinary in one request and in chunks, the local store): each answers 400 with
+// want in its message, and stores nothing.
+func refusedAfterFirstBytes(t *testing.T, name string, file []byte, want string) {
+	t.Helper()
 	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
@@ -312,17 +320,17 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 			var resp *http.Response
 			if store == "cloudinary-chunked" {
 				var err error
-				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(broken), -1); err != nil {
+				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(file), -1); err != nil {
 					t.Fatal(err)
 				}
 			} else {
-				ct, body := multipartBody(t, nil, "broken.png", broken)
+				ct, body := multipartBody(t, nil, name, file)
 				resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
 			}
 			var got apiErrorBody
 			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, "malformed PNG: the file ends inside") {
-				t.Errorf("status %d %q, want 400 naming the cut chunk", resp.StatusCode, got.Error.Message)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, want) {
+				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, got.Error.Message, want)
 			}
 			if n := len(fake.Uploads()); n != 0 {
 				t.Errorf("the fake stored %d uploads", n)
