@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/cloudinary"
@@ -41,17 +39,16 @@ func (cfg config) chunkReservation() int64 {
 }
 
 // uploadAdmission decides, for POST /upload, who gets in and when (internal/admission does the
-// counting), and paces the bodies of those admitted.
+// counting), and the minimum data rate of the bodies of those admitted.
 type uploadAdmission struct {
 	gate    *admission.Gate
 	cfg     config
-	minRate admission.Rule
+	minRate admission.Rule // MIN_UPLOAD_RATE, for the bodies of those admitted
 	trust   proxyTrust
 	m       *metrics
-	now     func() time.Time
 }
 
-func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now func() time.Time) *uploadAdmission {
+func newUploadAdmission(cfg config, leases admission.Leases, m *metrics) *uploadAdmission {
 	return &uploadAdmission{
 		gate: admission.New(admission.Config{
 			MemoryBytes:        cfg.uploadMemory,
@@ -66,7 +63,6 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 		minRate: cfg.minRate,
 		trust:   cfg.trustProxy,
 		m:       m,
-		now:     now,
 	}
 }
 
@@ -121,14 +117,6 @@ func (m *uploadMemory) Shrink() { m.u.Shrink() }
 
 // release gives back everything the upload holds; it may be called more than once.
 func (m *uploadMemory) release() { m.u.Release() }
-
-// paced wraps an admitted upload's body with the minimum data rate, if there is one.
-func (a *uploadAdmission) paced(body io.ReadCloser) io.ReadCloser {
-	if a.minRate.Off() {
-		return body
-	}
-	return newPacedBody(body, a.minRate, a.now)
-}
 
 // refused counts a refusal by reason.
 func (a *uploadAdmission) refused(reason string) { a.m.refusals.WithLabelValues(reason).Inc() }

@@ -52,7 +52,7 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	protect := func(h http.Handler) http.Handler {
 		return sameOrigin(identify(cfg.uploadTokens, cfg.signIn, limitRate(limiter, requireAccess(h))))
 	}
-	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
+	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m)
 	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
 	if st.del != nil {

@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/store"
@@ -63,7 +64,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 	}
 	pl := upload.New(lim.rules(), up)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
+		r, body := watchBody(w, r) // refuseEarly drains it, past its bound and timers
 		spend, err := quota.begin(r)
 		defer spend.settle(w, r) // gives back what was not stored, however the upload ends
 		if err != nil {
@@ -79,7 +80,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 			return
 		}
 		defer mem.release() // however the upload ends
-		r.Body = adm.paced(r.Body)
+		body.Pace(adm.minRate)
 		status, result, err := serveUpload(w, r, pl, lim, bufs, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
@@ -153,13 +154,14 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 	if r.ContentLength > maxBody {
 		return 0, nil, errBodyTooLarge(lim) // answered before reading a byte
 	}
-	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout, request: watchedBody(r)}
-	r.Body = http.MaxBytesReader(w, idle, maxBody)
+	body := watchedBody(r)
+	body.Limit(maxBody)
+	body.Idle(lim.idleTimeout)
 	buf := bufs.readers.Get().(*[]byte)
 	defer bufs.readers.Put(buf)
 	// Everything but the files (part headers, text fields) must fit in formOverhead: nothing
 	// else makes the server read, or buffer, more than that.
-	form := formstream.NewReader(r.Body, params["boundary"], *buf, formstream.Limits{
+	form := formstream.NewReader(body, params["boundary"], *buf, formstream.Limits{
 		NonFileBytes: formOverhead, HeaderBytes: formOverhead, Parts: maxFormParts,
 	})
 	fields := formFields{seen: map[string]bool{}}
@@ -221,7 +223,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
 			p.DeleteToken = p.UploadedBy == ""
-			result, removed, err := uploadFile(r, part, pl, p, lim, idle)
+			result, removed, err := uploadFile(r, part, pl, p, lim, body)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
@@ -288,12 +290,12 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 // uploadFile streams one file part through the pipeline (internal/upload): sniffed, checked,
 // guarded, capped, timed and counted against USER_QUOTA. It returns the store's result and what
 // the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, idle *idleBody) ([]byte, string, error) {
+func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
-	ctx, cancel := uploadContext(r, idle.request)
+	ctx, cancel := uploadContext(r, body)
 	defer cancel(nil)
-	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: idle})
+	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: body})
 	if err != nil {
 		return nil, "", uploadError(ctx, err, lim)
 	}
@@ -322,21 +324,21 @@ func answerEarly(w http.ResponseWriter, r *http.Request, write func()) {
 	rb := watchedBody(r)
 	var body io.Reader = r.Body
 	if rb != nil {
-		body = rb // past every cap of the upload's own wrappers
+		body = rb.Rest() // past the upload's bound and timers
 	}
 	rc := http.NewResponseController(w)
-	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.started()
+	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.Started()
 	// HTTP/2 needs neither drain nor close: the answer goes out on its stream while the client
 	// sends, then the server ends the client's half with RST_STREAM NO_ERROR, which a client must
 	// not take as a failed answer (RFC 9113 §8.1). Draining there would only make the client send
 	// up to 32 MiB for nothing.
 	http1 := r.ProtoMajor < 2
-	drain := http1 && !waiting && !rb.ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
+	drain := http1 && !waiting && !rb.Ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
 		!errors.Is(r.Context().Err(), context.Canceled)
 	switch {
 	case drain:
 		_ = rc.EnableFullDuplex() // unsupported in tests' recorders
-	case http1 && !waiting && !rb.ended() && r.ContentLength != 0:
+	case http1 && !waiting && !rb.Ended() && r.ContentLength != 0:
 		w.Header().Set("Connection", "close") // else net/http reads up to 256 KiB of the body before the answer
 	}
 	write()
@@ -426,13 +428,17 @@ func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) 
 
 // bodyError explains a failure to read the request body.
 func bodyError(err error, lim uploadLimits) error {
-	var maxBytes *http.MaxBytesError
+	var tooLarge *upload.BodyTooLargeError
 	var api apiError
 	switch {
 	case errors.As(err, &api):
 		return err
-	case errors.As(err, &maxBytes): // the whole body's bound: each file's own is uploadBody's
+	case errors.As(err, &tooLarge): // the whole body's bound: each file's own is the pipeline's
 		return fmt.Errorf("%w: %w", errBodyTooLarge(lim), err)
+	case errors.Is(err, upload.ErrIdle):
+		return fmt.Errorf("%w: %w", errBodyIdle, err)
+	case errors.Is(err, admission.ErrTooSlow):
+		return fmt.Errorf("%w: %w", errTooSlow, err)
 	}
 	if api, ok := formError(err); ok {
 		return fmt.Errorf("%w: %w", api, err)
