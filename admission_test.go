@@ -70,7 +70,13 @@ type heldUpload struct {
 // upload has been admitted and holds its reservation.
 func holdUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary) *heldUpload {
 	t.Helper()
-	img := paddedPNG(t, 4*sniffLen)
+	return holdUploadOf(t, c, baseURL, fake, 4*sniffLen)
+}
+
+// holdUploadOf is holdUpload of a file of about size bytes: the upload reserves what its size asks.
+func holdUploadOf(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary, size int) *heldUpload {
+	t.Helper()
+	img := paddedPNG(t, size)
 	r, w := io.Pipe()
 	h := &heldUpload{w: w, rest: img[len(img)/2:], answer: make(chan int, 1)}
 	go func() {
@@ -206,7 +212,7 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	cfg := testConfig()
 	cfg.chunkSize = minChunkBytes
 	streamed := cfg.uploadReservation(false)
-	budget := 4*streamed + streamed/2 // 4 streamed uploads, not 5
+	budget := 4*streamed + cfg.uploadReservationFor(0)/2 // 4 held uploads, and not even the smallest fifth
 	if budget < cfg.uploadReservation(true) {
 		t.Fatalf("a budget of %d bytes is refused at start-up: a chunked upload needs %d", budget, cfg.uploadReservation(true))
 	}
@@ -215,7 +221,8 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	srv := startServer(t, env)
 	var held []*heldUpload
 	for i := range 4 {
-		held = append(held, holdUpload(t, clientFrom(t, fmt.Sprintf("127.0.0.%d", 2+i)), srv.url, fake))
+		// Larger than the largest buffers: each reserves all an upload may.
+		held = append(held, holdUploadOf(t, clientFrom(t, fmt.Sprintf("127.0.0.%d", 2+i)), srv.url, fake, requestBufferBytes+4*sniffLen))
 	}
 	status, h, msg := smallUpload(t, clientFrom(t, "127.0.0.9"), srv.url)
 	if status != http.StatusServiceUnavailable || msg != errTooBusy.message || h.Get("Retry-After") != retryAfterBusy {

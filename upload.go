@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -59,9 +58,7 @@ const retryAfterBusy = "5"
 // quota reserves the client's USER_QUOTA (nil: none), adm decides whether an upload gets in (and
 // paces its body); a refused one is answered at once.
 func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *uploadQuota) http.Handler {
-	bufs := &uploadBuffers{
-		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
-	}
+	bufs := &uploadBuffers{readers: upload.NewBuffers(leastRequestBuffer, requestBufferBytes)}
 	pl := upload.New(lim.rules(), up)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, body := watchBody(w, r) // refuseEarly drains it, past its bound and timers
@@ -113,7 +110,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 // uploadBuffers are reused between requests: large buffers make large reads and writes,
 // which is most of the difference in CPU per byte.
 type uploadBuffers struct {
-	readers sync.Pool // *[]byte of requestBufferBytes: the form reader's buffer, which files go upstream from
+	readers *upload.Buffers // the form reader's buffer, sized to the body (uploadReservationFor): files go upstream from it
 }
 
 // fileSlot is what became of one file part of the form: Cloudinary's result, or why not.
@@ -157,7 +154,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 	body := watchedBody(r)
 	body.Limit(maxBody)
 	body.Idle(lim.idleTimeout)
-	buf := bufs.readers.Get().(*[]byte)
+	buf := bufs.readers.Get(r.ContentLength)
 	defer bufs.readers.Put(buf)
 	// Everything but the files (part headers, text fields) must fit in formOverhead: nothing
 	// else makes the server read, or buffer, more than that.
@@ -220,10 +217,11 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 			p.BaseURL = requestBaseURL(r)
 			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
 			p.Memory = mem
+			bound := max(r.ContentLength, 0) // the file is at most the body; 0: unknown
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
 			p.DeleteToken = p.UploadedBy == ""
-			result, removed, err := uploadFile(r, part, pl, p, lim, body)
+			result, removed, err := uploadFile(r, part, pl, p, bound, lim, body)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
@@ -290,12 +288,12 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 // uploadFile streams one file part through the pipeline (internal/upload): sniffed, checked,
 // guarded, capped, timed and counted against USER_QUOTA. It returns the store's result and what
 // the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
+func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, bound int64, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
 	ctx, cancel := uploadContext(r, body)
 	defer cancel(nil)
-	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: body})
+	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, MaxSize: bound, Params: p, Spend: quota.take, Waker: body})
 	if err != nil {
 		return nil, "", uploadError(ctx, err, lim)
 	}
