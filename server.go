@@ -55,6 +55,8 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m)
 	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
+	mux.Handle("PUT /upload/{filename}", protect(m.countUploads(handlePut(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
+	mux.Handle("/upload/{filename}", handleMethodNotAllowed(http.MethodPut))
 	if st.del != nil {
 		mux.Handle("DELETE /upload", protect(m.countDeletes(handleDelete(st.del, cfg.uploadFolder, cfg.uploadTimeout))))
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost, http.MethodDelete))
@@ -122,7 +124,7 @@ func (cfg config) uploadLimits() uploadLimits {
 func corsOptions(cfg config) cors.Options {
 	return cors.Options{
 		AllowedOrigins: cfg.allowedOrigins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
 		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
 		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader},

@@ -60,6 +60,20 @@ const retryAfterBusy = "5"
 func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *uploadQuota) http.Handler {
 	bufs := &uploadBuffers{readers: upload.NewBuffers(leastRequestBuffer, requestBufferBytes)}
 	pl := upload.New(lim.rules(), up)
+	return admitUpload(adm, quota, func(w http.ResponseWriter, r *http.Request, mem store.Memory) (int, []byte, error) {
+		return serveUpload(w, r, pl, lim, bufs, mem)
+	})
+}
+
+// serveAdmitted serves one admitted upload request, whose body watchBody installed: a status and
+// an answer, or an error for the whole request (then nothing was stored). mem is the upload's
+// hold on UPLOAD_MEMORY, for the store.
+type serveAdmitted func(w http.ResponseWriter, r *http.Request, mem store.Memory) (int, []byte, error)
+
+// admitUpload is what every way in to the pipeline does around its own serving: USER_QUOTA
+// (quota, nil: none), admission and the minimum data rate (adm), and the answer; a refused
+// upload is answered at once (refuseEarly).
+func admitUpload(adm *uploadAdmission, quota *uploadQuota, serve serveAdmitted) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, body := watchBody(w, r) // refuseEarly drains it, past its bound and timers
 		spend, err := quota.begin(r)
@@ -78,7 +92,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 		}
 		defer mem.release() // however the upload ends
 		body.Pace(adm.minRate)
-		status, result, err := serveUpload(w, r, pl, lim, bufs, mem)
+		status, result, err := serve(w, r, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
 			mem.release()             // the drain holds none of the upload's memory
@@ -403,7 +417,12 @@ func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) 
 	if len(value) > maxFieldBytes {
 		return errBadField("form field %q is longer than %d bytes", name, maxFieldBytes)
 	}
-	v, err := clientParam(name, string(value))
+	return f.set(name, string(value))
+}
+
+// set takes the value of a parameter the client may choose, checked as POST /sign checks it.
+func (f *formFields) set(name, value string) error {
+	v, err := clientParam(name, value)
 	if err != nil {
 		return err
 	}
