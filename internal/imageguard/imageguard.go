@@ -44,6 +44,10 @@
 // chunk being walked, the rest from the guard's own buffers, the same bytes as Read gives.
 // Either way a caller that type-asserts Result.Rest for NextPiece keeps its fast path.
 //
+// A walk of a PNG or WebP can stop and go on in another process (a resumable upload):
+// Result.Rest's Snapshot gives its state where nothing is held back, and Resume goes on from
+// it over the bytes that follow (snapshot.go).
+//
 // A file with nothing to remove comes out byte for byte.
 //
 // # Modes

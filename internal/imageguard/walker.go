@@ -53,6 +53,7 @@ type chunkWalker struct {
 	err    error
 	hdr    [8]byte                    // the chunk header being given out: out may point into it until consumed
 	next   func(w *chunkWalker) error // reads the next chunk: sets out, pass, tail, image
+	state  any                        // next's own state, for Snapshot (snapshot.go): a *pngState or *webpState, else nil
 	// For NextPiece (pieces.go): the chunk being passed goes out as pieces of src's; the
 	// buffer that gathers short chunks, and whether it was filled last time (then it grows).
 	direct bool
