@@ -27,7 +27,8 @@ const (
 	// directPass is the shortest run of bytes passed as they are that goes out as pieces of
 	// the source's buffer; shorter ones are gathered.
 	directPass = 64 << 10
-	// gatherBytes is the most the buffer that gathers short chunks grows to.
+	// gatherBytes is the size the buffer that gathers short chunks grows to (from 4 KiB) once
+	// it was filled.
 	gatherBytes = 64 << 10
 )
 
@@ -132,8 +133,8 @@ func (w *chunkWalker) gathered() ([]byte, error) {
 	switch {
 	case w.gather == nil:
 		w.gather = make([]byte, 4<<10) // most files need no more: an IEND, a few text chunks
-	case w.full && len(w.gather) < gatherBytes:
-		w.gather = make([]byte, 2*len(w.gather))
+	case w.full && len(w.gather) < gatherBytes: // a run of short chunks: all of it next time
+		w.gather = make([]byte, gatherBytes)
 	}
 	n := 0
 	defer func() { w.full = n == len(w.gather) }()
