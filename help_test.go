@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/help.golden from the current --help")
@@ -51,15 +53,15 @@ func TestHelpDescribesEveryVariable(t *testing.T) {
 	t.Parallel()
 	help := helpText()
 	flat := strings.Join(strings.Fields(help), " ")
-	for _, v := range envVars() {
-		if !strings.Contains(help, "\n  "+v.name+" ") && !strings.Contains(help, "\n  "+v.name+"\n") {
-			t.Errorf("--help lacks %s", v.name)
+	for _, v := range envconfig.Vars() {
+		if !strings.Contains(help, "\n  "+v.Name+" ") && !strings.Contains(help, "\n  "+v.Name+"\n") {
+			t.Errorf("--help lacks %s", v.Name)
 		}
-		if v.def != "" && !v.secret && !strings.Contains(help, v.name+" (default "+v.def+")") {
-			t.Errorf("--help does not give %s's default %q", v.name, v.def)
+		if v.Default != "" && !v.Secret && !strings.Contains(help, v.Name+" (default "+v.Default+")") {
+			t.Errorf("--help does not give %s's default %q", v.Name, v.Default)
 		}
-		if !strings.Contains(flat, strings.Join(strings.Fields(v.help), " ")) {
-			t.Errorf("--help does not explain %s as the table does: %q", v.name, v.help)
+		if !strings.Contains(flat, strings.Join(strings.Fields(v.Help), " ")) {
+			t.Errorf("--help does not explain %s as the table does: %q", v.Name, v.Help)
 		}
 	}
 	for _, line := range strings.Split(help, "\n") {
@@ -88,8 +90,8 @@ func TestLoaderReadsEveryVariable(t *testing.T) {
 	for name := range read {
 		got = append(got, name)
 	}
-	for _, v := range envVars() {
-		want = append(want, v.name)
+	for _, v := range envconfig.Vars() {
+		want = append(want, v.Name)
 	}
 	slices.Sort(got)
 	slices.Sort(want)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	envconfig "cloudinary-upload-api/internal/config"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/ratelimit"
 )
@@ -169,9 +170,9 @@ var notOurs = []apiError{{http.StatusRequestHeaderFieldsTooLarge, "431 Request H
 
 func envDefault(t *testing.T, name string) string {
 	t.Helper()
-	for _, v := range envVars() {
-		if v.name == name {
-			return v.def
+	for _, v := range envconfig.Vars() {
+		if v.Name == name {
+			return v.Default
 		}
 	}
 	t.Fatalf("envVars has no %s", name)
@@ -295,8 +296,8 @@ func TestConfigurationDocMatchesEnvVars(t *testing.T) {
 		got = append(got, strings.Trim(row[0], "`"))
 	}
 	var want []string
-	for _, v := range envVars() {
-		want = append(want, v.name)
+	for _, v := range envconfig.Vars() {
+		want = append(want, v.Name)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("docs/configuration.md lists %v\nenvVars lists %v (run go generate)", got, want)
@@ -305,9 +306,9 @@ func TestConfigurationDocMatchesEnvVars(t *testing.T) {
 
 func checkVariableRows(t *testing.T, page string, rows [][]string) {
 	t.Helper()
-	vars := map[string]envVar{}
-	for _, v := range envVars() {
-		vars[v.name] = v
+	vars := map[string]envconfig.Var{}
+	for _, v := range envconfig.Vars() {
+		vars[v.Name] = v
 	}
 	for _, row := range rows {
 		if len(row) != 3 {
@@ -320,11 +321,11 @@ func checkVariableRows(t *testing.T, page string, rows [][]string) {
 			t.Errorf("%s: %q is not in envVars", page, row[0])
 			continue
 		}
-		want := "`" + v.def + "`"
+		want := "`" + v.Default + "`"
 		switch {
-		case v.secret && page != "README.md":
+		case v.Secret && page != "README.md":
 			want = "(secret)"
-		case v.def == "" || v.secret:
+		case v.Default == "" || v.Secret:
 			want = ""
 		}
 		if row[1] != want {
