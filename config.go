@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/joho/godotenv"
 
@@ -89,9 +87,9 @@ func (cfg *config) checks() []envconfig.Check {
 			}
 			return nil
 		}},
-		{Vars: []string{"MAX_MEMORY_PER_CLIENT", "UPLOAD_MEMORY", "CHUNK_SIZE", "STORAGE"}, Check: func(c *envconfig.Config) (err error) {
+		{Vars: []string{"MAX_MEMORY_PER_CLIENT", "CHUNK_SIZE", "STORAGE"}, Check: func(c *envconfig.Config) (err error) {
 			// run() works it out again once it knows UPLOAD_MEMORY when unset.
-			if cfg.maxMemoryPerClient, err = parseClientMemory(c.ClientMemoryShare, c.UploadMemory, reservation(c)); err != nil {
+			if cfg.maxMemoryPerClient, err = envconfig.ClientMemory(c.ClientMemoryShare, c.UploadMemory, reservation(c)); err != nil {
 				return envconfig.Bad("MAX_MEMORY_PER_CLIENT", err.Error())
 			}
 			return nil
@@ -123,27 +121,4 @@ func withDotEnv(getenv func(string) string, path string) (func(string) string, e
 		}
 		return fromFile[key]
 	}, nil
-}
-
-// parseClientMemory reads MAX_MEMORY_PER_CLIENT: a percentage of budget (raised to least, what
-// one upload may hold), bytes (at least least), or off (0). Its error says what is wanted.
-func parseClientMemory(v string, budget, least int64) (int64, error) {
-	if strings.EqualFold(v, "off") {
-		return 0, nil
-	}
-	if pct, ok := strings.CutSuffix(v, "%"); ok {
-		p, err := strconv.Atoi(strings.TrimSpace(pct))
-		if err != nil || p < 1 || p > 100 {
-			return 0, errors.New("a percentage from 1% to 100%, bytes, or off")
-		}
-		return max(budget*int64(p)/100, least), nil
-	}
-	n, err := envconfig.ParseSize(v)
-	if err != nil || n <= 0 {
-		return 0, errors.New("a percentage of UPLOAD_MEMORY such as 25%, bytes (or KiB, MiB, GiB), or off")
-	}
-	if n < least {
-		return 0, fmt.Errorf("at least %d bytes: what one chunked upload may hold", least)
-	}
-	return n, nil
 }

@@ -271,3 +271,57 @@ func TestSizesTakeUnits(t *testing.T) {
 		}
 	}
 }
+
+// Every bad value is reported at once, those the server's own checks find too: one line per
+// variable, naming it, never quoting a secret.
+func TestLoadConfigReportsEveryBadValueAtOnce(t *testing.T) {
+	const tok, jwtSecret = "short-token", "too-short-secret-1234"
+	bad := map[string]string{
+		"UPLOAD_TOKENS":         tok,
+		"AUTH_JWKS_URL":         "ftp://idp.example/jwks",
+		"AUTH_JWT_SECRET":       jwtSecret,
+		"AUTH_COOKIE":           "bad cookie",
+		"UPLOAD_FOLDER":         "../up",
+		"TRUST_PROXY":           "Fly-Client-IP",
+		"SIGNABLE_PARAMS":       "folder",
+		"UPLOAD_MEMORY":         "10MiB",
+		"MAX_MEMORY_PER_CLIENT": "1MiB",
+		"METRICS_TOKEN":         "weak-metrics",
+		"PORT":                  "http",
+		"LOG_LEVEL":             "loud",
+	}
+	env := map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud", "ALLOWED_ORIGINS": "https://app.example", "METRICS": "true"}
+	for k, v := range bad {
+		env[k] = v
+	}
+	_, err := loadConfig(mapGetenv(env))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := map[string]int{}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		name, _, _ := strings.Cut(line, "=")
+		name, _, _ = strings.Cut(name, ":")
+		name, _, _ = strings.Cut(name, " ")
+		lines[name]++
+		for _, s := range []string{tok, jwtSecret, "weak-metrics"} {
+			if strings.Contains(line, s) {
+				t.Errorf("a line quotes a secret: %s", line)
+			}
+		}
+	}
+	for name := range bad {
+		if lines[name] != 1 {
+			t.Errorf("%s: %d lines, want 1", name, lines[name])
+		}
+		delete(lines, name)
+	}
+	if len(lines) > 0 {
+		t.Errorf("lines about good values %v:\n%v", lines, err)
+	}
+	// A file field that is also a signable parameter, once SIGNABLE_PARAMS is good.
+	_, err = loadConfig(mapGetenv(map[string]string{"FILE_FIELDS": "file,tags"}))
+	if err == nil || err.Error() != `FILE_FIELDS: "tags" is not a form field name, or is one of SIGNABLE_PARAMS` {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/term"
 
+	envconfig "cloudinary-upload-api/internal/config"
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
@@ -78,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mem := planMemory(cfg, o.cgroupRoot)
 	cfg.UploadMemory = mem.uploadMemory
 	// A share given as a percentage is of the budget just chosen; loadConfig checked the setting.
-	if cfg.maxMemoryPerClient, err = parseClientMemory(cfg.ClientMemoryShare, cfg.UploadMemory, cfg.uploadReservation(true)); err != nil {
+	if cfg.maxMemoryPerClient, err = envconfig.ClientMemory(cfg.ClientMemoryShare, cfg.UploadMemory, cfg.uploadReservation(true)); err != nil {
 		return fmt.Errorf("configuration:\nMAX_MEMORY_PER_CLIENT: %w", err)
 	}
 	goLimit := "GOMEMLIMIT"

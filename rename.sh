@@ -41,5 +41,6 @@ while [ $i -lt 30 ]; do
 done
 # Removed helpers, for the compiler to point at: parseBytes is internal/config's ParseSize,
 # envVars() is internal/config's Vars() (fields Name, Default, Help, Secret), defaultUploadMemory
-# is config.DefaultUploadMemory, parseMinRate and validTypePattern are internal/config's.
-git grep -n 'parseBytes(\|envVars()\|defaultUploadMemory\|validTypePattern\|parseMinRate' -- '*.go' ':!internal' ':!tools' || true
+# is config.DefaultUploadMemory, parseClientMemory is config.ClientMemory, parseMinRate and
+# validTypePattern are internal/config's.
+git grep -n 'parseClientMemory(\|parseBytes(\|envVars()\|defaultUploadMemory\|validTypePattern\|parseMinRate' -- '*.go' ':!internal' ':!tools' || true

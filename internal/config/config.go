@@ -53,7 +53,8 @@ type Value interface {
 
 // Check is a rule that needs more than one variable, or one of the server's own types. It runs
 // only when every variable of Vars read well (so that one mistake gives one error), and may fill
-// fields that depend on several variables. Its errors are about Vars[0] unless they name another.
+// fields that depend on several variables. Its errors are about Vars[0] unless they start with
+// another variable's name.
 type Check struct {
 	Vars  []string
 	Check func(c *Config) error // errors.Join of one error per problem; Bad for NAME="value": want …
@@ -125,7 +126,7 @@ func Load(lookup func(string) string, checks ...Check) (Config, error) {
 }
 
 // describe writes err about the variable name (joined errors one by one): Want's as
-// NAME="value": want …, others with NAME: in front unless they name it. A message that would
+// NAME="value": want …, others with NAME: in front unless they start with a variable's name. A message that would
 // quote a secret's value is withheld.
 func describe(name string, err error, vars map[string]Var, raw map[string]string) []error {
 	if joined, ok := err.(interface{ Unwrap() []error }); ok {
@@ -148,7 +149,7 @@ func describe(name string, err error, vars map[string]Var, raw map[string]string
 		}
 	} else {
 		msg = err.Error()
-		if name != "" && !strings.Contains(msg, name) {
+		if name != "" && !startsWithName(msg, vars) {
 			msg = name + ": " + msg
 		}
 	}
@@ -158,6 +159,16 @@ func describe(name string, err error, vars map[string]Var, raw map[string]string
 		}
 	}
 	return []error{errors.New(msg)}
+}
+
+// startsWithName reports whether msg starts with the name of a variable of the table.
+func startsWithName(msg string, vars map[string]Var) bool {
+	end := strings.IndexFunc(msg, func(r rune) bool { return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') })
+	if end < 0 {
+		end = len(msg)
+	}
+	_, ok := vars[msg[:end]]
+	return ok
 }
 
 // value is a Value from a function.

@@ -133,7 +133,7 @@ func table(c *Config) []Var {
 			Help: "Optional hard cap on uploads handled at once, on top of UPLOAD_MEMORY (more wait ADMISSION_WAIT, then get 503), or off"},
 		{Name: "MAX_UPLOADS_PER_CLIENT", Default: "8", Value: IntOr(&c.MaxPerClient, "off", "a positive number, or off"),
 			Help: "Uploads one client (as RATE_LIMIT names clients) may have in flight at once; one more gets 429 with Retry-After at once; off disables. Leaves room for a browser's 6 connections per host"},
-		{Name: "MAX_MEMORY_PER_CLIENT", Default: "25%", Value: Text(&c.ClientMemoryShare),
+		{Name: "MAX_MEMORY_PER_CLIENT", Default: "25%", Value: Func(&c.ClientMemoryShare, memoryShare),
 			Help: "Share of UPLOAD_MEMORY one client (as RATE_LIMIT names clients) may hold at once, counted by each server alone: a percentage, bytes (or KiB, MiB, GiB), or off. An upload past it gets 429 at once; a chunk past it waits ADMISSION_WAIT for the client's own memory, then gets 429. At least one chunked upload's worth (raised to it when given as a percentage)"},
 		{Name: "MAX_CONNECTIONS", Default: "auto", Value: IntOr(&c.MaxConnections, "auto", "a positive number of connections, or auto"),
 			Help: "Connections open at once; more wait in the listen queue until one closes (the server degrades by waiting, never by running out of file descriptors). auto: the process's file limit (raised to its hard limit at start-up) less a quarter (at least 256) for Cloudinary, Redis and files"},
@@ -414,4 +414,36 @@ func parseMinRate(v string) (admission.Rule, error) {
 		}
 	}
 	return r, nil
+}
+
+// memoryShare checks MAX_MEMORY_PER_CLIENT's form, whatever the budget.
+func memoryShare(s string) (string, error) {
+	if _, err := ClientMemory(s, 0, 0); err != nil {
+		return "", Want(err.Error())
+	}
+	return s, nil
+}
+
+// ClientMemory reads MAX_MEMORY_PER_CLIENT: a percentage of budget (raised to least, what
+// one upload may hold), bytes (at least least), or off (0). Its error says what is wanted. The
+// table checks the form (least 0); the server, which knows least, the rest.
+func ClientMemory(v string, budget, least int64) (int64, error) {
+	if strings.EqualFold(v, "off") {
+		return 0, nil
+	}
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		p, err := strconv.Atoi(strings.TrimSpace(pct))
+		if err != nil || p < 1 || p > 100 {
+			return 0, errors.New("a percentage from 1% to 100%, bytes, or off")
+		}
+		return max(budget*int64(p)/100, least), nil
+	}
+	n, err := ParseSize(v)
+	if err != nil || n <= 0 {
+		return 0, errors.New("a percentage of UPLOAD_MEMORY such as 25%, bytes (or KiB, MiB, GiB), or off")
+	}
+	if n < least {
+		return 0, fmt.Errorf("at least %d bytes: what one chunked upload may hold", least)
+	}
+	return n, nil
 }
