@@ -29,9 +29,9 @@ var appJSONVars = map[string]struct {
 // appJSONMaxVars is how many variables the button's form may ask for.
 const appJSONMaxVars = 8
 
-// TestAppJSON keeps the Heroku Button's app.json short and in step with envVars: only the
-// variables a user sets there (at most eight, ENV_FILE not among them), each with envVars'
-// meaning, CLOUDINARY_URL required, UPLOAD_TOKENS generated, STORAGE=cloudinary; the Go
+// TestAppJSON keeps the Heroku Button's app.json short and in step with internal/config's
+// table (gendocs writes its env; this checks what it wrote): only the variables a user sets there
+// (at most eight, ENV_FILE not among them), each with the table's meaning, CLOUDINARY_URL required, UPLOAD_TOKENS generated, STORAGE=cloudinary; the Go
 // buildpack and one web dyno.
 func TestAppJSON(t *testing.T) {
 	t.Parallel()

@@ -48,7 +48,7 @@ func TestHelpFirstLine(t *testing.T) {
 	}
 }
 
-// TestHelpDescribesEveryVariable keeps --help in step with envVars: every name, default and meaning.
+// TestHelpDescribesEveryVariable keeps --help in step with the table: every name, default and meaning.
 func TestHelpDescribesEveryVariable(t *testing.T) {
 	t.Parallel()
 	help := helpText()
@@ -71,7 +71,7 @@ func TestHelpDescribesEveryVariable(t *testing.T) {
 	}
 }
 
-// TestLoaderReadsEveryVariable keeps the loader in step with envVars: run reads exactly the table's names.
+// TestLoaderReadsEveryVariable keeps the loader in step with the table: run reads exactly the table's names.
 func TestLoaderReadsEveryVariable(t *testing.T) {
 	read := map[string]bool{}
 	env := map[string]string{
@@ -96,7 +96,7 @@ func TestLoaderReadsEveryVariable(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		t.Errorf("run reads %v\nenvVars lists %v", got, want)
+		t.Errorf("run reads %v\nthe table lists %v", got, want)
 	}
 }
 

@@ -175,7 +175,7 @@ func envDefault(t *testing.T, name string) string {
 			return v.Default
 		}
 	}
-	t.Fatalf("envVars has no %s", name)
+	t.Fatalf("the table has no %s", name)
 	return ""
 }
 
@@ -277,7 +277,7 @@ func checkErrorTable(t *testing.T, page string, rows [][]string, complete bool) 
 	}
 }
 
-// TestREADMEVariables: the README's variables are envVars' names, with envVars' defaults.
+// TestREADMEVariables: the README's variables are the table's names, with its defaults.
 func TestREADMEVariables(t *testing.T) {
 	rows := tableRows(section(t, readFile(t, "README.md"), "Configuration"))
 	if len(rows) != 8 {
@@ -300,7 +300,7 @@ func TestConfigurationDocMatchesEnvVars(t *testing.T) {
 		want = append(want, v.Name)
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("docs/configuration.md lists %v\nenvVars lists %v (run go generate)", got, want)
+		t.Errorf("docs/configuration.md lists %v\nthe table lists %v (run go generate ./...)", got, want)
 	}
 }
 
@@ -318,7 +318,7 @@ func checkVariableRows(t *testing.T, page string, rows [][]string) {
 		name := strings.Trim(row[0], "`")
 		v, ok := vars[name]
 		if !ok {
-			t.Errorf("%s: %q is not in envVars", page, row[0])
+			t.Errorf("%s: %q is not in the table", page, row[0])
 			continue
 		}
 		want := "`" + v.Default + "`"
@@ -329,7 +329,7 @@ func checkVariableRows(t *testing.T, page string, rows [][]string) {
 			want = ""
 		}
 		if row[1] != want {
-			t.Errorf("%s: %s's default is %q; envVars says %q", page, name, row[1], want)
+			t.Errorf("%s: %s's default is %q; the table says %q", page, name, row[1], want)
 		}
 	}
 }
