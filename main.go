@@ -56,11 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	envFile := getenv("ENV_FILE")
-	if envFile == "" {
-		envFile = ".env"
-	}
-	getenv, err := withDotEnv(getenv, envFile)
+	getenv, err := withDotEnv(getenv, envconfig.EnvFile(getenv))
 	if err != nil {
 		return err
 	}

@@ -125,6 +125,21 @@ func Load(lookup func(string) string, checks ...Check) (Config, error) {
 	return c, errors.Join(problems...)
 }
 
+// EnvFile is ENV_FILE as Load reads it (blank: the table's default), for the server to read
+// that file before it calls Load with a lookup that falls back to it.
+func EnvFile(lookup func(string) string) string {
+	var c Config
+	for _, v := range table(&c) {
+		if v.Name == "ENV_FILE" {
+			if s := strings.TrimSpace(lookup(v.Name)); s != "" {
+				return s
+			}
+			return v.Default
+		}
+	}
+	panic("config: no ENV_FILE in the table")
+}
+
 // describe writes err about the variable name (joined errors one by one): Want's as
 // NAME="value": want …, others with NAME: in front unless they start with a variable's name. A message that would
 // quote a secret's value is withheld.

@@ -197,6 +197,15 @@ API_SECRET: leaked zzzzzz`
 	}
 }
 
+func TestEnvFile(t *testing.T) {
+	if got := EnvFile(lookup(nil)); got != ".env" {
+		t.Errorf("EnvFile = %q, want the default .env", got)
+	}
+	if got := EnvFile(lookup(map[string]string{"ENV_FILE": " conf/prod.env "})); got != "conf/prod.env" {
+		t.Errorf("EnvFile = %q", got)
+	}
+}
+
 func TestCheckOfAnUnknownVariablePanics(t *testing.T) {
 	defer func() {
 		if recover() == nil {
