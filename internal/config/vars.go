@@ -20,8 +20,10 @@ import (
 	"cloudinary-upload-api/internal/ratelimit"
 )
 
-// Config is every variable as Load read it. A field whose variable the server parses into a type
-// of its own (a Check in the root package) holds the text, named …Setting.
+// Config is every variable as Load read it, one field per row of the table (Image gathers the
+// image guard's five, Cloudinary the credentials). A variable the server parses into a type of
+// its own, in a Check of the root package, is held as text: the …Setting fields, Auth,
+// ClientMemoryShare, and UploadFolder, which the server makes a template when sign-in is on.
 type Config struct {
 	CloudinaryURL          Secret
 	CloudName              string
