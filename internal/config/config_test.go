@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/big"
 	"regexp"
@@ -347,4 +349,29 @@ func FuzzParseSize(f *testing.F) {
 			t.Errorf("ParseSize(%q) = %d", s, got)
 		}
 	})
+}
+
+// A loaded Config printed or logged whole shows none of its secrets.
+func TestConfigNeverPrintsSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"CLOUDINARY_URL":  "cloudinary://key:url-secret-1@cloud",
+		"UPLOAD_TOKENS":   "upload-token-0123456789",
+		"AUTH_JWT_SECRET": "jwt-secret-0123456789abcdef0123456789",
+		"REDIS_URL":       "redis://:redis-password-1@127.0.0.1:6379",
+		"METRICS_TOKEN":   "metrics-token-0123456789",
+		"METRICS":         "true",
+	}
+	c, err := Load(lookup(secrets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", c, "credentials", c.Cloudinary)
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "config", c)
+	out := fmt.Sprintf("%v %+v %#v %v %+v", c, c, c, c.Cloudinary, *c.Cloudinary) + logged.String()
+	for _, s := range []string{"url-secret-1", "upload-token-0123456789", "jwt-secret-0123456789", "redis-password-1", "metrics-token-0123456789"} {
+		if strings.Contains(out, s) {
+			t.Errorf("%s printed", s)
+		}
+	}
 }
