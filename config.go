@@ -43,8 +43,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 
 // checks are the rules of the variables that need the server's own types and limits.
 func (cfg *config) checks() []envconfig.Check {
-	// reservation is what one upload of the largest kind holds, which the budgets must fit.
-	reservation := func(c *envconfig.Config) int64 { return config{Config: *c}.uploadReservation(true) }
+	// reservation is what one upload of the largest kind holds, which the budgets must fit: of
+	// the configuration as read so far (the checks before this one have filled cfg's own fields).
+	reservation := func(c *envconfig.Config) int64 {
+		sofar := *cfg
+		sofar.Config = *c
+		return sofar.uploadReservation(true)
+	}
 	return []envconfig.Check{
 		{Vars: []string{"UPLOAD_TOKENS"}, Check: func(c *envconfig.Config) (err error) {
 			cfg.uploadTokens, err = parseTokens(string(c.UploadTokensSetting)) // names the variable, never a token

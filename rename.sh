@@ -4,6 +4,8 @@
 # config (cfg.port -> cfg.Port...). Run in the repository root on the merged tree, then go build ./...
 # Type-blind but safe: each rule matches a selector on an identifier named cfg (or X.cfg, c in
 # config_test.go's accessors) with exactly the old field name; gofmt -r leaves everything else.
+# A variable another branch added to the old envVars table (tus: RESUMABLE_EXPIRY) must first
+# become a row and a field in internal/config/vars.go; its rename is listed below already.
 set -eu
 cd "$(dirname "$0")"
 files=$(git ls-files '*.go' | grep -v '^internal/' | grep -v '^tools/')
@@ -18,7 +20,8 @@ for pair in \
 	uploadDir:UploadDir publicURL:PublicURL demoPage:DemoPage metrics:Metrics \
 	metricsToken:MetricsToken rateLimit:RateLimit userQuota:UserQuota redisURL:RedisURL \
 	redisTLSVerify:RedisTLSVerify redisTimeout:RedisTimeout maxFilesPerRequest:MaxFilesPerRequest \
-	fileFields:FileFields readHeaderTimeout:ReadHeaderTimeout image:Image; do
+	fileFields:FileFields readHeaderTimeout:ReadHeaderTimeout image:Image \
+	resumableExpiry:ResumableExpiry; do
 	old=${pair%%:*} new=${pair#*:}
 	# shellcheck disable=SC2086
 	gofmt -r "cfg.$old -> cfg.$new" -w $files
