@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, st, health),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: a client that trickles its headers is cut off
 		// MaxHeaderBytes: Go answers 431 itself, in plain text, past this plus 4 KiB of slack.
 		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router
 		// keeps idle connections for up to 90 s, so ours must outlive that.

@@ -1,9 +1,12 @@
 #!/bin/sh
 # rename.sh: after merging the `config` branch, rewrites code that still reads the root config's
 # old fields. The variables' fields now come from internal/config's Config, embedded in the root
-# config (cfg.port -> cfg.Port...). Run in the repository root on the merged tree, then go build ./...
-# Type-blind but safe: each rule matches a selector on an identifier named cfg (or X.cfg, c in
-# config_test.go's accessors) with exactly the old field name; gofmt -r leaves everything else.
+# config (cfg.port -> cfg.Port...): every rename only capitalises the first letter. Run in the
+# repository root on the merged tree, then go build ./... Two passes, neither touches comments
+# or layout (gofmt -r would drop a trailing comment on a rewritten line):
+#  1. sed: cfg.old -> cfg.New wherever an identifier cfg (also x.cfg) is followed by an old name;
+#  2. the compiler: every remaining "X.old undefined (type config has no field or method old, but
+#     does have field New)" is rewritten at the very line and column it names.
 # A variable another branch added to the old envVars table (tus: RESUMABLE_EXPIRY) must first
 # become a row and a field in internal/config/vars.go; its rename is listed below already.
 set -eu
@@ -24,19 +27,16 @@ for pair in \
 	resumableExpiry:ResumableExpiry; do
 	old=${pair%%:*} new=${pair#*:}
 	# shellcheck disable=SC2086
-	gofmt -r "cfg.$old -> cfg.$new" -w $files
-	# x is a gofmt wildcard: s.cfg.port, a.cfg.storage...
-	# shellcheck disable=SC2086
-	gofmt -r "x.cfg.$old -> x.cfg.$new" -w $files
+	sed -i "s/\\bcfg\\.$old\\b/cfg.$new/g" $files
 done
-# Then what the rules above could not see (another variable name, e.g. a test's c.chunkSize): the
-# compiler names each remaining old field of type config, where it is, and the new name; the
-# loop rewrites exactly there, until the root package and its tests compile or nothing is left.
+# Then what sed could not see (another variable name, e.g. a test's c.chunkSize): the compiler
+# names each remaining old field of type config, where it is, and the new name; the loop rewrites
+# exactly there, until the root package and its tests compile or nothing is left.
 i=0
 while [ $i -lt 30 ]; do
 	i=$((i + 1))
 	fixes=$(go test -count=1 -run '^$' -gcflags=-e . 2>&1 |
-		sed -n 's/^\(\.\/[^:]*\.go\):\([0-9]*\):\([0-9]*\): .*undefined (type config has no field or method \([A-Za-z0-9_]*\), but does have field \([A-Za-z0-9_]*\))$/\1 \2 \3 \4 \5/p') || true
+		sed -n 's/^\(\.\/[^:]*\.go\):\([0-9]*\):\([0-9]*\): .*undefined (type \*\{0,1\}config has no field or method \([A-Za-z0-9_]*\), but does have field \([A-Za-z0-9_]*\))$/\1 \2 \3 \4 \5/p') || true
 	[ -n "$fixes" ] || break
 	echo "$fixes" | while read -r file line col old new; do
 		sed -i "${line}s/^\(.\{$((col - 1))\}\)$old/\1$new/" "$file"
