@@ -210,7 +210,7 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	env["CHUNK_SIZE"] = strconv.Itoa(minChunkBytes)
 	env["METRICS"] = "true"
 	cfg := testConfig()
-	cfg.chunkSize = minChunkBytes
+	cfg.ChunkSize = minChunkBytes
 	streamed := cfg.uploadReservation(false)
 	budget := 4*streamed + cfg.uploadReservationFor(0)/2 // 4 held uploads, and not even the smallest fifth
 	if budget < cfg.uploadReservation(true) {

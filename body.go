@@ -21,7 +21,8 @@ package main
 //	                   upload.go            limits, metadata stripping (internal/imageguard); a JPEG, or any file with
 //	                                        nothing to strip or count, is the part itself; a PNG or WebP being stripped,
 //	                                        an animation, a GIF, and a TIFF, ICO or PSD whose parts lie past the head,
-//	                                        come through the guard's walker
+//	                                        come through the guard's walker (its NextPiece hands out the part's pieces,
+//	                                        no longer than the chunk walked)
 //	upload's body      internal/upload      caps the file (MAX_UPLOAD_BYTES), times the store (UPLOAD_TIMEOUT), counts
 //	                   body.go              it against USER_QUOTA (File.Spend, quota.go) and stops (File.Waker: the
 //	                                        RequestBody); its WriteTo hands pieces upstream without a copy

@@ -39,7 +39,7 @@ func TestSmallUploadsFitMore(t *testing.T) {
 	env := baseEnv(t, fake)
 	env["CHUNK_SIZE"] = strconv.Itoa(minChunkBytes)
 	cfg := testConfig()
-	cfg.chunkSize = minChunkBytes
+	cfg.ChunkSize = minChunkBytes
 	budget := cfg.uploadReservation(true) // the least the server starts with
 	if budget >= 3*cfg.uploadReservation(false) {
 		t.Fatalf("budget %d holds 3 uploads of unknown size: the test shows nothing", budget)
