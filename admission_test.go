@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -249,17 +249,13 @@ func TestAbortedUploadsGiveBackTheirReservations(t *testing.T) {
 	srv := startServer(t, env)
 
 	img := paddedPNG(t, 64<<10)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "a.png"); err != nil {
-		t.Fatal(err)
-	}
+	ct, head, _ := formAround(t, filePartOf("file", "a.png", nil))
 	for i := range 100 {
 		conn := dialFrom(t, srv.url, "127.0.0.2")
-		cut := head.Len() + sniffLen + i*512 // each stops somewhere past the sniffed head
+		cut := len(head) + sniffLen + i*512 // each stops somewhere past the sniffed head
 		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			mw.FormDataContentType(), head.Len()+len(img)+100)
-		if _, err := conn.Write(append(head.Bytes(), img...)[:cut]); err != nil {
+			ct, len(head)+len(img)+100)
+		if _, err := conn.Write(append(slices.Clone(head), img...)[:cut]); err != nil {
 			t.Fatal(err)
 		}
 		if err := conn.(*net.TCPConn).CloseWrite(); err != nil { // the body breaks off here
@@ -293,11 +289,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 
 	const slow = 32
 	img := paddedPNG(t, 1<<20)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "slow.png"); err != nil {
-		t.Fatal(err)
-	}
+	ct, head, _ := formAround(t, filePartOf("file", "slow.png", nil))
 	type answer struct {
 		status int
 		body   string
@@ -308,8 +300,8 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	for range slow {
 		conn := dialFrom(t, srv.url, "127.0.0.2")
 		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			mw.FormDataContentType(), head.Len()+len(img)+100)
-		if _, err := conn.Write(append(head.Bytes(), img[:2*sniffLen]...)); err != nil {
+			ct, len(head)+len(img)+100)
+		if _, err := conn.Write(append(slices.Clone(head), img[:2*sniffLen]...)); err != nil {
 			t.Fatal(err)
 		}
 		got := make(chan struct{})

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -154,18 +152,14 @@ func TestH2CEarlyError(t *testing.T) {
 	env := baseEnv(t, fake)
 	env["MAX_UPLOAD_BYTES"] = "1048576"
 	srv := startServer(t, env)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "big.png"); err != nil {
-		t.Fatal(err)
-	}
-	sent := &sentCounter{r: io.MultiReader(&head, bytes.NewReader(paddedPNG(t, 24<<20)), strings.NewReader("\r\n--"+mw.Boundary()+"--\r\n"))}
+	ct, head, tail := formAround(t, filePartOf("file", "big.png", nil))
+	sent := &sentCounter{r: io.MultiReader(bytes.NewReader(head), bytes.NewReader(paddedPNG(t, 24<<20)), bytes.NewReader(tail))}
 	var body io.Reader = sent
 	req, err := http.NewRequest(http.MethodPost, srv.url+"/upload", body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Content-Type", ct)
 	resp, err := h2cClient(t).Do(req)
 	if err != nil {
 		t.Fatalf("the answer did not reach the client: %v", err)

@@ -14,14 +14,12 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,22 +164,8 @@ func TestUploadFieldsAfterFileAreNotUsed(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
 
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
-	part, err := w.CreateFormFile("file", "a.png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(testPNG(t, 4, 4)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteField("public_id", "late"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
+	ct, body := buildForm(t, filePartOf("file", "a.png", testPNG(t, 4, 4)), field("public_id", "late"))
+	resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
 	var e struct{ Error struct{ Message string } }
 	decodeBody(t, resp, &e)
 	if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(e.Error.Message, `form field "public_id" came after a file`) {
@@ -210,17 +194,7 @@ func (zeroReader) Read(p []byte) (int, error) {
 // bytes long and the request declares its exact length (so the server streams it in one request).
 func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL string, file io.Reader, size int64) (*http.Response, error) {
 	t.Helper()
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "big.png"); err != nil {
-		t.Fatal(err)
-	}
-	prefix := slices.Clone(head.Bytes())
-	head.Reset()
-	if err := mw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	suffix := head.Bytes()
+	ct, prefix, suffix := formAround(t, filePartOf("file", "big.png", nil))
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := io.Copy(pw, io.MultiReader(bytes.NewReader(prefix), file, bytes.NewReader(suffix)))
@@ -233,7 +207,7 @@ func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL strin
 	if size >= 0 {
 		req.ContentLength = int64(len(prefix)) + size + int64(len(suffix))
 	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Content-Type", ct)
 	resp, err := c.Do(req)
 	pr.Close() // stops the writer goroutine whatever happened
 	return resp, err
