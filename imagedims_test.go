@@ -8,7 +8,6 @@ import (
 	"image/color"
 	"image/gif"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -153,28 +152,11 @@ func TestImageFormatsMeasured(t *testing.T) {
 			for _, c := range cases {
 				t.Run(store+"/"+mode+"/"+c.name, func(t *testing.T) {
 					fake := newFakeCloudinary(t)
-					env := baseEnv(t, fake)
+					env, dir := storeEnv(t, fake, store)
 					env["STRIP_METADATA"] = mode
-					dir := t.TempDir()
-					if store == "local" {
-						env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-					}
 					srv := startServer(t, env)
-					ct, body := multipartBody(t, nil, c.name, c.file)
-					resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-					var got apiErrorBody
-					decodeBody(t, resp, &got)
-					if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Message != c.want {
-						t.Errorf("status %d %q, want 413 %q", resp.StatusCode, got.Error.Message, c.want)
-					}
-					if n := len(fake.Uploads()); n != 0 {
-						t.Errorf("the fake stored %d uploads", n)
-					}
-					for _, f := range listFiles(t, dir) {
-						if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-							t.Errorf("the local store kept %s", f)
-						}
-					}
+					checkRefused(t, sendToStore(t, store, srv.url, c.name, c.file), fake, dir,
+						refusal{status: http.StatusRequestEntityTooLarge, message: c.want})
 				})
 			}
 		}
@@ -260,27 +242,10 @@ func TestPNGTextInTotal(t *testing.T) {
 	for _, store := range []string{"cloudinary", "local"} {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
+			env, dir := storeEnv(t, fake, store)
 			srv := startServer(t, env)
-			ct, body := multipartBody(t, nil, "text.png", b)
-			resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Message != "the image's metadata is larger than 1 MiB" {
-				t.Errorf("status %d %q, want 413", resp.StatusCode, got.Error.Message)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
+			checkRefused(t, sendToStore(t, store, srv.url, "text.png", b), fake, dir,
+				refusal{status: http.StatusRequestEntityTooLarge, message: "the image's metadata is larger than 1 MiB"})
 		})
 	}
 }

@@ -157,26 +157,12 @@ func TestImageMetadataRemoved(t *testing.T) {
 			for name, photo := range photos {
 				t.Run(store+"/"+mode+"/"+name, func(t *testing.T) {
 					fake := newFakeCloudinary(t)
-					env := baseEnv(t, fake)
+					env, dir := storeEnv(t, fake, store)
 					if mode != "" {
 						env["STRIP_METADATA"] = mode
 					}
-					dir := t.TempDir()
-					if store == "local" {
-						env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-					}
 					srv := startServer(t, env)
-					var resp *http.Response
-					var err error
-					if store == "cloudinary-chunked" {
-						resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(photo), -1)
-					} else {
-						ct, body := multipartBody(t, nil, name, photo)
-						resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
+					resp := sendToStore(t, store, srv.url, name, photo)
 					decodeOK(t, resp, "upload")
 					want := map[string]string{"": "gps", "gps": "gps", "all": "all", "off": "none"}[mode]
 					if got := resp.Header.Get("X-Metadata-Removed"); got != want {
@@ -311,36 +297,63 @@ func refusedAfterFirstBytes(t *testing.T, name string, file []byte, want string)
 	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
+			env, dir := storeEnv(t, fake, store)
 			srv := startServer(t, env)
-			var resp *http.Response
-			if store == "cloudinary-chunked" {
-				var err error
-				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(file), -1); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				ct, body := multipartBody(t, nil, name, file)
-				resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			}
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, want) {
-				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, got.Error.Message, want)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
+			checkRefused(t, sendToStore(t, store, srv.url, name, file), fake, dir, refusal{status: http.StatusBadRequest, contains: want})
 		})
+	}
+}
+
+// storeEnv is baseEnv for one of the stores the image tests send to: "cloudinary",
+// "cloudinary-chunked" (the same, to which sendToStore sends the file in chunks) or "local",
+// in dir (a new empty directory for every store, so that checks of it hold for all).
+func storeEnv(t *testing.T, fake *fakeCloudinary, store string) (env map[string]string, dir string) {
+	t.Helper()
+	env, dir = baseEnv(t, fake), t.TempDir()
+	if store == "local" {
+		env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
+	}
+	return env, dir
+}
+
+// sendToStore posts file as the form's one file, name; to "cloudinary-chunked" streamed with no
+// length, so that the server sends it to Cloudinary in chunks.
+func sendToStore(t *testing.T, store, baseURL, name string, file []byte) *http.Response {
+	t.Helper()
+	if store == "cloudinary-chunked" {
+		resp, err := streamForm(context.Background(), t, newClient(t), baseURL, bytes.NewReader(file), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	ct, body := multipartBody(t, nil, name, file)
+	return postForm(t, newClient(t), baseURL, ct, bytes.NewReader(body))
+}
+
+// refusal is the answer to a refused file: its status, and its whole message or a part of it.
+type refusal struct {
+	status            int
+	message, contains string
+}
+
+// checkRefused checks that resp is the refusal want, and that neither the fake nor the local
+// store in dir kept anything.
+func checkRefused(t *testing.T, resp *http.Response, fake *fakeCloudinary, dir string, want refusal) {
+	t.Helper()
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != want.status || (want.message != "" && got.Error.Message != want.message) ||
+		!strings.Contains(got.Error.Message, want.contains) {
+		t.Errorf("status %d %q, want %d %q", resp.StatusCode, got.Error.Message, want.status, want.message+want.contains)
+	}
+	if n := len(fake.Uploads()); n != 0 {
+		t.Errorf("the fake stored %d uploads", n)
+	}
+	for _, f := range listFiles(t, dir) {
+		if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
+			t.Errorf("the local store kept %s", f)
+		}
 	}
 }
 
