@@ -198,13 +198,7 @@ func TestExpectContinue(t *testing.T) {
 // curl sends Expect: 100-continue and waits a second for an answer before sending: refused, it
 // sends nothing of its 20 MB.
 func TestCurlExpectContinueRefused(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	env["UPLOAD_TOKENS"] = hostileToken

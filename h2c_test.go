@@ -44,13 +44,7 @@ func TestH2CUpload40MiB(t *testing.T) {
 
 // TestH2CCurl: the check Cloud Run's documentation gives, curl --http2-prior-knowledge, uploads.
 func TestH2CCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
 	dir := t.TempDir()

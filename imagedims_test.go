@@ -16,6 +16,7 @@ import (
 	"golang.org/x/image/tiff"
 
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // Every image type that ALLOWED_TYPES=image/* admits has its size read, its frames counted:
@@ -166,10 +167,7 @@ func TestImageFormatsMeasured(t *testing.T) {
 // Real files of the formats measured are stored as they were sent.
 func TestImageFormatsMeasuredPass(t *testing.T) {
 	var bmpB, tiffB, gifB bytes.Buffer
-	img := image.NewRGBA(image.Rect(0, 0, 120, 80))
-	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 13)
-	}
+	img := testkit.Image(120, 80)
 	if err := bmp.Encode(&bmpB, img); err != nil {
 		t.Fatal(err)
 	}

@@ -20,19 +20,6 @@ import (
 // HEIC (the iPhone's format) and AVIF through run(): libheif's heif-enc makes them, exiftool
 // gives them a location and is the oracle of what arrives.
 
-// needTool finds a program a test needs: missing, the test skips, or fails under CI=true.
-func needTool(t *testing.T, name, debian string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (Debian: %s)", name, debian)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return path
-}
-
 // guardTestHEIF encodes guardTestImage as ext ("heic" or "avif") with heif-enc, then has
 // exiftool write tags into it.
 func guardTestHEIF(t *testing.T, ext string, tags ...string) []byte {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -14,13 +13,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // Photos for the end-to-end tests of the image guard, built here (the package's own tests
@@ -89,36 +88,16 @@ func guardTestPNG(t testing.TB) []byte {
 		chunk("tEXt", "Comment\x00taken at home"), b[len(b)-12:])
 }
 
-func guardTestImage() image.Image {
-	img := image.NewGray(image.Rect(0, 0, 48, 32))
-	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 7)
-	}
-	return img
+func guardTestImage() image.Image { return testkit.Image(48, 32) }
+
+// needTool finds a program a test needs: missing, the test skips, or fails under CI=true.
+func needTool(t *testing.T, name, debian string) string {
+	t.Helper()
+	return testkit.Tool(t, name, debian)
 }
 
 // exiftoolTags reads b with exiftool (-G1: tags by group:name).
-func exiftoolTags(t *testing.T, b []byte) map[string]any {
-	t.Helper()
-	path, err := exec.LookPath("exiftool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("exiftool is missing (Debian: libimage-exiftool-perl)")
-		}
-		t.Skip("exiftool not installed")
-	}
-	cmd := exec.Command(path, "-j", "-a", "-G1", "-n", "-")
-	cmd.Stdin = bytes.NewReader(b)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("exiftool: %v", err)
-	}
-	var tags []map[string]any
-	if err := json.Unmarshal(out, &tags); err != nil || len(tags) != 1 {
-		t.Fatalf("exiftool output %q: %v", out, err)
-	}
-	return tags[0]
-}
+func exiftoolTags(t *testing.T, b []byte) map[string]any { t.Helper(); return testkit.Exiftool(t, b) }
 
 func samePixels(t *testing.T, a, b []byte) {
 	t.Helper()

@@ -280,13 +280,8 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds the server and the fake in a fresh clone")
 	}
-	for _, tool := range []string{"git", "bash", "curl", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
+	for _, tool := range [][2]string{{"git", "git"}, {"bash", "bash"}, {"curl", "curl"}, {"go", "golang"}} {
+		needTool(t, tool[0], tool[1])
 	}
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
-	"image/png"
 	"io"
 	"net"
 	"net/http"
@@ -26,22 +25,13 @@ import (
 	"time"
 
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // testPNG makes a real PNG of the given size.
 func testPNG(t testing.TB, w, h int) []byte {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for x := 0; x < w; x++ {
-		for y := 0; y < h; y++ {
-			img.Set(x, y, color.RGBA{uint8(x), uint8(y), 200, 255})
-		}
-	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.PNG(t, w, h)
 }
 
 // testJPEG makes a real JPEG of the given size.
@@ -372,13 +362,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 }
 
 func TestCurlUpload(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	env["MAX_UPLOAD_BYTES"] = "1048576"
