@@ -96,9 +96,6 @@ func New(cfg Config) *Gate {
 	return g
 }
 
-// MemoryBytes is the whole budget.
-func (g *Gate) MemoryBytes() int64 { return g.cfg.MemoryBytes }
-
 // Held is the memory client holds now.
 func (g *Gate) Held(client string) int64 {
 	g.mu.Lock()
