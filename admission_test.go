@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -63,7 +62,7 @@ func metricsText(t *testing.T, c *http.Client, baseURL string) string {
 type heldUpload struct {
 	w      *io.PipeWriter
 	rest   []byte
-	answer chan int // status, or 0 when the request failed
+	answer <-chan streamAnswer
 }
 
 // holdUpload starts an upload from c and returns once the fake has seen its first bytes: the
@@ -72,16 +71,7 @@ func holdUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudina
 	t.Helper()
 	img := paddedPNG(t, 4*sniffLen)
 	r, w := io.Pipe()
-	h := &heldUpload{w: w, rest: img[len(img)/2:], answer: make(chan int, 1)}
-	go func() {
-		resp, err := streamForm(context.Background(), t, c, baseURL, r, int64(len(img)))
-		if err != nil {
-			h.answer <- 0
-			return
-		}
-		resp.Body.Close()
-		h.answer <- resp.StatusCode
-	}()
+	h := &heldUpload{w: w, rest: img[len(img)/2:], answer: goStreamForm(context.Background(), t, c, baseURL, r, int64(len(img)))}
 	t.Cleanup(func() { w.Close() })
 	if err := writeWithin(t, w, img[:len(img)/2]); err != nil {
 		t.Fatal(err)
@@ -97,7 +87,7 @@ func (h *heldUpload) finish(t *testing.T) int {
 		t.Fatal(err)
 	}
 	h.w.Close()
-	return within(t, h.answer, "the held upload's answer")
+	return within(t, h.answer, "the held upload's answer").status // 0 when the request failed
 }
 
 // smallUpload posts a small PNG and returns the answer.
@@ -251,17 +241,15 @@ func TestAbortedUploadsGiveBackTheirReservations(t *testing.T) {
 	img := paddedPNG(t, 64<<10)
 	ct, head, _ := formAround(t, filePartOf("file", "a.png", nil))
 	for i := range 100 {
-		conn := dialFrom(t, srv.url, "127.0.0.2")
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(head)+len(img)+100, "Content-Type: "+ct)
 		cut := len(head) + sniffLen + i*512 // each stops somewhere past the sniffed head
-		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			ct, len(head)+len(img)+100)
 		if _, err := conn.Write(append(slices.Clone(head), img...)[:cut]); err != nil {
 			t.Fatal(err)
 		}
 		if err := conn.(*net.TCPConn).CloseWrite(); err != nil { // the body breaks off here
 			t.Fatal(err)
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("abort %d: %v", i, err)
 		}
@@ -298,9 +286,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	for range slow {
-		conn := dialFrom(t, srv.url, "127.0.0.2")
-		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			ct, len(head)+len(img)+100)
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(head)+len(img)+100, "Content-Type: "+ct)
 		if _, err := conn.Write(append(slices.Clone(head), img[:2*sniffLen]...)); err != nil {
 			t.Fatal(err)
 		}
@@ -323,7 +309,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}()
 		go func() {
 			defer close(got)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
 				answers <- answer{body: err.Error()}
 				return

@@ -86,21 +86,7 @@ func TestH2CBodyTimers(t *testing.T) {
 			img := paddedPNG(t, 1<<20)
 			file, fileW := io.Pipe()
 			defer fileW.Close()
-			type answer struct {
-				proto, message string
-				status         int
-			}
-			result := make(chan answer, 1)
-			go func() {
-				resp, err := streamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
-				if err != nil {
-					result <- answer{message: err.Error()}
-					return
-				}
-				var got apiErrorBody
-				decodeBody(t, resp, &got)
-				result <- answer{resp.Proto, got.Error.Message, resp.StatusCode}
-			}()
+			result := goStreamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
 			if _, err := fileW.Write(img[:64<<10]); err != nil {
 				t.Fatal(err)
 			}
@@ -193,20 +179,7 @@ func TestH2CSIGTERMLetsUploadFinish(t *testing.T) {
 	srv := startServer(t, baseEnv(t, fake))
 	img := paddedPNG(t, 1<<20)
 	file, fileW := io.Pipe()
-	type answer struct {
-		status int
-		err    error
-	}
-	result := make(chan answer, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, h2cClient(t), srv.url, file, int64(len(img)))
-		if err != nil {
-			result <- answer{err: err}
-			return
-		}
-		resp.Body.Close()
-		result <- answer{status: resp.StatusCode}
-	}()
+	result := goStreamForm(context.Background(), t, h2cClient(t), srv.url, file, int64(len(img)))
 	if _, err := fileW.Write(img[:len(img)/2]); err != nil {
 		t.Fatal(err)
 	}

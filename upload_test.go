@@ -203,6 +203,43 @@ func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL strin
 	return resp, err
 }
 
+// streamAnswer is what an upload streamed in the background came to: its answer's status,
+// protocol and error message (a note instead when the answer is not JSON), or the client's error.
+type streamAnswer struct {
+	status         int
+	proto, message string
+	err            error
+}
+
+// goStreamForm runs streamForm in the background, and returns where its answer will come, read
+// whole.
+func goStreamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL string, file io.Reader, size int64) <-chan streamAnswer {
+	answer := make(chan streamAnswer, 1)
+	go func() {
+		resp, err := streamForm(ctx, t, c, baseURL, file, size)
+		if err != nil {
+			answer <- streamAnswer{err: err, message: "(client error: " + err.Error() + ")"}
+			return
+		}
+		defer resp.Body.Close()
+		a := streamAnswer{status: resp.StatusCode, proto: resp.Proto}
+		b, err := io.ReadAll(resp.Body)
+		var e apiErrorBody
+		switch {
+		case err != nil:
+			a.err = err
+		case !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json"):
+			a.message = fmt.Sprintf("(Content-Type %q, not JSON: %q)", resp.Header.Get("Content-Type"), b)
+		case json.Unmarshal(b, &e) != nil:
+			a.message = fmt.Sprintf("(not JSON: %q)", b)
+		default:
+			a.message = e.Error.Message
+		}
+		answer <- a
+	}()
+	return answer
+}
+
 func TestUploadOverLimitMidStream(t *testing.T) {
 	const limit = 100 << 20 // the default MAX_UPLOAD_BYTES
 	fake := newFakeCloudinary(t)
@@ -236,14 +273,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	file, fileW := io.Pipe()
-	result := make(chan error, 1)
-	go func() {
-		resp, err := streamForm(ctx, t, newClient(t), srv.url, file, 1<<20) // never completed
-		if err == nil {
-			resp.Body.Close()
-		}
-		result <- err
-	}()
+	result := goStreamForm(ctx, t, newClient(t), srv.url, file, 1<<20) // never completed
 	if err := writeWithin(t, fileW, testPNG(t, 16, 16)); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +290,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	if err := within(t, fake.Aborted, "the fake to see the upload aborted"); err == nil {
 		t.Errorf("upstream request ended without error")
 	}
-	if err := within(t, result, "the client's error"); !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
+	if err := within(t, result, "the client's error").err; !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	if len(fake.Uploads()) != 0 {
@@ -321,20 +351,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 	half := len(img) / 2
 
 	file, fileW := io.Pipe()
-	type answer struct {
-		status int
-		err    error
-	}
-	result := make(chan answer, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file, int64(len(img)))
-		if err != nil {
-			result <- answer{err: err}
-			return
-		}
-		resp.Body.Close()
-		result <- answer{status: resp.StatusCode}
-	}()
+	result := goStreamForm(context.Background(), t, newClient(t), srv.url, file, int64(len(img)))
 	if err := writeWithin(t, fileW, img[:half]); err != nil {
 		t.Fatal(err)
 	}
