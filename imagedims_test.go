@@ -237,15 +237,8 @@ func TestPNGTextInTotal(t *testing.T) {
 	p := testPNG(t, 8, 8)
 	text := dimsPNGChunk("tEXt", append([]byte("Comment\x00"), bytes.Repeat([]byte("x"), 600<<10)...))
 	b := slices.Concat(p[:len(p)-12], text, text, text, p[len(p)-12:])
-	for _, store := range []string{"cloudinary", "local"} {
-		t.Run(store, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env, dir := storeEnv(t, fake, store)
-			srv := startServer(t, env)
-			checkRefused(t, sendToStore(t, store, srv.url, "text.png", b), fake, dir,
-				refusal{status: http.StatusRequestEntityTooLarge, message: "the image's metadata is larger than 1 MiB"})
-		})
-	}
+	refusedByEachStore(t, []string{"cloudinary", "local"}, "text.png", b,
+		refusal{status: http.StatusRequestEntityTooLarge, message: "the image's metadata is larger than 1 MiB"})
 }
 
 // A file admitted by image/* as a type the guard measures, in which the guard finds no format

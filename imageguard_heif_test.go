@@ -158,15 +158,8 @@ func TestHEIFTooManyPixels(t *testing.T) {
 		binary.BigEndian.PutUint32(b[i+8:], 60_000)
 		binary.BigEndian.PutUint32(b[i+12:], 60_000)
 	}
-	for _, store := range []string{"cloudinary", "local"} {
-		t.Run(store, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env, dir := storeEnv(t, fake, store)
-			srv := startServer(t, env)
-			checkRefused(t, sendToStore(t, store, srv.url, "huge.heic", b), fake, dir,
-				refusal{status: http.StatusRequestEntityTooLarge, contains: "image is 60000 × 60000 pixels"})
-		})
-	}
+	refusedByEachStore(t, []string{"cloudinary", "local"}, "huge.heic", b,
+		refusal{status: http.StatusRequestEntityTooLarge, contains: "image is 60000 × 60000 pixels"})
 }
 
 // A JPEG whose GPS is cut in two across ExtendedXMP segments (no one segment says "GPS")

@@ -273,12 +273,19 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 // want in its message, and stores nothing.
 func refusedAfterFirstBytes(t *testing.T, name string, file []byte, want string) {
 	t.Helper()
-	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
+	refusedByEachStore(t, []string{"cloudinary", "cloudinary-chunked", "local"}, name, file, refusal{status: http.StatusBadRequest, contains: want})
+}
+
+// refusedByEachStore sends file as name to each of stores (as storeEnv names them), on the
+// defaults: each answers the refusal want, and stores nothing.
+func refusedByEachStore(t *testing.T, stores []string, name string, file []byte, want refusal) {
+	t.Helper()
+	for _, store := range stores {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
 			env, dir := storeEnv(t, fake, store)
 			srv := startServer(t, env)
-			checkRefused(t, sendToStore(t, store, srv.url, name, file), fake, dir, refusal{status: http.StatusBadRequest, contains: want})
+			checkRefused(t, sendToStore(t, store, srv.url, name, file), fake, dir, want)
 		})
 	}
 }
