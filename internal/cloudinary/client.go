@@ -113,7 +113,7 @@ func newTransport() *http.Transport {
 
 // Upload stores file and answers with Cloudinary's upload result, the raw JSON of its answer.
 // A file of known size (p.Size, exact or a bound) that fits one request is sent in one,
-// streamed; any other in chunks of Options.ChunkSize, each read whole first. A file's WriteTo,
+// streamed; any other in chunks of Options.ChunkSize, each kept whole (see uploadChunked). A file's WriteTo,
 // when it has one, is handed the request's writer, which has a Flush method: the file calls it
 // before it waits for more bytes, so that nothing gathered in the writer waits with it.
 func (c *Client) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
