@@ -229,8 +229,8 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 
 func TestSignUsesConfiguredAlgorithm(t *testing.T) {
 	cfg := testConfig()
-	cfg.cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
-	c, err := cloudinary.New(cfg.cloudinary, cfg.cloudinaryOptions()) // before t.Parallel: the SDK's config parsing is unsafe for concurrent use
+	cfg.Cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
+	c, err := cloudinary.New(cfg.Cloudinary, cfg.cloudinaryOptions()) // before t.Parallel: the SDK's config parsing is unsafe for concurrent use
 	if err != nil {
 		t.Fatal(err)
 	}
