@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -175,24 +174,8 @@ func FuzzFormFields(f *testing.F) {
 				}
 			}
 		}
-		var buf bytes.Buffer
-		w := multipart.NewWriter(&buf)
-		for _, fld := range [][2]string{{name1, value1}, {name2, value2}} {
-			if err := w.WriteField(fld[0], fld[1]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		part, err := w.CreateFormFile("file", "a.png")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := part.Write([]byte("\x89PNG\r\n\x1a\n")); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		p, file, err := readFieldsForTest(&buf, w.Boundary(), lim)
+		ct, body := multipartBody(t, [][2]string{{name1, value1}, {name2, value2}}, "a.png", []byte("\x89PNG\r\n\x1a\n"))
+		p, file, err := readFieldsForTest(bytes.NewReader(body), formBoundary(t, ct), lim)
 		if err != nil {
 			var api apiError
 			if !errors.As(err, &api) || api.status != http.StatusBadRequest {

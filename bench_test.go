@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,18 +40,9 @@ type benchForm struct {
 }
 
 func newBenchForm(b *testing.B, size int64) benchForm {
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	if _, err := mw.CreateFormFile("file", "bench.png"); err != nil {
-		b.Fatal(err)
-	}
+	ct, formHead, suffix := formAround(b, filePartOf("file", "bench.png", nil))
 	head := testPNG(b, 2, 2)
-	prefix := append(bytes.Clone(buf.Bytes()), head...)
-	buf.Reset()
-	if err := mw.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return benchForm{prefix: prefix, suffix: bytes.Clone(buf.Bytes()), headLen: int64(len(head)), contentType: mw.FormDataContentType(), size: size}
+	return benchForm{prefix: append(formHead, head...), suffix: suffix, headLen: int64(len(head)), contentType: ct, size: size}
 }
 
 func (f benchForm) post(b *testing.B, c *http.Client, url string) {

@@ -1,5 +1,10 @@
 // Command cloudinary-upload-api is an HTTP server that streams browser and
 // script uploads into Cloudinary without ever showing them the API secret.
+//
+// This package is the HTTP layer: the routes, each way in turning its request into
+// uploads, the middleware, and errors.go, the one place that decides what a client
+// sees. What has a vocabulary of its own and no need of HTTP statuses lives under
+// internal/ (docs/architecture.md).
 package main
 
 import (

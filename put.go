@@ -33,7 +33,7 @@ func servePut(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, lim u
 	p := fields.p
 	p.Filename = cleanFilename(r.PathValue("filename"))
 	p.BaseURL = requestBaseURL(r)
-	p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+	p.Size = max(r.ContentLength, -1) // −1: unknown
 	p.Memory = mem
 	p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 	// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
@@ -45,11 +45,7 @@ func servePut(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, lim u
 	defer quotaFile.end() // the file's bytes go back to the quota unless it was stored
 	ctx, cancel := uploadContext(r, body)
 	defer cancel(nil)
-	size := r.ContentLength
-	if size < 0 {
-		size = -1
-	}
-	res, err := pl.Upload(ctx, upload.File{Body: body, Size: size, Params: p, Spend: quotaFile.take, Waker: body})
+	res, err := pl.Upload(ctx, upload.File{Body: body, Size: p.Size, Params: p, Spend: quotaFile.take, Waker: body})
 	if err != nil {
 		return 0, nil, uploadError(ctx, err, lim)
 	}

@@ -229,13 +229,12 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 			p := fields.p
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
-			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Size = r.ContentLength // a bound: the file is no larger than the request (−1: unknown)
 			p.Memory = mem
-			bound := max(r.ContentLength, 0) // the file is at most the body; 0: unknown
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
 			p.DeleteToken = p.UploadedBy == ""
-			result, removed, err := uploadFile(r, part, pl, p, bound, lim, body)
+			result, removed, err := uploadFile(r, part, pl, p, lim, body)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
@@ -302,12 +301,12 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 // uploadFile streams one file part through the pipeline (internal/upload): sniffed, checked,
 // guarded, capped, timed and counted against USER_QUOTA. It returns the store's result and what
 // the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, bound int64, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
+func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
 	ctx, cancel := uploadContext(r, body)
 	defer cancel(nil)
-	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, MaxSize: bound, Params: p, Spend: quota.take, Waker: body})
+	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: body})
 	if err != nil {
 		return nil, "", uploadError(ctx, err, lim)
 	}

@@ -104,11 +104,11 @@ type File struct {
 	// Body is the file's bytes. One that hands out pieces of its own buffer (Pieces) keeps the
 	// fast path; one that says what it holds (Buffered) is read in larger pieces.
 	Body io.Reader
-	Size int64 // the file's size (with Offset, the whole file's), or -1 when unknown
-	// MaxSize bounds the file's size when Size is unknown (a form's part is at most the
-	// request's Content-Length): a small file gets small buffers. 0: no bound known.
-	MaxSize int64
-	Params  store.Params
+	// Size is the file's size (with Offset, the whole file's), or -1 when unknown; then
+	// Params.Size may still bound it (a form's file is no larger than its request), as the
+	// store reads it: a small file gets small buffers.
+	Size   int64
+	Params store.Params
 	// Spend counts n more bytes of the file on their way to the store (a quota); its error
 	// stops the upload and comes back from Upload as it is. Nil: nothing counted.
 	Spend func(n int) error
@@ -127,13 +127,10 @@ type File struct {
 
 // bound is the most the file may have, or -1 when that is not known.
 func (f File) bound() int64 {
-	switch {
-	case f.Size >= 0:
+	if f.Size >= 0 {
 		return f.Size
-	case f.MaxSize > 0:
-		return f.MaxSize
 	}
-	return -1
+	return max(f.Params.Size, -1)
 }
 
 // Decision is what the type policy and the image guard made of a file.
@@ -186,10 +183,11 @@ func (pl *Pipeline) Upload(ctx context.Context, f File) (Result, error) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// A file of known size that fits one request streams straight through, and the timer runs
-	// while the store holds it and is not reading it: before the first read, between reads,
-	// and after the last one until the answer. One sent in chunks is timed by the store.
-	if !f.Params.Chunked && pl.rules.UploadTimeout > 0 {
+	// A store that streams the file straight through is timed here: the timer runs while it
+	// holds the file and is not reading it, before the first read, between reads, and after the
+	// last one until the answer. One that holds the file's bytes (Cloudinary's chunks, each read
+	// whole before it is sent) times its own requests.
+	if store.Holds(pl.store, f.Params.Size) == 0 && pl.rules.UploadTimeout > 0 {
 		b.watchdog = time.AfterFunc(pl.rules.UploadTimeout, func() { cancel(ErrUpstreamTimeout) })
 		defer b.watchdog.Stop()
 	}
