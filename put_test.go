@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,5 +188,23 @@ func TestPutNeedsTheToken(t *testing.T) {
 	decodeOK(t, resp, "with the token")
 	if n := len(fake.Uploads()); n != 1 {
 		t.Errorf("fake stored %d files, want 1", n)
+	}
+}
+
+// A page on an allowed origin may PUT: CORS's preflight allows the method.
+func TestPutPreflight(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.AllowedOrigins = []string{"https://app.example"}
+	h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
+	req := httptest.NewRequest(http.MethodOptions, "/upload/a.png", nil)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", http.MethodPut)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Methods") != http.MethodPut ||
+		rec.Header().Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Errorf("preflight: %d, Allow-Methods %q, Allow-Origin %q; want 204 allowing PUT from the page's origin",
+			rec.Code, rec.Header().Get("Access-Control-Allow-Methods"), rec.Header().Get("Access-Control-Allow-Origin"))
 	}
 }
