@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -130,6 +131,17 @@ func (m *uploadMemory) Shrink() { m.u.Shrink() }
 
 // release gives back everything the upload holds; it may be called more than once.
 func (m *uploadMemory) release() { m.u.Release() }
+
+// paced puts the minimum data rate and BODY_IDLE_TIMEOUT on an admitted upload's body, when it
+// is the request's upload.RequestBody (watchBody; logRequests installs it): its read deadline
+// then cuts a body that stalls or trickles. Any other body is returned as it is.
+func (a *uploadAdmission) paced(body io.ReadCloser) io.ReadCloser {
+	if rb, ok := body.(*upload.RequestBody); ok {
+		rb.Idle(a.cfg.BodyIdleTimeout)
+		rb.Pace(a.minRate)
+	}
+	return body
+}
 
 // refused counts a refusal by reason.
 func (a *uploadAdmission) refused(reason string) { a.m.refusals.WithLabelValues(reason).Inc() }

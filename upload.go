@@ -91,7 +91,7 @@ func admitUpload(adm *uploadAdmission, quota *uploadQuota, serve serveAdmitted) 
 			return
 		}
 		defer mem.release() // however the upload ends
-		body.Pace(adm.minRate)
+		adm.paced(body)
 		status, result, err := serve(w, r, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
