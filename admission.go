@@ -34,10 +34,10 @@ func (cfg config) uploadReservation(chunked bool) int64 {
 
 // chunkReservation is the most an upload's chunk buffer holds, or 0 when uploads are not chunked.
 func (cfg config) chunkReservation() int64 {
-	if cfg.storage != "cloudinary" {
+	if cfg.Storage != "cloudinary" {
 		return 0
 	}
-	return cloudinary.ChunkBufferBytes(cfg.chunkSize)
+	return cloudinary.ChunkBufferBytes(cfg.ChunkSize)
 }
 
 // uploadAdmission decides, for POST /upload, who gets in and when (internal/admission does the
@@ -54,16 +54,16 @@ type uploadAdmission struct {
 func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now func() time.Time) *uploadAdmission {
 	return &uploadAdmission{
 		gate: admission.New(admission.Config{
-			MemoryBytes:        cfg.uploadMemory,
-			Wait:               cfg.admissionWait,
-			MaxUploads:         cfg.maxConcurrent,
-			MaxPerClient:       cfg.maxPerClient,
+			MemoryBytes:        cfg.UploadMemory,
+			Wait:               cfg.AdmissionWait,
+			MaxUploads:         cfg.MaxConcurrent,
+			MaxPerClient:       cfg.MaxPerClient,
 			MaxMemoryPerClient: cfg.maxMemoryPerClient,
 			ChunkBytes:         cfg.chunkReservation(),
 			Leases:             leases,
 		}),
 		cfg:     cfg,
-		minRate: cfg.minRate,
+		minRate: cfg.MinRate,
 		trust:   cfg.trustProxy,
 		m:       m,
 		now:     now,

@@ -194,7 +194,7 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	env["CHUNK_SIZE"] = strconv.Itoa(minChunkBytes)
 	env["METRICS"] = "true"
 	cfg := testConfig()
-	cfg.chunkSize = minChunkBytes
+	cfg.ChunkSize = minChunkBytes
 	streamed := cfg.uploadReservation(false)
 	budget := 4*streamed + streamed/2 // 4 streamed uploads, not 5
 	if budget < cfg.uploadReservation(true) {

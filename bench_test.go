@@ -79,7 +79,7 @@ func BenchmarkUpload(b *testing.B) {
 	}{{"100KB", 100_000}, {"1MB", 1_000_000}, {"50MB", 50_000_000}, {"250MB", 250_000_000}} {
 		up := lightUpstream(b)
 		cfg := testConfig()
-		cfg.maxUploadBytes = 1 << 30
+		cfg.MaxUploadBytes = 1 << 30
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
@@ -143,7 +143,7 @@ func BenchmarkUploadRedis(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg.rateLimit = spec
+		cfg.RateLimit = spec
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
@@ -189,7 +189,7 @@ func BenchmarkUploadQuota(b *testing.B) {
 	for _, mode := range []string{"off", "memory", "redis"} {
 		cfg := testConfig()
 		if mode != "off" {
-			cfg.userQuota = spec
+			cfg.UserQuota = spec
 		}
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())

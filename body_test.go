@@ -73,8 +73,8 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 			t.Parallel()
 			up := &pieceRecorder{}
 			cfg := testConfig()
-			cfg.maxUploadBytes = 8 << 20
-			cfg.image.Strip = tc.strip
+			cfg.MaxUploadBytes = 8 << 20
+			cfg.Image.Strip = tc.strip
 			h := newServer(discardLogger(), cfg, testStorage(up), newHealthState())
 			img := append(tc.image(t), bytes.Repeat([]byte{7}, 3<<20)...) // after the image's end: nothing the guard reads
 			ct, body := buildForm(t, filePartOf("file", "a.img", img))

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // readmeStartDeadline bounds a `go run` start on a fresh clone: a build, on a busy machine.
@@ -315,8 +317,8 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	// The environment of a shell, without any of the server's variables a developer may have set.
 	var env []string
 	names := map[string]bool{}
-	for _, v := range envVars() {
-		names[v.name] = true
+	for _, v := range envconfig.Vars() {
+		names[v.Name] = true
 	}
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); !names[name] && name != "CI" {

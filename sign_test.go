@@ -228,7 +228,7 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 func TestSignUsesConfiguredAlgorithm(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
+	cfg.Cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
 	sc := newSigningConfig(cfg, cfg.signer(), nil)
 	if a, v := sc.signer.Algorithm(), sc.signer.Version(); a != "sha256" || v != 2 {
 		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", a, v)
