@@ -16,7 +16,8 @@ package main
 //	guardImage       imageguard.go  pixel and frame limits, metadata stripping (internal/imageguard); a JPEG,
 //	                              or any file with nothing to strip or count, is the part itself; a PNG or
 //	                              WebP being stripped, an animation, a GIF, and a TIFF, ICO or PSD whose parts
-//	                              lie past the head, come through the guard's walker (Read only: one copy)
+//	                              lie past the head, come through the guard's walker (its NextPiece hands
+//	                              out the part's pieces, no longer than the chunk walked)
 //	uploadBody       upload.go    caps, times and stops the file (and counts it against USER_QUOTA, quota.go); WriteTo hands
 //	                              pieces upstream without a copy
 //	countingReader   metrics.go   counts the bytes the store took; keeps WriteTo (and the writer's Flush) visible

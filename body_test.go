@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,6 +59,14 @@ var _ io.ReadCloser = (*pacedBody)(nil)
 // before the image data, which the guard hands on untouched), and so does any image with
 // STRIP_METADATA=off; a wrapper that hides the pieces fails here, not only in a benchmark.
 // (A PNG or WebP being stripped is read through the guard's chunk walker instead: one copy.)
+// pngWithLongChunk is a PNG whose text chunk, to be removed, comes after 3 MiB of image data.
+func pngWithLongChunk(t *testing.T) []byte {
+	b := guardTestPNG(t)
+	iend := len(b) - 12
+	return slices.Concat(b[:iend], dimsPNGChunk("IDAT", bytes.Repeat([]byte{7}, 3<<20)),
+		dimsPNGChunk("tEXt", []byte("GPSLatitude\x0048 N")), b[iend:])
+}
+
 func TestUploadTakesTheFastPath(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -68,6 +77,9 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 		{"jpeg_gps", imageguard.StripGPS, func(t *testing.T) []byte { return guardTestJPEG(t) }},
 		{"jpeg_all", imageguard.StripAll, func(t *testing.T) []byte { return guardTestJPEG(t) }},
 		{"png_off", imageguard.StripOff, func(t *testing.T) []byte { return testPNG(t, 4, 4) }},
+		// Walked by the guard, its long chunk and the bytes after IEND come as pieces too.
+		{"png_gps", imageguard.StripGPS, pngWithLongChunk},
+		{"png_all", imageguard.StripAll, pngWithLongChunk},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -274,3 +274,38 @@ func TestBodyIdleTimeout(t *testing.T) {
 		})
 	}
 }
+
+// A file over 100 MiB whose request says its length goes up in chunks sent as they arrive, cut
+// so that the last is small: stored byte for byte, every chunk but the last at least
+// Cloudinary's least and at most CHUNK_SIZE.
+func TestChunkedUploadKnownLength(t *testing.T) {
+	const n = maxSingleRequestBytes + 3*minChunkBytes/2
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, chunkEnv(t, fake))
+	file, sum := patternPNG(t, n)
+
+	resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file(), n)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	decodeOK(t, resp, "chunked upload of known length")
+	ups := fake.Uploads()
+	if len(ups) != 1 || ups[0].SHA256 != sum || ups[0].Bytes != n {
+		t.Fatalf("fake stored %d uploads; want one of the file's %d bytes", len(ups), n)
+	}
+	var next int64
+	for i, cr := range ups[0].Chunks {
+		var start, end, total int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &start, &end, &total); err != nil {
+			t.Fatalf("chunk %d: %q: %v", i, cr, err)
+		}
+		last := i == len(ups[0].Chunks)-1
+		if start != next || end-start+1 > minChunkBytes || !last && (total != -1 || end-start+1 < minChunkBytes) || last && (total != n || end != n-1) {
+			t.Errorf("chunk %d of %d: %q", i, len(ups[0].Chunks), cr)
+		}
+		next = end + 1
+	}
+	if last := ups[0].Chunks[len(ups[0].Chunks)-1]; !strings.HasSuffix(last, fmt.Sprintf("/%d", n)) {
+		t.Errorf("last chunk %q", last)
+	}
+}

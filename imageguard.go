@@ -17,10 +17,11 @@ const metadataRemovedHeader = "X-Metadata-Removed"
 // bytes, head, have been read (and its type sniffed) and whose rest is file. It returns the
 // bytes to send first, the reader of the rest, and what was removed ("gps", "all" or "none").
 // For a JPEG, BMP, a still PNG or WebP with STRIP_METADATA=off, a TIFF, ICO or PSD whose parts
-// are all in the head, and formats the guard does not know, the reader is file itself, so a
-// pieceReader keeps its fast path; a PNG or WebP being stripped, an animation, a GIF (whose
-// every frame is checked), a HEIC or AVIF (its boxes walked to the end), and a TIFF, ICO or
-// PSD read as it streams come through the guard's walker.
+// are all in the head, and formats the guard does not know, the reader is file itself; a PNG
+// or WebP being stripped, an animation, a GIF (whose every frame is checked), a HEIC or AVIF
+// (its boxes walked to the end), and a TIFF, ICO or PSD read as it streams come through the
+// guard's walker, which hands out pieces when file does. Either way a pieceReader keeps its
+// fast path.
 //
 // measured says the file was admitted as an image type whose size the guard reads (ALLOWED_TYPES
 // image/*): if the guard finds no format it knows in it, the file is refused, so that a file
@@ -36,7 +37,11 @@ func guardImage(head []byte, file io.Reader, lim uploadLimits, measured bool) ([
 	}
 	rest := res.Rest
 	if res.Wrapped {
-		rest = &guardedFile{r: res.Rest}
+		g := &guardedFile{r: res.Rest}
+		rest = g
+		if p, ok := res.Rest.(pieceReader); ok { // over a pieceReader, Rest is one too: the fast path stays
+			rest = &guardedPieces{guardedFile: g, p: p}
+		}
 	}
 	return res.Prefix, rest, res.Removed, nil
 }
@@ -48,12 +53,27 @@ type guardedFile struct{ r io.Reader }
 
 func (g *guardedFile) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
+	return n, guardedError(err)
+}
+
+// guardedPieces is a guardedFile whose walker hands out pieces.
+type guardedPieces struct {
+	*guardedFile
+	p pieceReader
+}
+
+func (g *guardedPieces) NextPiece(beforeWait func() error) ([]byte, error) {
+	piece, err := g.p.NextPiece(beforeWait)
+	return piece, guardedError(err)
+}
+
+func guardedError(err error) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		if api := imageAPIError(err); api != nil {
-			return n, fmt.Errorf("%w: %w", *api, err)
+			return fmt.Errorf("%w: %w", *api, err)
 		}
 	}
-	return n, err
+	return err
 }
 
 // imageError explains why the guard refused a file; a failure to read the body is the body's.

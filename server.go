@@ -61,7 +61,7 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	} else {
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	}
-	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
+	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, st.signer, time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))

@@ -296,12 +296,3 @@ func newSigningConfig(cfg config, signer *cloudinary.Signer, now func() time.Tim
 	}
 	return sc
 }
-
-// signer is what POST /sign signs with: the uploads' own algorithm, version and URL. It is nil
-// when uploads go to the local store: there is nothing to sign for.
-func (cfg config) signer() *cloudinary.Signer {
-	if cfg.Storage == "local" || cfg.Cloudinary == nil {
-		return nil
-	}
-	return cloudinary.NewSigner(cfg.Cloudinary)
-}

@@ -31,17 +31,29 @@ const (
 // storage is where the uploads go, with what the routes need of it, passed in explicitly.
 type storage struct {
 	up    uploader
-	del   deleter           // DELETE /upload's; nil: no such route
-	name  string            // the metrics' store label: cloudinary or local (other: tests' uploaders)
-	files *localstore.Store // the store whose files GET /files/{name} serves; nil: no such route
+	del   deleter       // DELETE /upload's; nil: no such route
+	name  string        // the metrics' store label: cloudinary or local (other: tests' uploaders)
+	files store.Serving // the store whose files GET /files/{name} serves; nil: no such route
+	// signer is the Cloudinary Client's own, which POST /sign signs with: the uploads' algorithm,
+	// version and URL. nil when uploads go elsewhere: there is nothing to sign for.
+	signer *cloudinary.Signer
 }
 
 func cloudinaryStorage(c *cloudinary.Client) storage {
-	return storage{up: c, del: c, name: "cloudinary"}
+	st := newStorage(c, c, "cloudinary")
+	st.signer = c.Signer()
+	return st
 }
 
 func localStorage(s *localstore.Store) storage {
-	return storage{up: s, del: s, name: "local", files: s}
+	return newStorage(s, s, "local")
+}
+
+// newStorage is the storage of a store, with the routes of the optional interfaces it has.
+func newStorage(up uploader, del deleter, name string) storage {
+	st := storage{up: up, del: del, name: name}
+	st.files, _ = up.(store.Serving)
+	return st
 }
 
 // openStore builds the store that STORAGE chose and says which in one start-up line.

@@ -210,7 +210,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p := fields.p
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
-			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Size = r.ContentLength // a bound: the file is no larger than the request (−1: unknown)
 			p.Memory = mem
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
@@ -325,9 +325,9 @@ func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Par
 		// waiting on the client.
 		more: func() bool { return part.Buffered() > 0 },
 	}
-	// A body of known size that fits one request streams straight through; any other goes in
-	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
-	if !p.Chunked {
+	// A store that streams the file straight through is timed here; one that holds the file's
+	// bytes (Cloudinary's chunks, each read whole before it is sent) times its own requests.
+	if store.Holds(up, p.Size) == 0 {
 		// The timer runs while the uploader holds the file and is not reading it:
 		// before the first read, between reads, and after the last one until the answer.
 		body.watchdog = time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })

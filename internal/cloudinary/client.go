@@ -46,6 +46,8 @@ type Options struct {
 	Backoff func(retry int) time.Duration
 	// Wait sleeps for d, or returns early with ctx's cause; nil: a timer.
 	Wait func(ctx context.Context, d time.Duration) error
+	// Now is the clock that dates each request's signature; nil: time.Now.
+	Now func() time.Time
 	// Retrying, when not nil, hears of each chunk attempt that failed and is about to be retried.
 	Retrying func(ctx context.Context, contentRange string, retry int, err error)
 }
@@ -70,7 +72,10 @@ func New(creds *Credentials, opts Options) (*Client, error) {
 	if opts.Wait == nil {
 		opts.Wait = sleep
 	}
-	signer := NewSigner(creds)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	signer := newSigner(creds)
 	return &Client{
 		signer:        signer,
 		url:           signer.UploadURL(api.Auto),
@@ -107,15 +112,28 @@ func newTransport() *http.Transport {
 }
 
 // Upload stores file and answers with Cloudinary's upload result, the raw JSON of its answer.
-// With p.Chunked the file is sent in chunks of Options.ChunkSize, each read whole first;
-// otherwise in one request, streamed. A file's WriteTo, when it has one, is handed the
-// request's writer, which has a Flush method: the file calls it before it waits for more bytes,
-// so that nothing gathered in the writer waits with it.
+// A file of known size (p.Size, exact or a bound) that fits one request is sent in one,
+// streamed; any other in chunks of Options.ChunkSize, each kept whole (see uploadChunked). A file's WriteTo,
+// when it has one, is handed the request's writer, which has a Flush method: the file calls it
+// before it waits for more bytes, so that nothing gathered in the writer waits with it.
 func (c *Client) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
-	if p.Chunked {
+	if chunked(p.Size) {
 		return c.uploadChunked(ctx, file, p)
 	}
 	return c.send(ctx, file, p, nil)
+}
+
+// chunked says whether a file of size bytes (−1: unknown) goes in chunks: when it may not fit
+// one request.
+func chunked(size int64) bool { return size < 0 || size > MaxRequestBytes }
+
+// Holds is the most an upload of a file of size bytes holds through store.Params.Memory: a chunk
+// buffer when the file goes in chunks (ChunkBufferBytes), else nothing (store.Holding).
+func (c *Client) Holds(size int64) int64 {
+	if !chunked(size) {
+		return 0
+	}
+	return ChunkBufferBytes(c.opts.ChunkSize)
 }
 
 // chunkHeaders say which file a chunk belongs to and where it goes in it.
@@ -166,7 +184,7 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 // send makes one upload request with file as the file part: a whole file, or one chunk
 // when chunk is not nil.
 func (c *Client) send(ctx context.Context, file io.Reader, p store.Params, chunk *chunkHeaders) (json.RawMessage, error) {
-	fields, err := c.Fields(p, time.Now()) // signed afresh for every chunk: never stale
+	fields, err := c.Fields(p, c.opts.Now()) // signed afresh for every chunk: never stale
 	if err != nil {
 		return nil, err
 	}
