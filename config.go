@@ -61,6 +61,7 @@ func envVars() []envVar {
 		{name: "MAX_CONNECTIONS", def: "auto", help: "Connections open at once; more wait in the listen queue until one closes (the server degrades by waiting, never by running out of file descriptors). auto: the process's file limit (raised to its hard limit at start-up) less a quarter (at least 256) for Cloudinary, Redis and files"},
 		{name: "MIN_UPLOAD_RATE", def: "8KiB/s", help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{name: "BODY_IDLE_TIMEOUT", def: "60s", help: "How long a client may send nothing while its upload is being read before it gets 408"},
+		{name: "RESUMABLE_EXPIRY", def: "24h", help: "How long a resumable (tus) upload at /upload/resumable/ may take from its creation to its last byte, and its answer stays available after (Upload-Expires); then it is swept"},
 		{name: "CHUNK_RETRY_BACKOFF", def: "500ms", help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
 		{name: "SHUTDOWN_TIMEOUT", def: "25s", help: "How long in-flight uploads may run after SIGTERM (Heroku kills at 30s)"},
 		{name: "STORAGE", def: "auto", help: "Where uploads go: cloudinary, local (files under UPLOAD_DIR, served at /files/), or auto: Cloudinary when credentials are set, else local"},
@@ -109,6 +110,7 @@ type config struct {
 	uploadFolder       string
 	uploadPreset       string
 	uploadTimeout      time.Duration
+	resumableExpiry    time.Duration // RESUMABLE_EXPIRY
 	shutdownTimeout    time.Duration
 	chunkSize          int64
 	maxConcurrent      int   // hard cap on uploads at once; 0: none
@@ -223,7 +225,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		name string
 		dst  *time.Duration
 	}{{"UPLOAD_TIMEOUT", &cfg.uploadTimeout}, {"SHUTDOWN_TIMEOUT", &cfg.shutdownTimeout}, {"READ_HEADER_TIMEOUT", &cfg.readHeaderTimeout},
-		{"BODY_IDLE_TIMEOUT", &cfg.bodyIdleTimeout}, {"CHUNK_RETRY_BACKOFF", &cfg.retryBackoff}} {
+		{"BODY_IDLE_TIMEOUT", &cfg.bodyIdleTimeout}, {"CHUNK_RETRY_BACKOFF", &cfg.retryBackoff}, {"RESUMABLE_EXPIRY", &cfg.resumableExpiry}} {
 		if v, err := time.ParseDuration(get(d.name)); err == nil && v > 0 {
 			*d.dst = v
 		} else {
