@@ -36,9 +36,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	buf := &chunkBuffer{pool: c.buffers, mem: p.Memory}
 	defer buf.reset()
-	var id [16]byte
-	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
-	uploadID := hex.EncodeToString(id[:])
+	uploadID := NewUploadID()
 
 	size := int(c.opts.ChunkSize)
 	var start int64
@@ -52,13 +50,11 @@ func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Para
 			return nil, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
 		}
 		n := min(buf.n, size)
-		end := start + int64(n) - 1
-		total := "-1"
+		total := int64(-1)
 		if last {
-			total = fmt.Sprint(end + 1)
+			total = start + int64(n)
 		}
-		headers := chunkHeaders{uploadID: uploadID, contentRange: fmt.Sprintf("bytes %d-%d/%s", start, end, total)}
-		result, err := c.sendChunk(ctx, buf, n, headers, p)
+		result, err := c.sendChunk(ctx, buf, n, chunkHeaders{uploadID, contentRange(start, n, total)}, p)
 		if err != nil || last {
 			return result, err
 		}
@@ -67,8 +63,43 @@ func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Para
 		if err := buf.put(ctx, ahead); err != nil {
 			return nil, err
 		}
-		start = end + 1
+		start += int64(n)
 	}
+}
+
+// NewUploadID returns a fresh id for one chunked upload (X-Unique-Upload-Id): 32 hex digits.
+func NewUploadID() string {
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(id[:])
+}
+
+// contentRange is a chunk's Content-Range: "bytes START-END/TOTAL", TOTAL -1 until the last chunk.
+func contentRange(start int64, n int, total int64) string {
+	return fmt.Sprintf("bytes %d-%d/%d", start, start+int64(n)-1, total)
+}
+
+// ErrChunkRange is a chunk that SendChunk cannot send: empty, or whose total is not where it ends.
+var ErrChunkRange = errors.New("chunk: empty, or total is not its end")
+
+// SendChunk sends bytes [offset, offset+len(chunk)) of the chunked upload uploadID, signed
+// afresh (now), retried as the chunked path retries (the same code). total is the file's size
+// when this chunk is the last (offset+len(chunk) == total), else -1. The last chunk's answer is
+// the upload result; the others answer nil. p is the same for every chunk of one upload. Every
+// chunk but the last must hold at least MinChunkBytes (Cloudinary refuses it otherwise), and
+// none more than MaxRequestBytes.
+//
+// Cloudinary keeps the chunks of an upload that is never finished for a while, then drops them:
+// there is nothing to abort.
+func (c *Client) SendChunk(ctx context.Context, uploadID string, offset int64, chunk []byte, total int64, p store.Params) (json.RawMessage, error) {
+	if len(chunk) == 0 || offset < 0 || total != -1 && total != offset+int64(len(chunk)) {
+		return nil, fmt.Errorf("%w: %d bytes at %d of %d", ErrChunkRange, len(chunk), offset, total)
+	}
+	result, err := c.sendChunk(ctx, chunkBufferOf(chunk), len(chunk), chunkHeaders{uploadID, contentRange(offset, len(chunk), total)}, p)
+	if err != nil || total == -1 {
+		return nil, err
+	}
+	return result, nil
 }
 
 // ChunkBlockBytes is the step in which a chunk buffer grows, and its memory is reserved.
@@ -136,6 +167,16 @@ func (b *chunkBuffer) at(i int) byte { return b.blocks[i/ChunkBlockBytes][i%Chun
 func (b *chunkBuffer) piece(off, n, max int) []byte {
 	blk, o := off/ChunkBlockBytes, off%ChunkBlockBytes
 	return b.blocks[blk][o : o+min(ChunkBlockBytes-o, n-off, max)]
+}
+
+// chunkBufferOf is a read-only view of chunk as a chunk buffer, without a copy: its blocks are
+// chunk's pieces (the last may be short). It has no pool nor memory: never reset it.
+func chunkBufferOf(chunk []byte) *chunkBuffer {
+	b := &chunkBuffer{n: len(chunk)}
+	for off := 0; off < len(chunk); off += ChunkBlockBytes {
+		b.blocks = append(b.blocks, chunk[off:min(off+ChunkBlockBytes, len(chunk))])
+	}
+	return b
 }
 
 // rewind empties the buffer for the next chunk, keeping its blocks and their memory.

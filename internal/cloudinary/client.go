@@ -46,6 +46,8 @@ type Options struct {
 	Backoff func(retry int) time.Duration
 	// Wait sleeps for d, or returns early with ctx's cause; nil: a timer.
 	Wait func(ctx context.Context, d time.Duration) error
+	// Now is the clock that dates each request's signature; nil: time.Now.
+	Now func() time.Time
 	// Retrying, when not nil, hears of each chunk attempt that failed and is about to be retried.
 	Retrying func(ctx context.Context, contentRange string, retry int, err error)
 }
@@ -69,6 +71,9 @@ func New(creds *Credentials, opts Options) (*Client, error) {
 	}
 	if opts.Wait == nil {
 		opts.Wait = sleep
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	signer := NewSigner(creds)
 	return &Client{
@@ -166,7 +171,7 @@ func (c *Client) Fields(p store.Params, now time.Time) (url.Values, error) {
 // send makes one upload request with file as the file part: a whole file, or one chunk
 // when chunk is not nil.
 func (c *Client) send(ctx context.Context, file io.Reader, p store.Params, chunk *chunkHeaders) (json.RawMessage, error) {
-	fields, err := c.Fields(p, time.Now()) // signed afresh for every chunk: never stale
+	fields, err := c.Fields(p, c.opts.Now()) // signed afresh for every chunk: never stale
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"cloudinary-upload-api/internal/store"
 )
 
 // Secret is a string that never prints itself: not by fmt, slog, %#v nor as JSON text.
@@ -132,26 +134,27 @@ func CheckSigningParams(q url.Values) error {
 }
 
 // The ways an upload can fail on Cloudinary's side. Each error the Client returns for a failure
-// of Cloudinary's wraps one of them (or is a *RejectedError), with the cause.
+// of Cloudinary's wraps one of them (or is a *RejectedError), with the cause. Each has its
+// store.Kind, which is all the server's HTTP layer needs to know of it.
 var (
-	ErrCredentials = errors.New("cloudinary rejected the credentials")     // 401, 403, 404: bad key, signature or cloud name
-	ErrRateLimited = errors.New("cloudinary is limiting the upload rate")  // 420, 429
-	ErrFailed      = errors.New("cloudinary failed to process the upload") // 5xx, or an error without a message
-	ErrUnreachable = errors.New("could not reach cloudinary")              // no answer: refused, reset, cut off
-	ErrNotJSON     = errors.New("cloudinary's answer is not JSON")         // or too long to be an upload result
-	ErrTimeout     = errors.New("cloudinary did not answer in time")       // upload_timeout, or a chunk without progress
-	ErrRejected    = errors.New("cloudinary rejected the file")            // any other 4xx: see RejectedError
-	ErrEmptyFile   = errors.New("file is empty")                           // a chunked upload read no byte
-	ErrStalled     = errors.New("chunk upload made no progress")           // wrapped by ErrTimeout
-	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")    // wrapped by ErrTimeout
-	ErrUnsignable  = errors.New("a parameter cannot be signed")            // a value with '&': see Signer.Sign
+	ErrCredentials = store.NewError(store.Credentials, "cloudinary rejected the credentials")    // 401, 403, 404: bad key, signature or cloud name
+	ErrRateLimited = store.NewError(store.RateLimited, "cloudinary is limiting the upload rate") // 420, 429
+	ErrFailed      = store.NewError(store.Failed, "cloudinary failed to process the upload")     // 5xx, or an error without a message
+	ErrUnreachable = store.NewError(store.Unreachable, "could not reach cloudinary")             // no answer: refused, reset, cut off
+	ErrNotJSON     = store.NewError(store.BadAnswer, "cloudinary's answer is not JSON")          // or too long to be an upload result
+	ErrTimeout     = store.NewError(store.Timeout, "cloudinary did not answer in time")          // upload_timeout, or a chunk without progress
+	ErrRejected    = errors.New("cloudinary rejected the file")                                  // any other 4xx: see RejectedError, of kind store.Refused
+	ErrEmptyFile   = store.NewError(store.Empty, "file is empty")                                // a chunked upload read no byte
+	ErrStalled     = errors.New("chunk upload made no progress")                                 // wrapped by ErrTimeout
+	ErrUploadTimer = errors.New("CLOUDINARY_URL upload_timeout passed")                          // wrapped by ErrTimeout
+	ErrUnsignable  = errors.New("a parameter cannot be signed")                                  // a value with '&': see Signer.Sign
 )
 
 // The ways a deletion can fail besides those above (ErrUnreachable, ErrFailed, ErrRateLimited,
 // ErrTimeout, ErrCredentials, ErrNotJSON keep their meaning).
 var (
-	ErrNotFound     = errors.New("cloudinary has no such asset")        // destroy or delete_by_token answered "not found"
-	ErrTokenRefused = errors.New("cloudinary refused the delete token") // expired, unknown, or not a token
+	ErrNotFound     = store.NewError(store.NotFound, "cloudinary has no such asset")            // destroy or delete_by_token answered "not found"
+	ErrTokenRefused = store.NewError(store.TokenRefused, "cloudinary refused the delete token") // expired, unknown, or not a token
 )
 
 // RejectedError is Cloudinary's own 4xx about the file (not about the credentials or the rate),
@@ -167,3 +170,9 @@ func (e *RejectedError) Error() string {
 
 // Unwrap makes a RejectedError an ErrRejected.
 func (e *RejectedError) Unwrap() error { return ErrRejected }
+
+// StoreKind makes a RejectedError a store.Refused, whose RefusalMessage is Cloudinary's.
+func (e *RejectedError) StoreKind() store.Kind { return store.Refused }
+
+// RefusalMessage is Cloudinary's message about the file, meant for whoever sent it.
+func (e *RejectedError) RefusalMessage() string { return e.Message }

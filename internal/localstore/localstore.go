@@ -7,6 +7,7 @@
 //	files/<key>.<ext>  the file, named by the store: key is the SHA-256 of the public id (32 hex digits)
 //	meta/<key>.json    what the store knows about it; its existence claims the public id
 //	tmp/               files being written; renamed (linked) into place only once complete
+//	tmp/chunks-<hash>  a chunked upload's chunks so far (SendChunk), kept across restarts
 //
 // No client input ever becomes a path: the key is a hash and ext comes from the sniffed type.
 // Everything goes through an os.Root, so no name or symlink inside the directory can reach outside it.
@@ -41,6 +42,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
@@ -56,12 +58,14 @@ type Store struct {
 	publicURL string // without the trailing slash; empty: the request's base URL
 	warn      func(ctx context.Context, msg string, err error)
 	now       func() time.Time // dates uploads and delete tokens
+	// chunkLocks keep two chunks of one chunked upload from being appended at once.
+	chunkLocks [chunkLockStripes]sync.Mutex
 }
 
 // The ways a deletion is refused.
 var (
-	ErrNotFound     = errors.New("local store: no such file")
-	ErrTokenRefused = errors.New("local store: the delete token is wrong or has expired")
+	ErrNotFound     = store.NewError(store.NotFound, "local store: no such file")
+	ErrTokenRefused = store.NewError(store.TokenRefused, "local store: the delete token is wrong or has expired")
 )
 
 // Meta is what an upload answers, less the URLs; its JSON fields are Cloudinary's names.
@@ -212,7 +216,7 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 		}
 	}()
 	hash := md5.New() // Cloudinary's etag is the MD5 of the file
-	head := &prefixBuffer{max: 64 << 10}
+	head := &prefixBuffer{max: headBytes}
 	n, err := io.Copy(io.MultiWriter(tmp, hash, head), ctxReader{ctx, file})
 	if err == nil {
 		err = tmp.Sync()
@@ -223,7 +227,15 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 	if err != nil {
 		return nil, fmt.Errorf("local store: write: %w", err)
 	}
+	return s.place(tmpName, n, hash.Sum(nil), head.buf, p)
+}
 
+// headBytes is how much of a file's start is kept to sniff its type and read its dimensions.
+const headBytes = 64 << 10
+
+// place records the complete file at tmpName (n bytes, of MD5 sum, starting with head) under
+// its public id and links it into files/; the caller removes tmpName. It answers as Upload does.
+func (s *Store) place(tmpName string, n int64, sum, head []byte, p store.Params) (json.RawMessage, error) {
 	publicID := p.PublicID
 	if publicID == "" {
 		publicID = randomID(20)
@@ -232,7 +244,7 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 		publicID = folder + "/" + publicID
 	}
 	key := localKey(publicID)
-	mt := mimetype.Detect(head.buf)
+	mt := mimetype.Detect(head)
 	ext := strings.TrimPrefix(mt.Extension(), ".")
 	if !localExt.MatchString(ext) {
 		ext = "bin"
@@ -253,7 +265,7 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 		Bytes:            n,
 		CreatedAt:        now.Format(time.RFC3339),
 		Tags:             p.Tags,
-		Etag:             hex.EncodeToString(hash.Sum(nil)),
+		Etag:             hex.EncodeToString(sum),
 		OriginalFilename: strings.TrimSuffix(p.Filename, path.Ext(p.Filename)),
 		Type:             "upload",
 	}
@@ -264,7 +276,7 @@ func (s *Store) Upload(ctx context.Context, file io.Reader, p store.Params) (jso
 		meta.Tags = []string{}
 	}
 	if meta.ResourceType == "image" {
-		if c, _, err := image.DecodeConfig(bytes.NewReader(head.buf)); err == nil {
+		if c, _, err := image.DecodeConfig(bytes.NewReader(head)); err == nil {
 			meta.Width, meta.Height = c.Width, c.Height
 		}
 	}
