@@ -73,6 +73,7 @@ import (
 	"time"
 
 	"cloudinary-upload-api/internal/admission"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // idleBody is the request body with an idle timeout: each read must bring something within
@@ -105,7 +106,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.unsupported = true
 	}
 	if b.interrupted.Load() { // checked after moving the deadline, so interrupt's past deadline is never lost
-		return 0, errUploadStopped
+		return 0, upload.ErrStopped
 	}
 	n, err := b.body.Read(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !b.interrupted.Load() {
@@ -120,8 +121,8 @@ func (b *idleBody) Read(p []byte) (int, error) {
 
 func (b *idleBody) Close() error { return b.body.Close() }
 
-// interrupt wakes a Read blocked on the client.
-func (b *idleBody) interrupt() {
+// Interrupt wakes a Read blocked on the client (upload.Waker): the upload is over.
+func (b *idleBody) Interrupt() {
 	b.interrupted.Store(true)
 	if b.request.ended() {
 		return // a Read ends at once; the connection's deadline now belongs to net/http's background read
@@ -129,8 +130,8 @@ func (b *idleBody) interrupt() {
 	_ = b.rc.SetReadDeadline(time.Now()) // fails only when unsupported
 }
 
-// resume clears the deadline, so the server can read what is left of the body.
-func (b *idleBody) resume() {
+// Resume clears the deadline, so the server can read what is left of the body.
+func (b *idleBody) Resume() {
 	if b.request.ended() {
 		return
 	}

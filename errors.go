@@ -17,6 +17,7 @@ import (
 	"cloudinary-upload-api/internal/localstore"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // apiError is an error meant for the client: an HTTP status and a message.
@@ -240,6 +241,46 @@ func imageAPIError(err error) *apiError {
 		return &errImageMetadataTooLarge
 	}
 	return nil
+}
+
+// uploadError says what a client sees of internal/upload's errors: its own values, the image
+// guard's refusals, the request body's failures (bodyError), an error of the caller's own
+// (USER_QUOTA's) as it is, and a store's failure as it is (storeError maps it), or as
+// errClientGone when the client left first (ctx is the upload's, uploadContext).
+func uploadError(ctx context.Context, err error, lim uploadLimits) error {
+	var tooLarge *upload.TooLargeError
+	var typ *upload.TypeError
+	var taken *upload.TakenError
+	var read *upload.ReadError
+	var api apiError
+	switch {
+	case errors.As(err, &tooLarge):
+		return fmt.Errorf("%w: %w", errTooLarge(tooLarge.Limit), err)
+	case errors.As(err, &typ) && typ.Reason == upload.Unchecked:
+		return fmt.Errorf("%w: %w", errTypeUnchecked(typ.Type), err)
+	case errors.As(err, &typ) && typ.Reason == upload.KeepsLocation:
+		return fmt.Errorf("%w: %w", errTypeKeepsLocation(typ.Type), err)
+	case errors.As(err, &typ):
+		return fmt.Errorf("%w: %w", errTypeNotAllowed(typ.Type, typ.Allowed), err)
+	case errors.Is(err, upload.ErrEmpty):
+		return fmt.Errorf("%w: %w", errEmptyFile, err)
+	case errors.As(err, &taken):
+		return fmt.Errorf("%w: %w", errPublicIDTaken, err)
+	case errors.Is(err, upload.ErrUpstreamTimeout):
+		return fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+	}
+	if api := imageAPIError(err); api != nil {
+		return fmt.Errorf("%w: %w", *api, err)
+	}
+	switch {
+	case errors.As(err, &read):
+		return bodyError(read.Err, lim)
+	case errors.As(err, &api):
+		return err
+	case errors.Is(context.Cause(ctx), errClientGone):
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	return err
 }
 
 // errBadField is a 400 about one text field of the form.

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"cloudinary-upload-api/internal/ratelimit"
+	"cloudinary-upload-api/internal/upload"
 )
 
 func main() {
@@ -154,7 +155,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
 	// Before "listening": a test that waits for that line finds this one.
-	if unchecked := uncheckedImageTypes(cfg.allowedTypes); len(unchecked) > 0 {
+	if unchecked := upload.UncheckedImageTypes(cfg.allowedTypes); len(unchecked) > 0 {
 		logger.Warn("ALLOWED_TYPES admits images whose size the server cannot check: MAX_PIXELS and MAX_FRAMES do not apply to them",
 			"types", strings.Join(unchecked, ","))
 	}

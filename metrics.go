@@ -17,6 +17,7 @@ import (
 
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // metrics are the server's Prometheus metrics, in a registry of their own (never the
@@ -205,7 +206,7 @@ func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {
 	switch {
 	case bodyFailed:
 		return ""
-	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
+	case errors.Is(context.Cause(ctx), upload.ErrUpstreamTimeout):
 		return "timeout"
 	case ctx.Err() != nil:
 		return ""
@@ -267,7 +268,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 // Flush passes on the writer's Flush, when it has one: what it holds back must not be stuck here.
 func (c *countingWriter) Flush() error {
-	f, ok := c.w.(flusher)
+	f, ok := c.w.(upload.Flusher)
 	if !ok {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // formPart is one part of a test form: a text field when filename is empty and file is false.
@@ -326,11 +327,7 @@ func (u *pieceRecorder) Upload(_ context.Context, file io.Reader, _ store.Params
 	if c, ok := inner.(*countingReader); ok { // the metrics' counter, which keeps WriteTo
 		inner = c.r
 	}
-	body, ok := inner.(*uploadBody)
-	if !ok {
-		return nil, fmt.Errorf("file is %T, not *uploadBody", file)
-	}
-	_, isPieces := body.file.(pieceReader)
+	isPieces := upload.HandsOutPieces(inner)
 	w := &maxWriter{}
 	n, err := io.Copy(w, file)
 	u.mu.Lock()

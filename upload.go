@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,16 +12,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/gabriel-vasile/mimetype"
-
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // uploadLimits are the server-side rules of POST /upload, never chosen by the client.
@@ -46,7 +43,6 @@ const (
 	maxPublicIDLen = 255      // Cloudinary's limit
 	maxTags        = 50
 	maxTagLen      = 255
-	sniffLen       = 3072 // what mimetype reads by default
 	// An error answered before the body has been read is only seen by a browser that is still
 	// sending if the server reads on: a close with unread data resets the connection, and the
 	// browser drops the answer. So the rest of the body is read and dropped, up to these bounds.
@@ -64,8 +60,8 @@ const retryAfterBusy = "5"
 func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *uploadQuota) http.Handler {
 	bufs := &uploadBuffers{
 		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
-		copies:  sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }},
 	}
+	pl := upload.New(lim.rules(), up)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
 		spend, err := quota.begin(r)
@@ -84,7 +80,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 		}
 		defer mem.release() // however the upload ends
 		r.Body = adm.paced(r.Body)
-		status, result, err := serveUpload(w, r, up, lim, bufs, mem)
+		status, result, err := serveUpload(w, r, pl, lim, bufs, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
 			mem.release()             // the drain holds none of the upload's memory
@@ -117,7 +113,6 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 // which is most of the difference in CPU per byte.
 type uploadBuffers struct {
 	readers sync.Pool // *[]byte of requestBufferBytes: the form reader's buffer, which files go upstream from
-	copies  sync.Pool // *[]byte of copyBufferBytes for uploadBody.WriteTo when the file is not a pieceReader
 }
 
 // fileSlot is what became of one file part of the form: Cloudinary's result, or why not.
@@ -125,6 +120,17 @@ type fileSlot struct {
 	result  []byte
 	removed string // what the image guard removed from a stored file: gps, all or none
 	err     error
+}
+
+// rules are the pipeline's rules for each file.
+func (lim uploadLimits) rules() upload.Rules {
+	return upload.Rules{
+		MaxBytes:        lim.maxFileBytes,
+		AllowedTypes:    lim.allowedTypes,
+		Image:           lim.image,
+		UploadTimeout:   lim.uploadTimeout,
+		CopyBufferBytes: copyBufferBytes,
+	}
 }
 
 // maxBodyBytes bounds the whole request body: every file at its limit, plus the form around them.
@@ -138,7 +144,7 @@ func (lim uploadLimits) maxBodyBytes() int64 {
 
 // serveUpload reads the form and uploads each file part in order. It answers with a status
 // and a body, or with an error for the whole request (then nothing was stored).
-func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim uploadLimits, bufs *uploadBuffers, mem store.Memory) (int, []byte, error) {
+func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, lim uploadLimits, bufs *uploadBuffers, mem store.Memory) (int, []byte, error) {
 	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
 		return 0, nil, errNotMultipart
@@ -215,7 +221,7 @@ func serveUpload(w http.ResponseWriter, r *http.Request, up uploader, lim upload
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
 			p.DeleteToken = p.UploadedBy == ""
-			result, removed, err := uploadFile(r, part, up, p, lim, bufs, idle)
+			result, removed, err := uploadFile(r, part, pl, p, lim, idle)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
@@ -279,99 +285,20 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 	return status, body, nil
 }
 
-// uploadFile streams one file part to the uploader: sniffed, capped and timed.
-// It returns Cloudinary's result and what the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, up uploader, p store.Params, lim uploadLimits, bufs *uploadBuffers, idle *idleBody) ([]byte, string, error) {
-	head := make([]byte, sniffLen)
-	n, err := io.ReadFull(part, head)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, "", bodyError(err, lim)
-	}
-	if n == 0 {
-		return nil, "", errEmptyFile
-	}
-	head = head[:n]
-	got := sniffType(head)
-	allowed, measured := typeAllowed(got, lim.allowedTypes)
-	if !allowed {
-		base, _, _ := strings.Cut(got.String(), ";")
-		// SVG is refused for what it can carry, not for its size: the plain message.
-		if strings.HasPrefix(base, "image/") && base != "image/svg+xml" && !imageguard.Checks(base) && slices.Contains(lim.allowedTypes, "image/*") {
-			return nil, "", errTypeUnchecked(base)
-		}
-		return nil, "", errTypeNotAllowed(base, lim.allowedTypes)
-	}
-	head, file, removed, err := guardImage(head, part, lim, measured)
-	if err != nil {
-		return nil, "", err
-	}
-	if base, _, _ := strings.Cut(got.String(), ";"); measured && lim.image.Strip != imageguard.StripOff && imageguard.KeepsLocation(base) {
-		// image/* promises that photos lose their location; this type would keep it.
-		return nil, "", errTypeKeepsLocation(base)
-	}
-
+// uploadFile streams one file part through the pipeline (internal/upload): sniffed, checked,
+// guarded, capped, timed and counted against USER_QUOTA. It returns the store's result and what
+// the image guard removed from the file ("gps", "all" or "none").
+func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, idle *idleBody) ([]byte, string, error) {
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
 	ctx, cancel := uploadContext(r, idle.request)
 	defer cancel(nil)
-	body := &uploadBody{
-		quota:   quota,
-		head:    head,
-		file:    file, // part itself unless the guard must walk the whole file
-		limit:   lim.maxFileBytes,
-		timeout: lim.uploadTimeout,
-		copies:  &bufs.copies,
-		// While the form reader holds file bytes already received, more can be read without
-		// waiting on the client.
-		more: func() bool { return part.Buffered() > 0 },
+	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: idle})
+	if err != nil {
+		return nil, "", uploadError(ctx, err, lim)
 	}
-	// A body of known size that fits one request streams straight through; any other goes in
-	// chunks, each read whole before it is sent, and timed per chunk by the uploader.
-	if !p.Chunked {
-		// The timer runs while the uploader holds the file and is not reading it:
-		// before the first read, between reads, and after the last one until the answer.
-		body.watchdog = time.AfterFunc(lim.uploadTimeout, func() { cancel(errUpstreamTimeout) })
-		defer body.watchdog.Stop()
-	}
-	result, upErr := up.Upload(ctx, body, p)
-	cancel(nil) // a transport still writing the body gives up, so stop need not wait for Cloudinary
-	bodyErr := body.stop(idle)
-	switch {
-	case bodyErr != nil:
-		return nil, "", bodyError(bodyErr, lim)
-	case upErr == nil:
-		if err := checkExisting(result, p); err != nil {
-			return nil, "", err
-		}
-		quota.keep() // a 409 above gives the file's bytes back
-		return result, removed, nil
-	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
-		return nil, "", fmt.Errorf("%w: %w", errUpstreamTimeout, upErr)
-	case errors.Is(context.Cause(ctx), errClientGone):
-		return nil, "", fmt.Errorf("%w: %w", errClientGone, upErr)
-	}
-	return nil, "", upErr
-}
-
-// checkExisting refuses a store's answer for a public id that was already taken (overwrite=false:
-// "existing": true, with the existing file's details) unless it lies in the signed-in user's own
-// folder, where it is the user's own retry: anyone else would learn of another's file, and get
-// a URL serving its bytes as if it were theirs.
-func checkExisting(result []byte, p store.Params) error {
-	if !bytes.Contains(result, []byte(`"existing"`)) {
-		return nil
-	}
-	var answer struct {
-		Existing bool   `json:"existing"`
-		PublicID string `json:"public_id"`
-	}
-	if err := json.Unmarshal(result, &answer); err != nil || !answer.Existing {
-		return nil // readAnswer has checked it is JSON
-	}
-	if p.UploadedBy != "" && p.Folder != "" && strings.HasPrefix(answer.PublicID, p.Folder+"/") {
-		return nil
-	}
-	return fmt.Errorf("%w: %s exists", errPublicIDTaken, answer.PublicID)
+	quota.keep()
+	return res.Answer, res.Removed, nil
 }
 
 // refuseEarly answers err to a request whose body the server will not use, whatever it has
@@ -580,268 +507,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// sniffType looks at the file's first bytes, never at what the client says it is.
-func sniffType(head []byte) *mimetype.MIME {
-	return mimetype.Detect(head)
-}
-
-// typeAllowed matches a sniffed type against ALLOWED_TYPES. "image/*" stands for the image
-// types whose size the image guard reads (imageguard.Checks): another image type (SVG, which
-// can carry script, JPEG XL, ICNS...) is admitted only when named, or by "*". measured is
-// true when only "image/*" admits the file: the guard must then read its size.
-func typeAllowed(m *mimetype.MIME, allowed []string) (ok, measured bool) {
-	base, _, _ := strings.Cut(m.String(), ";")
-	for _, a := range allowed {
-		switch {
-		case a == "*", m.Is(a):
-			return true, false
-		case a == "image/*" && imageguard.Checks(base):
-			ok = true
-		case a != "image/*" && strings.HasSuffix(a, "/*") && strings.HasPrefix(base, strings.TrimSuffix(a, "*")):
-			return true, false
-		}
-	}
-	return ok, ok
-}
-
-// uncheckedImageTypes are the entries of ALLOWED_TYPES that admit image files whose size the
-// image guard cannot read: an image type named that it does not check, another image/ family
-// pattern than image/*, or "*".
-func uncheckedImageTypes(allowed []string) []string {
-	var out []string
-	for _, a := range allowed {
-		if a == "*" || strings.HasPrefix(a, "image/") && a != "image/*" && !imageguard.Checks(canonicalType(a)) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// canonicalType is mimetype's own name for a MIME type or one of its aliases.
-func canonicalType(t string) string {
-	if m := mimetype.Lookup(t); m != nil {
-		base, _, _ := strings.Cut(m.String(), ";")
-		return base
-	}
-	return t
-}
-
-// uploadBody is the file as the uploader reads it: capped, timed, and stoppable.
-type uploadBody struct {
-	mu       sync.Mutex // held while the file is read and, in WriteTo, written: stop waits for both
-	head     []byte     // the bytes read to sniff the type, given out before file's
-	file     io.Reader  // the rest
-	n        int64
-	limit    int64
-	err      error // the first failure other than EOF
-	stopped  bool
-	stopping atomic.Bool // set before stop wakes a blocked Read: that read's error is ours, not the client's
-	watchdog *time.Timer // nil when the uploader times its own requests
-	timeout  time.Duration
-	copies   *sync.Pool  // of *[]byte, for WriteTo when file is not a pieceReader
-	more     func() bool // file can give more at once without waiting on the client; nil: never fill
-	quota    *fileQuota  // the file's share of USER_QUOTA; nil: none
-}
-
-// pieceReader gives out a file in pieces of its own buffer, each valid until the next call, so
-// that what arrived from the client goes upstream without a copy in between. It calls
-// beforeWait before it waits on the client.
-type pieceReader interface {
-	NextPiece(beforeWait func() error) ([]byte, error)
-}
-
-// flusher is a writer that may hold back small writes until Flush (internal/cloudinary's
-// request writer does).
-type flusher interface {
-	Flush() error
-}
-
-var errUploadStopped = errors.New("upload body read after the upload ended")
-
-func (b *uploadBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.usable(); err != nil {
-		return 0, err
-	}
-	if room := b.limit + 1 - b.n; int64(len(p)) > room {
-		p = p[:room] // one byte past the limit is enough to know
-	}
-	b.clientReads(true)
-	n, err := b.read(p)
-	// Fill p from what has already arrived, so the uploader moves large pieces, but never
-	// wait on the client for more once something is in hand: streaming must not stall.
-	for err == nil && n > 0 && n < len(p) && b.more != nil && b.more() {
-		var m int
-		m, err = b.read(p[n:])
-		if m == 0 && err == nil {
-			break
-		}
-		n += m
-	}
-	b.clientReads(false)
-	if over := b.count(n, err); over > 0 {
-		return n - over, b.err
-	}
-	return n, err
-}
-
-func (b *uploadBody) read(p []byte) (int, error) {
-	if len(b.head) > 0 {
-		n := copy(p, b.head)
-		b.head = b.head[n:]
-		return n, nil
-	}
-	return b.file.Read(p)
-}
-
-// usable says why the body may not be read any more, if it may not.
-func (b *uploadBody) usable() error {
-	if b.stopped {
-		return errUploadStopped
-	}
-	return b.err
-}
-
-// clientReads stops the watchdog while the client is read: a slow client is not a slow upstream.
-func (b *uploadBody) clientReads(reading bool) {
-	switch {
-	case b.watchdog == nil:
-	case reading:
-		b.watchdog.Stop()
-	default:
-		b.watchdog.Reset(b.timeout)
-	}
-}
-
-// count adds n bytes read with err, and returns how many of them are past the limit, or, when
-// they would pass the client's USER_QUOTA, all n: the upload stops without them.
-func (b *uploadBody) count(n int, err error) int {
-	b.n += int64(n)
-	if b.n > b.limit {
-		b.err = errTooLarge(b.limit)
-		return int(b.n - b.limit)
-	}
-	if qerr := b.quota.take(n); qerr != nil {
-		b.err = qerr
-		return n
-	}
-	if err != nil && !errors.Is(err, io.EOF) && !b.stopping.Load() {
-		b.err = err
-	}
-	return 0
-}
-
-// WriteTo moves the file in large pieces: straight from the request's read buffer when the
-// file is a pieceReader, else through a pooled buffer rather than io.Copy's 32 KiB.
-func (b *uploadBody) WriteTo(w io.Writer) (int64, error) {
-	pieces, ok := b.file.(pieceReader)
-	if !ok {
-		bp := b.copies.Get().(*[]byte)
-		defer b.copies.Put(bp)
-		// What w holds back must not wait on the client: once nothing more has arrived, the
-		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).
-		flush := func() error {
-			if f, ok := w.(flusher); ok && (b.more == nil || !b.more()) {
-				return f.Flush()
-			}
-			return nil
-		}
-		return copyPieces(w, b.Read, *bp, flush)
-	}
-	var total int64
-	for {
-		n, err := b.writePiece(w, pieces)
-		total += int64(n)
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// writePiece writes the next piece of the file to w. It holds mu throughout: the piece is the
-// read buffer's, which must not be reused before the write is over.
-func (b *uploadBody) writePiece(w io.Writer, pieces pieceReader) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.usable(); err != nil {
-		return 0, err
-	}
-	var piece []byte
-	var err error
-	if len(b.head) > 0 {
-		piece, b.head = b.head, nil
-	} else {
-		piece, err = pieces.NextPiece(func() error {
-			// What w holds back must not wait on the client; and the watchdog runs while
-			// Cloudinary takes it, stopping only once the client is being waited on.
-			if f, ok := w.(flusher); ok {
-				if err := f.Flush(); err != nil {
-					return err
-				}
-			}
-			b.clientReads(true)
-			return nil
-		})
-		b.clientReads(false)
-	}
-	if b.count(len(piece), err) > 0 {
-		return 0, b.err
-	}
-	if len(piece) > 0 {
-		if n, werr := w.Write(piece); werr != nil {
-			return n, werr
-		}
-	}
-	return len(piece), err
-}
-
-// stop ends the upload's use of the request body and returns the body's failure, if any.
-// The transport writes the body from its own goroutine, which may still be waiting on a slow
-// client after the upload failed: a past read deadline wakes it. (One blocked writing upstream
-// wakes when the request's context ends and the transport closes the connection.)
-func (b *uploadBody) stop(idle *idleBody) error {
-	b.stopping.Store(true)
-	if !b.mu.TryLock() {
-		idle.interrupt() // when deadlines are unsupported (tests' recorders), Lock just waits
-		b.mu.Lock()
-		idle.resume()
-	}
-	defer b.mu.Unlock()
-	b.stopped = true
-	if b.watchdog != nil {
-		b.watchdog.Stop()
-	}
-	return b.err
-}
-
-// copyPieces writes what read yields into w, one piece of buf at a time, calling afterWrite
-// after each write. Unlike io.CopyBuffer it never hands off to a WriterTo or ReaderFrom, so the
-// WriteTo methods that call it choose the piece size.
-func copyPieces(w io.Writer, read func([]byte) (int, error), buf []byte, afterWrite func() error) (int64, error) {
-	var total int64
-	for {
-		n, err := read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-			if err := afterWrite(); err != nil {
-				return total, err
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }
