@@ -9,7 +9,6 @@ package main
 // instance and with several.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -27,9 +26,9 @@ import (
 	"time"
 
 	"cloudinary-upload-api/internal/auth"
-	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/resumable"
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/upload"
 )
 
 const (
@@ -71,6 +70,7 @@ type resumableServer struct {
 	state      resumable.State
 	store      chunkStore
 	lim        uploadLimits
+	pl         *upload.Pipeline // its store is each stream's Cutter
 	chunkSize  int
 	expiry     time.Duration
 	adm        *uploadAdmission
@@ -91,7 +91,7 @@ type resumableServer struct {
 type stream struct {
 	gen    int64
 	feed   *resumable.Feed
-	offset int64 // the client's bytes taken; changed only under the upload's lock
+	offset atomic.Int64 // the client's bytes taken; changed only under the upload's lock, read by HEAD
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	idle   *time.Timer // drops the stream when no PATCH comes
@@ -118,7 +118,7 @@ func newResumableServer(cfg config, st storage, adm *uploadAdmission, health *he
 		state = resumable.NewRedis(health.redis.Client(), "resumable:", resumableLockTTL)
 	}
 	s := &resumableServer{
-		state: state, store: cs, lim: cfg.uploadLimits(), chunkSize: int(cfg.chunkSize), expiry: cfg.resumableExpiry,
+		state: state, store: cs, lim: cfg.uploadLimits(), pl: upload.New(cfg.uploadLimits().rules(), nil), chunkSize: int(cfg.chunkSize), expiry: cfg.resumableExpiry,
 		adm: adm, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.publicURL,
 		now: time.Now, newStoreID: resumable.NewID, streams: map[string]*stream{},
 	}
@@ -133,7 +133,7 @@ func addResumableRoutes(mux routeMux, s *resumableServer, protect func(http.Hand
 	}
 	mux.Handle("OPTIONS /upload/resumable/{$}", tusHeaders(http.HandlerFunc(s.options)))
 	mux.Handle("POST /upload/resumable/{$}", tusHeaders(protect(http.HandlerFunc(s.create))))
-	mux.Handle("/upload/resumable/{$}", tusHeaders(handleMethodNotAllowed(http.MethodPost, http.MethodOptions)))
+	mux.Handle("/upload/resumable/", tusHeaders(handleMethodNotAllowed(http.MethodPost, http.MethodOptions)))
 	mux.Handle("HEAD /upload/resumable/{id}", tusHeaders(protect(http.HandlerFunc(s.head))))
 	mux.Handle("PATCH /upload/resumable/{id}", tusHeaders(protect(http.HandlerFunc(s.patch))))
 	mux.Handle("DELETE /upload/resumable/{id}", tusHeaders(protect(http.HandlerFunc(s.terminate))))
@@ -361,7 +361,7 @@ func (s *resumableServer) offsetOf(u resumable.Upload) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[u.ID]; st != nil && st.gen == u.Gen {
-		return st.offset
+		return st.offset.Load()
 	}
 	return u.Resumable()
 }
@@ -498,8 +498,8 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 		return
 	}
 	defer s.rest(u.ID, st)
-	if offset != st.offset {
-		uploadHeaders(w, u, st.offset)
+	if offset != st.offset.Load() {
+		uploadHeaders(w, u, st.offset.Load())
 		refuseEarly(w, r, errResumableOffset)
 		return
 	}
@@ -517,19 +517,19 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 		refuseEarly(w, r, readErr)
 		return
 	}
-	if readErr == nil && u.Length != resumable.Unknown && st.offset == u.Length {
+	if readErr == nil && u.Length != resumable.Unknown && st.offset.Load() == u.Length {
 		st.feed.Close()
 		<-st.done
 	} else if err := st.feed.Settle(); err == nil && readErr != nil {
 		// The client broke off, or stalled: what it sent is in the stream, told by HEAD.
-		uploadHeaders(w, u, st.offset)
+		uploadHeaders(w, u, st.offset.Load())
 		writeError(w, r, readErr)
 		return
 	}
 	select {
 	case <-st.done:
 	default:
-		uploadHeaders(w, u, st.offset)
+		uploadHeaders(w, u, st.offset.Load())
 		w.WriteHeader(status)
 		return
 	}
@@ -594,7 +594,7 @@ func (s *resumableServer) feed(w http.ResponseWriter, r *http.Request, st *strea
 		}
 		if n > 0 {
 			m, werr := st.feed.Write(buf[:n])
-			st.offset += int64(m)
+			st.offset.Add(int64(m))
 			limit -= int64(m)
 			if werr != nil {
 				return werr
@@ -671,7 +671,8 @@ func (s *resumableServer) streamFor(w http.ResponseWriter, r *http.Request, u *r
 	}
 	sctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	st = &stream{gen: u.Gen, feed: resumable.NewFeed(), cancel: cancel, done: make(chan struct{}), mem: mem,
-		offset: u.Resumable(), delta: resumable.Unknown}
+		delta: resumable.Unknown}
+	st.offset.Store(u.Resumable())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -684,7 +685,7 @@ func (s *resumableServer) streamFor(w http.ResponseWriter, r *http.Request, u *r
 	st.idle.Stop() // runs from the end of this request
 	s.mu.Unlock()
 	if fresh {
-		st.offset = 0
+		st.offset.Store(0)
 	}
 	go s.run(sctx, st, *u, fresh)
 	return st, nil
@@ -756,23 +757,13 @@ func (s *resumableServer) sweep(ctx context.Context) {
 	}
 }
 
-// run is the stream's goroutine: the upload's bytes through the checks (a fresh stream) or
-// straight on (a stream resumed where the guard had let the rest through), cut into chunks.
+// run is the stream's goroutine: the upload's bytes through the pipeline of every upload
+// (internal/upload: sniff, type policy, image guard) into the Cutter's chunks. A stream resumed
+// where the guard had let the rest through goes on from the stored bytes, unchecked again.
 func (s *resumableServer) run(ctx context.Context, st *stream, u resumable.Upload, fresh bool) {
 	defer close(st.done)
-	var out io.Reader = st.feed
-	start := int64(0)
-	if fresh {
-		var err error
-		if out, err = s.checked(st); err != nil {
-			st.err = err
-			st.feed.End(err)
-			return
-		}
-	} else {
-		start, st.delta, st.removed = u.Stored, u.Delta, u.Removed
-	}
 	p := u.Params
+	p.Chunked = true // the Cutter's chunks are each timed by Send
 	cutter := &resumable.Cutter{
 		Size:   s.chunkSize,
 		Memory: st.mem,
@@ -787,15 +778,40 @@ func (s *resumableServer) run(ctx context.Context, st *stream, u resumable.Uploa
 		},
 		Sent: func(stored int64) error { return s.keepStored(ctx, st, u.ID, stored) },
 	}
-	result, err := cutter.Upload(ctx, out, start)
-	if err == nil {
-		err = checkExisting(result, p)
+	start := int64(0)
+	if !fresh {
+		start, st.delta, st.removed = u.Stored, u.Delta, u.Removed
 	}
-	if errors.Is(context.Cause(ctx), errStreamClosed) {
+	pl := s.pl.WithStore(cutterStore{cutter: cutter, start: start})
+	res, err := pl.Upload(ctx, upload.File{
+		Body: st.feed, Size: u.Length, Params: p, Resumed: !fresh, Offset: start,
+		Decided: func(d upload.Decision) {
+			st.removed = d.Removed
+			if d.Passthrough {
+				st.prefix, st.delta = d.Produced, d.Consumed-d.Produced
+			}
+		},
+	})
+	switch {
+	case errors.Is(context.Cause(ctx), errStreamClosed):
 		err = errStreamClosed
+	case err != nil:
+		err = uploadError(ctx, err, s.lim)
+	case fresh:
+		st.removed = res.Removed
 	}
-	st.result, st.err = result, err
+	st.result, st.err = res.Answer, err
 	st.feed.End(err)
+}
+
+// cutterStore is the store the pipeline of a resumable upload sends to: the Cutter's chunks.
+type cutterStore struct {
+	cutter *resumable.Cutter
+	start  int64
+}
+
+func (c cutterStore) Upload(ctx context.Context, file io.Reader, _ store.Params) (json.RawMessage, error) {
+	return c.cutter.Upload(ctx, file, c.start)
 }
 
 // keepStored records a chunk the store has taken, and, once the guard has decided that the rest
@@ -817,42 +833,4 @@ func (s *resumableServer) keepStored(ctx context.Context, st *stream, id string,
 		return stateError(err)
 	}
 	return nil
-}
-
-// checked runs the checks of every upload on the stream's first bytes: sniff, type policy, image
-// guard. It returns the bytes to store, and notes in st whether the rest passes unchanged.
-// (internal/upload's pipeline will take this over: the type check and guard of uploadFile.)
-func (s *resumableServer) checked(st *stream) (io.Reader, error) {
-	in := &countingReader{r: st.feed}
-	head := make([]byte, sniffLen)
-	n, err := io.ReadFull(in, head)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, err
-	}
-	if n == 0 {
-		return nil, errEmptyFile
-	}
-	head = head[:n]
-	got := sniffType(head)
-	base, _, _ := strings.Cut(got.String(), ";")
-	allowed, measured := typeAllowed(got, s.lim.allowedTypes)
-	if !allowed {
-		if strings.HasPrefix(base, "image/") && base != "image/svg+xml" && !imageguard.Checks(base) && slices.Contains(s.lim.allowedTypes, "image/*") {
-			return nil, errTypeUnchecked(base)
-		}
-		return nil, errTypeNotAllowed(base, s.lim.allowedTypes)
-	}
-	prefix, rest, removed, err := guardImage(head, in, s.lim, measured)
-	if err != nil {
-		return nil, err
-	}
-	if measured && s.lim.image.Strip != imageguard.StripOff && imageguard.KeepsLocation(base) {
-		return nil, errTypeKeepsLocation(base)
-	}
-	st.removed = removed
-	if rest == io.Reader(in) { // the rest passes as it comes
-		st.prefix = int64(len(prefix))
-		st.delta = in.n.Load() - st.prefix
-	}
-	return io.MultiReader(bytes.NewReader(prefix), rest), nil
 }
