@@ -100,6 +100,7 @@ var (
 	errResumableTooLong      = apiError{http.StatusRequestEntityTooLarge, "not stored: the body goes past the upload's Upload-Length"}
 	errResumableIncomplete   = apiError{http.StatusConflict, "the upload is not complete: HEAD says how far it is"}
 	errResumableMoved        = apiError{http.StatusConflict, "the upload went on elsewhere (another request or server): ask with HEAD where it stands"}
+	errResumableTakenOver    = apiError{http.StatusConflict, "a newer request for this upload took over from this one"}
 	errResumableState        = apiError{http.StatusServiceUnavailable, "the uploads' state cannot be read or kept (Redis does not answer); try again shortly"}
 	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
 	errClientGone = apiError{499, "client closed the request"}

@@ -44,6 +44,8 @@ const (
 	patchBufferBytes  = 256 << 10
 	maxUploadMetadata = 8 << 10 // bytes of Upload-Metadata
 	resumableSweepGap = time.Minute
+	// writerLetGo bounds how long a request waits for an older one on the same upload to let go.
+	writerLetGo = 10 * time.Second
 )
 
 // The headers of the tus protocol that a page on another origin sends and reads (CORS).
@@ -82,6 +84,7 @@ type resumableServer struct {
 
 	mu        sync.Mutex
 	streams   map[string]*stream
+	writers   map[string]*writer // the requests holding an upload's lock here
 	closed    bool
 	lastSweep atomic.Int64 // unix nanoseconds
 }
@@ -120,7 +123,7 @@ func newResumableServer(cfg config, st storage, adm *uploadAdmission, health *he
 	s := &resumableServer{
 		state: state, store: cs, lim: cfg.uploadLimits(), pl: upload.New(cfg.uploadLimits().rules(), nil), chunkSize: int(cfg.chunkSize), expiry: cfg.resumableExpiry,
 		adm: adm, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.publicURL,
-		now: time.Now, newStoreID: resumable.NewID, streams: map[string]*stream{},
+		now: time.Now, newStoreID: resumable.NewID, streams: map[string]*stream{}, writers: map[string]*writer{},
 	}
 	health.onStop(s.close)
 	return s
@@ -468,7 +471,7 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 		refuseEarly(w, r, err)
 		return
 	}
-	unlock, err := s.state.Lock(ctx, id)
+	unlock, me, err := s.lockWriter(w, r, id)
 	if err != nil {
 		refuseEarly(w, r, stateError(err))
 		return
@@ -511,7 +514,7 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 		refuseEarly(w, r, errResumableTooLong)
 		return
 	}
-	readErr := s.feed(w, r, st, limit)
+	readErr := s.feed(r, me, st, limit)
 	if errors.Is(readErr, errResumableTooLong) {
 		s.fail(ctx, u, st)
 		refuseEarly(w, r, readErr)
@@ -550,6 +553,60 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 	s.answerResult(w, r, u, status)
 }
 
+// writer is the request that holds an upload's lock on this instance.
+type writer struct {
+	rc      *http.ResponseController
+	stopped atomic.Bool   // a newer request asked it to let go
+	done    chan struct{} // closed when it has let go
+}
+
+// interrupt ends the writer's wait for its body: it answers and lets go.
+func (wr *writer) interrupt() {
+	wr.stopped.Store(true)
+	_ = wr.rc.SetReadDeadline(time.Now())
+}
+
+// lockWriter takes the upload's lock for r. A request of this instance that holds it is most
+// likely a PATCH whose client went away unseen (a connection dropped without a word), which
+// would hold the lock until BODY_IDLE_TIMEOUT while its client resumes: as tusd does, the
+// newer request ends the older one's wait for its body and takes the lock once it lets go. One
+// on another instance cannot be reached: the client is answered 423, and retries.
+func (s *resumableServer) lockWriter(w http.ResponseWriter, r *http.Request, id string) (func(), *writer, error) {
+	unlock, err := s.state.Lock(r.Context(), id)
+	if errors.Is(err, resumable.ErrLocked) {
+		s.mu.Lock()
+		old := s.writers[id]
+		s.mu.Unlock()
+		if old != nil {
+			old.interrupt()
+			t := time.NewTimer(writerLetGo)
+			select {
+			case <-old.done:
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+			t.Stop()
+			unlock, err = s.state.Lock(r.Context(), id)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	me := &writer{rc: http.NewResponseController(w), done: make(chan struct{})}
+	s.mu.Lock()
+	s.writers[id] = me
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.writers[id] == me {
+			delete(s.writers, id)
+		}
+		s.mu.Unlock()
+		unlock()
+		close(me.done)
+	}, me, nil
+}
+
 // takeLength takes Upload-Length for an upload created without it.
 func (s *resumableServer) takeLength(ctx context.Context, r *http.Request, u resumable.Upload, offset int64) (resumable.Upload, error) {
 	l := r.Header.Get("Upload-Length")
@@ -581,13 +638,16 @@ func (s *resumableServer) takeLength(ctx context.Context, r *http.Request, u res
 
 // feed copies r's body into the stream, at most limit bytes (a byte more is errResumableTooLong).
 // Its error is the body's, or the stream's failure.
-func (s *resumableServer) feed(w http.ResponseWriter, r *http.Request, st *stream, limit int64) error {
-	rc := http.NewResponseController(w)
+func (s *resumableServer) feed(r *http.Request, me *writer, st *stream, limit int64) error {
+	rc := me.rc
 	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	body := s.adm.paced(r.Body)
 	buf := make([]byte, patchBufferBytes)
 	for {
 		_ = rc.SetReadDeadline(s.now().Add(s.lim.idleTimeout)) // unsupported only in tests' recorders
+		if me.stopped.Load() {
+			return errResumableTakenOver
+		}
 		n, err := body.Read(buf)
 		if int64(n) > limit {
 			n, err = int(limit), errResumableTooLong
@@ -687,6 +747,7 @@ func (s *resumableServer) streamFor(w http.ResponseWriter, r *http.Request, u *r
 	if fresh {
 		st.offset.Store(0)
 	}
+	loggerFrom(ctx).InfoContext(ctx, "resumable stream started", "upload", u.ID, "from", st.offset.Load(), "stored", u.Stored, "checked", fresh)
 	go s.run(sctx, st, *u, fresh)
 	return st, nil
 }
