@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/auth/authtest"
 )
 
 // tusClient speaks the tus protocol to a test server, as the client libraries do.
@@ -499,5 +501,51 @@ func TestResumableToTheLocalStore(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(env["UPLOAD_DIR"], "tmp", "chunks-*"))
 	if err != nil || len(left) != 0 {
 		t.Errorf("chunks left after DELETE: %v %v", left, err)
+	}
+}
+
+// An upload belongs to whoever created it: another user, a script with an upload token, or a
+// client without a token is told there is none (or to sign in); its owner goes on, into their folder.
+func TestResumableBelongsToItsUser(t *testing.T) {
+	const script = "script-token-0123456789"
+	fake := newFakeCloudinary(t)
+	idp := authtest.New(t)
+	env := signInEnv(t, fake, idp)
+	env["UPLOAD_TOKENS"] = script
+	env["RATE_LIMIT"] = "off"
+	srv := startServer(t, env)
+	tc := newTusClient(t, newClient(t), srv.url)
+	alice := "Bearer " + authtest.Mint(t, idp.Key(t, "RS256"), goodClaims("alice"))
+	bob := "Bearer " + authtest.Mint(t, idp.Key(t, "RS256"), goodClaims("bob"))
+	file := readPattern(t, 20_000)
+
+	resp, body := tc.do(http.MethodPost, "/upload/resumable/", nil, append(tusCreateHeaders(int64(len(file)), "public_id", "mine"), "Authorization", alice)...)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	url := resp.Header.Get("Location")
+	if resp, b := tc.patch(url, 0, file[:10_000], "Authorization", alice); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("alice's PATCH: %d %s", resp.StatusCode, b)
+	}
+	for _, who := range []string{bob, "Bearer " + script} {
+		for _, method := range []string{http.MethodHead, http.MethodGet, http.MethodDelete} {
+			if resp, _ := tc.do(method, url, nil, "Authorization", who); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("%s by another: %d, want 404", method, resp.StatusCode)
+			}
+		}
+		if resp, b := tc.patch(url, 10_000, file[10_000:], "Authorization", who); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("PATCH by another: %d %s, want 404", resp.StatusCode, b)
+		}
+	}
+	if resp, _ := tc.do(http.MethodHead, url, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("HEAD without a token: %d, want 401", resp.StatusCode)
+	}
+	resp, body = tc.patch(url, 10_000, file[10_000:], "Authorization", alice)
+	var got map[string]any
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
+		t.Fatalf("alice's last PATCH: %d %s", resp.StatusCode, body)
+	}
+	if got["public_id"] != "users/alice/mine" || uploadedBy(got) != "alice" {
+		t.Errorf("answer: %v", got)
 	}
 }
