@@ -76,6 +76,7 @@ type resumableServer struct {
 	chunkSize  int
 	expiry     time.Duration
 	adm        *uploadAdmission
+	quota      *uploadQuota // USER_QUOTA; nil: none
 	trust      proxyTrust
 	tokens     bool   // UPLOAD_TOKENS is set: a script is its token
 	publicURL  string // PUBLIC_URL; empty: from the request
@@ -111,7 +112,7 @@ type stream struct {
 
 var errStreamClosed = errors.New("resumable: the upload's stream was closed")
 
-func newResumableServer(cfg config, st storage, adm *uploadAdmission, health *healthState) *resumableServer {
+func newResumableServer(cfg config, st storage, adm *uploadAdmission, quota *uploadQuota, health *healthState) *resumableServer {
 	cs, ok := st.up.(chunkStore)
 	if !ok {
 		return nil
@@ -122,7 +123,7 @@ func newResumableServer(cfg config, st storage, adm *uploadAdmission, health *he
 	}
 	s := &resumableServer{
 		state: state, store: cs, lim: cfg.uploadLimits(), pl: upload.New(cfg.uploadLimits().rules(), nil), chunkSize: int(cfg.chunkSize), expiry: cfg.resumableExpiry,
-		adm: adm, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.publicURL,
+		adm: adm, quota: quota, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.publicURL,
 		now: time.Now, newStoreID: resumable.NewID, streams: map[string]*stream{}, writers: map[string]*writer{},
 	}
 	health.onStop(s.close)
@@ -514,7 +515,18 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 		refuseEarly(w, r, errResumableTooLong)
 		return
 	}
-	readErr := s.feed(r, me, st, limit)
+	// USER_QUOTA counts the bytes each PATCH brings, as they come: they are spent once in the
+	// stream (bytes dropped with a stream and sent again count again).
+	spend, err := s.quota.begin(r)
+	defer spend.settle(w, r)
+	if err != nil {
+		spend.settle(w, r)
+		refuseEarly(w, r, err)
+		return
+	}
+	fq := spend.file()
+	defer fq.keep()
+	readErr := s.feed(r, me, st, limit, fq)
 	if errors.Is(readErr, errResumableTooLong) {
 		s.fail(ctx, u, st)
 		refuseEarly(w, r, readErr)
@@ -638,7 +650,7 @@ func (s *resumableServer) takeLength(ctx context.Context, r *http.Request, u res
 
 // feed copies r's body into the stream, at most limit bytes (a byte more is errResumableTooLong).
 // Its error is the body's, or the stream's failure.
-func (s *resumableServer) feed(r *http.Request, me *writer, st *stream, limit int64) error {
+func (s *resumableServer) feed(r *http.Request, me *writer, st *stream, limit int64, fq *fileQuota) error {
 	rc := me.rc
 	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	body := s.adm.paced(r.Body)
@@ -653,6 +665,9 @@ func (s *resumableServer) feed(r *http.Request, me *writer, st *stream, limit in
 			n, err = int(limit), errResumableTooLong
 		}
 		if n > 0 {
+			if qerr := fq.take(n); qerr != nil {
+				return qerr
+			}
 			m, werr := st.feed.Write(buf[:n])
 			st.offset.Add(int64(m))
 			limit -= int64(m)

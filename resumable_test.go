@@ -549,3 +549,24 @@ func TestResumableBelongsToItsUser(t *testing.T) {
 		t.Errorf("answer: %v", got)
 	}
 }
+
+// USER_QUOTA counts the bytes of resumable uploads too: a PATCH that would pass it is refused.
+func TestResumableCountsAgainstTheQuota(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := resumableEnv(t, fake)
+	env["USER_QUOTA"] = "3MB/day"
+	srv := startServer(t, env)
+	tc := newTusClient(t, newClient(t), srv.url)
+	file := readPattern(t, 5_000_000)
+	url := tc.create(int64(len(file)))
+	if resp, b := tc.patch(url, 0, file[:2_000_000]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH within the quota: %d %s", resp.StatusCode, b)
+	}
+	resp, b := tc.patch(url, 2_000_000, file[2_000_000:])
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("PATCH past the quota: %d %s", resp.StatusCode, b)
+	}
+	if got := tc.offset(url); got != 2_000_000 {
+		t.Errorf("offset after the refusal: %d", got)
+	}
+}

@@ -61,7 +61,7 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	} else {
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	}
-	addResumableRoutes(mux, newResumableServer(cfg, st, adm, health), protect)
+	addResumableRoutes(mux, newResumableServer(cfg, st, adm, quota, health), protect)
 	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
