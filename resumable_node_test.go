@@ -11,21 +11,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"cloudinary-upload-api/internal/ratelimit/redistest"
 )
 
 // tusJSResult is what testdata/browserlibs/tus-upload.mjs prints.
 type tusJSResult struct {
-	URL    string `json:"url"`
-	Status int    `json:"status"`
-	Body   string `json:"body"`
-	Error  string `json:"error"`
+	URL    string  `json:"url"`
+	Status int     `json:"status"`
+	Body   string  `json:"body"`
+	Error  string  `json:"error"`
+	MS     float64 `json:"ms"`
 }
 
 // runTusJS uploads path with tus-js-client in Node (opts: endpoint, chunkSize, retryDelays...).
@@ -252,5 +255,39 @@ func TestTusJSClientResumesOnAnotherServerAfterTheFirstIsKilled(t *testing.T) {
 	}
 	if len(from) != 1 || from[0] < minChunkBytes || int64(from[0])%minChunkBytes != 0 {
 		t.Errorf("the second server's streams began at %v, want one from a chunk's end", from)
+	}
+}
+
+// TestResumableThroughput compares one 150 MB file through tus-js-client (chunkSize Infinity) with
+// the same file as one form upload, to the same server and fake Cloudinary, in the same run
+// (docs/large-files.md). It measures, so it runs only when asked: RESUMABLE_BENCH=1.
+func TestResumableThroughput(t *testing.T) {
+	if os.Getenv("RESUMABLE_BENCH") != "1" {
+		t.Skip("a measurement: RESUMABLE_BENCH=1 go test -run TestResumableThroughput -v")
+	}
+	const n = 150_000_000
+	path, file := bigJPEG(t, n)
+	fake := newFakeCloudinary(t)
+	env := baseEnv(t, fake)
+	env["MAX_UPLOAD_BYTES"], env["RATE_LIMIT"] = strconv.Itoa(1<<30), "off"
+	srv := startServer(t, env)
+	var form, tus []float64
+	for range 3 {
+		start := time.Now()
+		resp, err := streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(file), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decodeOK(t, resp, "form upload")
+		form = append(form, n/time.Since(start).Seconds()/1e6)
+		res := runTusJS(t, map[string]any{"file": path, "endpoint": srv.url + "/upload/resumable/", "chunkSize": "Infinity"})
+		checkTusJSResult(t, res)
+		tus = append(tus, n/(res.MS/1000)/1e6)
+	}
+	best := func(xs []float64) float64 { return slices.Max(xs) }
+	t.Logf("150 MB, best of 3: form %.0f MB/s, tus-js-client %.0f MB/s (%.2f×)", best(form), best(tus), best(tus)/best(form))
+	t.Logf("form %v, tus %v", form, tus)
+	if best(tus) < 0.9*best(form) {
+		t.Errorf("tus-js-client at %.2f× the form's throughput, want at least 0.9×", best(tus)/best(form))
 	}
 }

@@ -270,6 +270,14 @@ func TestResumableRefusals(t *testing.T) {
 	if resp, _ := tc.do(http.MethodPut, url, nil); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("PUT: %d", resp.StatusCode)
 	}
+	if resp, _ := tc.do(http.MethodGet, "/upload/resumable/", nil); resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+		t.Errorf("GET of the endpoint: %d", resp.StatusCode)
+	}
+	for _, method := range []string{http.MethodHead, http.MethodDelete, http.MethodPatch} {
+		if resp, _ := tc.do(method, url, nil, "Tus-Resumable", "", "Content-Type", "application/offset+octet-stream", "Upload-Offset", "0"); resp.StatusCode != http.StatusPreconditionFailed {
+			t.Errorf("%s without Tus-Resumable: %d", method, resp.StatusCode)
+		}
+	}
 	if resp, b := tc.do(http.MethodGet, tc.create(10), nil); resp.StatusCode != http.StatusConflict {
 		t.Errorf("GET of an incomplete upload: %d %s", resp.StatusCode, b)
 	}
@@ -537,8 +545,14 @@ func TestResumableBelongsToItsUser(t *testing.T) {
 			t.Errorf("PATCH by another: %d %s, want 404", resp.StatusCode, b)
 		}
 	}
-	if resp, _ := tc.do(http.MethodHead, url, nil); resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("HEAD without a token: %d, want 401", resp.StatusCode)
+	for _, method := range []string{http.MethodHead, http.MethodGet, http.MethodDelete, http.MethodPatch, http.MethodPost} {
+		target := url
+		if method == http.MethodPost {
+			target = srv.url + "/upload/resumable/"
+		}
+		if resp, _ := tc.do(method, target, nil, "Upload-Length", "10", "Content-Type", "application/offset+octet-stream", "Upload-Offset", "0"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s without a token: %d, want 401", method, resp.StatusCode)
+		}
 	}
 	resp, body = tc.patch(url, 10_000, file[10_000:], "Authorization", alice)
 	var got map[string]any
@@ -568,5 +582,23 @@ func TestResumableCountsAgainstTheQuota(t *testing.T) {
 	}
 	if got := tc.offset(url); got != 2_000_000 {
 		t.Errorf("offset after the refusal: %d", got)
+	}
+}
+
+// Past Upload-Expires (RESUMABLE_EXPIRY after its creation) an upload is gone: 410 until swept.
+func TestResumableExpires(t *testing.T) {
+	fake := newFakeCloudinary(t)
+	env := resumableEnv(t, fake)
+	env["RESUMABLE_EXPIRY"] = "1ns" // expired as soon as it is made
+	srv := startServer(t, env)
+	tc := newTusClient(t, newClient(t), srv.url)
+	url := tc.create(10)
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		if resp, _ := tc.do(method, url, nil); resp.StatusCode != http.StatusGone {
+			t.Errorf("%s of an expired upload: %d, want 410", method, resp.StatusCode)
+		}
+	}
+	if resp, b := tc.patch(url, 0, []byte("0123456789")); resp.StatusCode != http.StatusGone {
+		t.Errorf("PATCH of an expired upload: %d %s, want 410", resp.StatusCode, b)
 	}
 }
