@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/cloudinary"
-	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/upload"
 )
 
 // perUploadOverhead is what an upload holds besides its read, copy and chunk buffers: the
@@ -18,55 +16,66 @@ import (
 // upstream connection's 16 KiB write and 64 KiB read buffers, net/http's buffers and stacks.
 const perUploadOverhead = 128 << 10
 
-// uploadReservation is the memory one upload reserves from UPLOAD_MEMORY when it is admitted:
-// its read buffer and copy buffer, the image guard's window (an image's metadata before its
-// image data, up to imageguard.DefaultMaxMetadataBytes, which may stand twice for a moment while
-// its buffer grows). With chunked, it is the most one upload may hold: that, and, when it goes to
-// Cloudinary in chunks, a whole chunk buffer (CHUNK_SIZE and the byte read ahead), which it
-// reserves block by block as the chunk's bytes arrive, not when it is admitted.
+// leastRequestBuffer is the smallest read buffer under a form: larger than formOverhead, so that
+// part headers are bounded by formOverhead whatever the buffer.
+const leastRequestBuffer = 128 << 10
+
+// uploadReservation is the most one upload may reserve from UPLOAD_MEMORY when it is admitted
+// (uploadReservationFor a body of unknown size). With chunked, it is the most one upload may
+// hold: that, and, when it goes to Cloudinary in chunks, a whole chunk buffer (CHUNK_SIZE and
+// the byte read ahead), which it reserves block by block as the chunk's bytes arrive, not when
+// it is admitted.
 func (cfg config) uploadReservation(chunked bool) int64 {
-	n := int64(requestBufferBytes + copyBufferBytes + perUploadOverhead + 2*imageguard.DefaultMaxMetadataBytes)
+	n := cfg.uploadReservationFor(-1)
 	if chunked {
 		n += cfg.chunkReservation()
 	}
 	return n
 }
 
+// uploadReservationFor is what an upload whose request body has size bytes (its Content-Length;
+// -1: unknown) reserves when it is admitted, sized to what it can hold: its read buffer (the size
+// class that holds the body, up to requestBufferBytes), what the pipeline holds for a file of at
+// most that size (a copy buffer, the image guard's window: upload.Rules.Holds), and
+// perUploadOverhead. A 100 KB upload reserves about 550 KiB, one of unknown or large size 3.4 MiB.
+func (cfg config) uploadReservationFor(size int64) int64 {
+	read := upload.SizeClass(size, leastRequestBuffer, requestBufferBytes)
+	return int64(read) + cfg.uploadLimits().rules().Holds(size) + perUploadOverhead
+}
+
 // chunkReservation is the most an upload's chunk buffer holds, or 0 when uploads are not chunked.
 func (cfg config) chunkReservation() int64 {
-	if cfg.storage != "cloudinary" {
+	if cfg.Storage != "cloudinary" {
 		return 0
 	}
-	return cloudinary.ChunkBufferBytes(cfg.chunkSize)
+	return cloudinary.ChunkBufferBytes(cfg.ChunkSize)
 }
 
 // uploadAdmission decides, for POST /upload, who gets in and when (internal/admission does the
-// counting), and paces the bodies of those admitted.
+// counting), and the minimum data rate of the bodies of those admitted.
 type uploadAdmission struct {
 	gate    *admission.Gate
 	cfg     config
-	minRate admission.Rule
+	minRate admission.Rule // MIN_UPLOAD_RATE, for the bodies of those admitted
 	trust   proxyTrust
 	m       *metrics
-	now     func() time.Time
 }
 
-func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now func() time.Time) *uploadAdmission {
+func newUploadAdmission(cfg config, leases admission.Leases, m *metrics) *uploadAdmission {
 	return &uploadAdmission{
 		gate: admission.New(admission.Config{
-			MemoryBytes:        cfg.uploadMemory,
-			Wait:               cfg.admissionWait,
-			MaxUploads:         cfg.maxConcurrent,
-			MaxPerClient:       cfg.maxPerClient,
+			MemoryBytes:        cfg.UploadMemory,
+			Wait:               cfg.AdmissionWait,
+			MaxUploads:         cfg.MaxConcurrent,
+			MaxPerClient:       cfg.MaxPerClient,
 			MaxMemoryPerClient: cfg.maxMemoryPerClient,
 			ChunkBytes:         cfg.chunkReservation(),
 			Leases:             leases,
 		}),
 		cfg:     cfg,
-		minRate: cfg.minRate,
+		minRate: cfg.MinRate,
 		trust:   cfg.trustProxy,
 		m:       m,
-		now:     now,
 	}
 }
 
@@ -76,7 +85,7 @@ func newUploadAdmission(cfg config, leases admission.Leases, m *metrics, now fun
 // Release may be called more than once; its memory (for store.Params) grows a chunk's buffer.
 func (a *uploadAdmission) admit(w http.ResponseWriter, r *http.Request) (*uploadMemory, error) {
 	client := clientKeyOf(r, a.trust)
-	u, waited, err := a.gate.AdmitUpload(r.Context(), client, a.cfg.uploadReservation(false))
+	u, waited, err := a.gate.AdmitUpload(r.Context(), client, a.cfg.uploadReservationFor(r.ContentLength))
 	if waited > 0 {
 		a.m.admissionWait.Observe(waited.Seconds())
 	}
@@ -121,14 +130,6 @@ func (m *uploadMemory) Shrink() { m.u.Shrink() }
 
 // release gives back everything the upload holds; it may be called more than once.
 func (m *uploadMemory) release() { m.u.Release() }
-
-// paced wraps an admitted upload's body with the minimum data rate, if there is one.
-func (a *uploadAdmission) paced(body io.ReadCloser) io.ReadCloser {
-	if a.minRate.Off() {
-		return body
-	}
-	return newPacedBody(body, a.minRate, a.now)
-}
 
 // refused counts a refusal by reason.
 func (a *uploadAdmission) refused(reason string) { a.m.refusals.WithLabelValues(reason).Inc() }

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,25 +62,22 @@ func metricsText(t *testing.T, c *http.Client, baseURL string) string {
 type heldUpload struct {
 	w      *io.PipeWriter
 	rest   []byte
-	answer chan int // status, or 0 when the request failed
+	answer <-chan streamAnswer
 }
 
 // holdUpload starts an upload from c and returns once the fake has seen its first bytes: the
 // upload has been admitted and holds its reservation.
 func holdUpload(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary) *heldUpload {
 	t.Helper()
-	img := paddedPNG(t, 4*sniffLen)
+	return holdUploadOf(t, c, baseURL, fake, 4*sniffLen)
+}
+
+// holdUploadOf is holdUpload of a file of about size bytes: the upload reserves what its size asks.
+func holdUploadOf(t *testing.T, c *http.Client, baseURL string, fake *fakeCloudinary, size int) *heldUpload {
+	t.Helper()
+	img := paddedPNG(t, size)
 	r, w := io.Pipe()
-	h := &heldUpload{w: w, rest: img[len(img)/2:], answer: make(chan int, 1)}
-	go func() {
-		resp, err := streamForm(context.Background(), t, c, baseURL, r, int64(len(img)))
-		if err != nil {
-			h.answer <- 0
-			return
-		}
-		resp.Body.Close()
-		h.answer <- resp.StatusCode
-	}()
+	h := &heldUpload{w: w, rest: img[len(img)/2:], answer: goStreamForm(context.Background(), t, c, baseURL, r, int64(len(img)))}
 	t.Cleanup(func() { w.Close() })
 	if err := writeWithin(t, w, img[:len(img)/2]); err != nil {
 		t.Fatal(err)
@@ -97,7 +93,7 @@ func (h *heldUpload) finish(t *testing.T) int {
 		t.Fatal(err)
 	}
 	h.w.Close()
-	return within(t, h.answer, "the held upload's answer")
+	return within(t, h.answer, "the held upload's answer").status // 0 when the request failed
 }
 
 // smallUpload posts a small PNG and returns the answer.
@@ -204,9 +200,9 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	env["CHUNK_SIZE"] = strconv.Itoa(minChunkBytes)
 	env["METRICS"] = "true"
 	cfg := testConfig()
-	cfg.chunkSize = minChunkBytes
+	cfg.ChunkSize = minChunkBytes
 	streamed := cfg.uploadReservation(false)
-	budget := 4*streamed + streamed/2 // 4 streamed uploads, not 5
+	budget := 4*streamed + cfg.uploadReservationFor(0)/2 // 4 held uploads, and not even the smallest fifth
 	if budget < cfg.uploadReservation(true) {
 		t.Fatalf("a budget of %d bytes is refused at start-up: a chunked upload needs %d", budget, cfg.uploadReservation(true))
 	}
@@ -215,7 +211,8 @@ func TestMemoryBudgetWaitsThenRefuses(t *testing.T) {
 	srv := startServer(t, env)
 	var held []*heldUpload
 	for i := range 4 {
-		held = append(held, holdUpload(t, clientFrom(t, fmt.Sprintf("127.0.0.%d", 2+i)), srv.url, fake))
+		// Larger than the largest buffers: each reserves all an upload may.
+		held = append(held, holdUploadOf(t, clientFrom(t, fmt.Sprintf("127.0.0.%d", 2+i)), srv.url, fake, requestBufferBytes+4*sniffLen))
 	}
 	status, h, msg := smallUpload(t, clientFrom(t, "127.0.0.9"), srv.url)
 	if status != http.StatusServiceUnavailable || msg != errTooBusy.message || h.Get("Retry-After") != retryAfterBusy {
@@ -249,23 +246,17 @@ func TestAbortedUploadsGiveBackTheirReservations(t *testing.T) {
 	srv := startServer(t, env)
 
 	img := paddedPNG(t, 64<<10)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "a.png"); err != nil {
-		t.Fatal(err)
-	}
+	ct, head, _ := formAround(t, filePartOf("file", "a.png", nil))
 	for i := range 100 {
-		conn := dialFrom(t, srv.url, "127.0.0.2")
-		cut := head.Len() + sniffLen + i*512 // each stops somewhere past the sniffed head
-		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			mw.FormDataContentType(), head.Len()+len(img)+100)
-		if _, err := conn.Write(append(head.Bytes(), img...)[:cut]); err != nil {
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(head)+len(img)+100, "Content-Type: "+ct)
+		cut := len(head) + sniffLen + i*512 // each stops somewhere past the sniffed head
+		if _, err := conn.Write(append(slices.Clone(head), img...)[:cut]); err != nil {
 			t.Fatal(err)
 		}
 		if err := conn.(*net.TCPConn).CloseWrite(); err != nil { // the body breaks off here
 			t.Fatal(err)
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("abort %d: %v", i, err)
 		}
@@ -293,11 +284,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 
 	const slow = 32
 	img := paddedPNG(t, 1<<20)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "slow.png"); err != nil {
-		t.Fatal(err)
-	}
+	ct, head, _ := formAround(t, filePartOf("file", "slow.png", nil))
 	type answer struct {
 		status int
 		body   string
@@ -306,10 +293,8 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	for range slow {
-		conn := dialFrom(t, srv.url, "127.0.0.2")
-		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
-			mw.FormDataContentType(), head.Len()+len(img)+100)
-		if _, err := conn.Write(append(head.Bytes(), img[:2*sniffLen]...)); err != nil {
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(head)+len(img)+100, "Content-Type: "+ct)
+		if _, err := conn.Write(append(slices.Clone(head), img[:2*sniffLen]...)); err != nil {
 			t.Fatal(err)
 		}
 		got := make(chan struct{})
@@ -331,7 +316,7 @@ func TestSlowBodiesAreCut(t *testing.T) {
 		}()
 		go func() {
 			defer close(got)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
 				answers <- answer{body: err.Error()}
 				return

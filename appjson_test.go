@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // appJSONVars are the only variables the Heroku Button's form shows (every other keeps its
@@ -27,9 +29,9 @@ var appJSONVars = map[string]struct {
 // appJSONMaxVars is how many variables the button's form may ask for.
 const appJSONMaxVars = 8
 
-// TestAppJSON keeps the Heroku Button's app.json short and in step with envVars: only the
-// variables a user sets there (at most eight, ENV_FILE not among them), each with envVars'
-// meaning, CLOUDINARY_URL required, UPLOAD_TOKENS generated, STORAGE=cloudinary; the Go
+// TestAppJSON keeps the Heroku Button's app.json short and in step with internal/config's
+// table (gendocs writes its env; this checks what it wrote): only the variables a user sets there
+// (at most eight, ENV_FILE not among them), each with the table's meaning, CLOUDINARY_URL required, UPLOAD_TOKENS generated, STORAGE=cloudinary; the Go
 // buildpack and one web dyno.
 func TestAppJSON(t *testing.T) {
 	t.Parallel()
@@ -59,9 +61,9 @@ func TestAppJSON(t *testing.T) {
 	if len(app.Env) > appJSONMaxVars {
 		t.Errorf("app.json asks for %d variables, more than %d: leave the rest at their defaults", len(app.Env), appJSONMaxVars)
 	}
-	vars := map[string]envVar{}
-	for _, v := range envVars() {
-		vars[v.name] = v
+	vars := map[string]envconfig.Var{}
+	for _, v := range envconfig.Vars() {
+		vars[v.Name] = v
 	}
 	for name, want := range appJSONVars {
 		e, listed := app.Env[name]
@@ -74,8 +76,8 @@ func TestAppJSON(t *testing.T) {
 			t.Errorf("app.json lists %s, which the server does not read", name)
 			continue
 		}
-		if e.Description != v.help {
-			t.Errorf("app.json's description of %s = %q, want the table's %q", name, e.Description, v.help)
+		if e.Description != v.Help {
+			t.Errorf("app.json's description of %s = %q, want the table's %q", name, e.Description, v.Help)
 		}
 		if e.Required == nil || *e.Required != want.required {
 			t.Errorf("app.json: %s must say \"required\": %v", name, want.required)
@@ -90,10 +92,10 @@ func TestAppJSON(t *testing.T) {
 		if got != want.value {
 			t.Errorf("app.json's value of %s = %q, want %q", name, got, want.value)
 		}
-		if want.value == "" && v.def != "" && !v.secret {
-			t.Errorf("%s has the default %q: app.json must show it", name, v.def)
+		if want.value == "" && v.Default != "" && !v.Secret {
+			t.Errorf("%s has the default %q: app.json must show it", name, v.Default)
 		}
-		if v.secret && got != "" {
+		if v.Secret && got != "" {
 			t.Errorf("app.json gives the secret %s a value", name)
 		}
 	}
@@ -115,8 +117,8 @@ func TestAppJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("app.json's configuration does not load: %v", err)
 	}
-	if cfg.storage != "cloudinary" || cfg.uploadTokens == nil {
-		t.Errorf("app.json deploys storage %q, tokens %v; want cloudinary and a token", cfg.storage, cfg.uploadTokens != nil)
+	if cfg.Storage != "cloudinary" || cfg.uploadTokens == nil {
+		t.Errorf("app.json deploys storage %q, tokens %v; want cloudinary and a token", cfg.Storage, cfg.uploadTokens != nil)
 	}
 	if len(app.Buildpacks) != 1 || app.Buildpacks[0].URL != "heroku/go" {
 		t.Errorf("app.json buildpacks = %+v, want heroku/go", app.Buildpacks)

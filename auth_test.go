@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	envconfig "cloudinary-upload-api/internal/config"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/store"
 )
@@ -93,8 +93,8 @@ func TestUploadTokensConfig(t *testing.T) {
 	if _, err := loadConfig(mapGetenv(map[string]string{"UPLOAD_TOKENS": "has space in the token value"})); err == nil {
 		t.Errorf("a token with spaces accepted")
 	}
-	for _, v := range envVars() {
-		if v.name == "UPLOAD_TOKENS" && !v.secret {
+	for _, v := range envconfig.Vars() {
+		if v.Name == "UPLOAD_TOKENS" && !v.Secret {
 			t.Errorf("UPLOAD_TOKENS is not marked secret")
 		}
 	}
@@ -174,24 +174,8 @@ func FuzzFormFields(f *testing.F) {
 				}
 			}
 		}
-		var buf bytes.Buffer
-		w := multipart.NewWriter(&buf)
-		for _, fld := range [][2]string{{name1, value1}, {name2, value2}} {
-			if err := w.WriteField(fld[0], fld[1]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		part, err := w.CreateFormFile("file", "a.png")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := part.Write([]byte("\x89PNG\r\n\x1a\n")); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		p, file, err := readFieldsForTest(&buf, w.Boundary(), lim)
+		ct, body := multipartBody(t, [][2]string{{name1, value1}, {name2, value2}}, "a.png", []byte("\x89PNG\r\n\x1a\n"))
+		p, file, err := readFieldsForTest(bytes.NewReader(body), formBoundary(t, ct), lim)
 		if err != nil {
 			var api apiError
 			if !errors.As(err, &api) || api.status != http.StatusBadRequest {
@@ -217,9 +201,9 @@ func TestLoadConfigAccessVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.uploadTokens != nil || cfg.trustProxy.on() || cfg.rateLimit.Burst != 20 || cfg.readHeaderTimeout.String() != "10s" ||
+	if cfg.uploadTokens != nil || cfg.trustProxy.on() || cfg.RateLimit.Burst != 20 || cfg.ReadHeaderTimeout.String() != "10s" ||
 		strings.Join(cfg.signableParams, ",") != "public_id,tags,context" {
-		t.Errorf("defaults: tokens %v trust %v rate %+v header timeout %v signable %v", cfg.uploadTokens, cfg.trustProxy, cfg.rateLimit, cfg.readHeaderTimeout, cfg.signableParams)
+		t.Errorf("defaults: tokens %v trust %v rate %+v header timeout %v signable %v", cfg.uploadTokens, cfg.trustProxy, cfg.RateLimit, cfg.ReadHeaderTimeout, cfg.signableParams)
 	}
 	_, err = loadConfig(mapGetenv(map[string]string{
 		"RATE_LIMIT": "fast", "TRUST_PROXY": "maybe", "SIGNABLE_PARAMS": "eval", "READ_HEADER_TIMEOUT": "-1s",

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,18 +40,9 @@ type benchForm struct {
 }
 
 func newBenchForm(b *testing.B, size int64) benchForm {
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	if _, err := mw.CreateFormFile("file", "bench.png"); err != nil {
-		b.Fatal(err)
-	}
+	ct, formHead, suffix := formAround(b, filePartOf("file", "bench.png", nil))
 	head := testPNG(b, 2, 2)
-	prefix := append(bytes.Clone(buf.Bytes()), head...)
-	buf.Reset()
-	if err := mw.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return benchForm{prefix: prefix, suffix: bytes.Clone(buf.Bytes()), headLen: int64(len(head)), contentType: mw.FormDataContentType(), size: size}
+	return benchForm{prefix: append(formHead, head...), suffix: suffix, headLen: int64(len(head)), contentType: ct, size: size}
 }
 
 func (f benchForm) post(b *testing.B, c *http.Client, url string) {
@@ -89,7 +79,7 @@ func BenchmarkUpload(b *testing.B) {
 	}{{"100KB", 100_000}, {"1MB", 1_000_000}, {"50MB", 50_000_000}, {"250MB", 250_000_000}} {
 		up := lightUpstream(b)
 		cfg := testConfig()
-		cfg.maxUploadBytes = 1 << 30
+		cfg.MaxUploadBytes = 1 << 30
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
@@ -153,7 +143,7 @@ func BenchmarkUploadRedis(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg.rateLimit = spec
+		cfg.RateLimit = spec
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())
 		if err != nil {
@@ -199,7 +189,7 @@ func BenchmarkUploadQuota(b *testing.B) {
 	for _, mode := range []string{"off", "memory", "redis"} {
 		cfg := testConfig()
 		if mode != "off" {
-			cfg.userQuota = spec
+			cfg.UserQuota = spec
 		}
 		sdkUp, err := cloudinary.New(&cloudinary.Credentials{CloudName: "demo", APIKey: "k", APISecret: "s",
 			Params: url.Values{"upload_prefix": {up.URL}}}, cfg.cloudinaryOptions())

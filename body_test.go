@@ -2,62 +2,27 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
-	"time"
 
-	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/imageguard"
 )
-
-// clockReader gives 10 bytes per Read, each after wait on the fake clock.
-type clockReader struct {
-	now  *time.Time
-	wait time.Duration
-}
-
-func (r *clockReader) Read(p []byte) (int, error) {
-	*r.now = r.now.Add(r.wait)
-	return copy(p, "0123456789"), nil
-}
-
-func (r *clockReader) Close() error { return nil }
-
-// The pace's clock runs only while a Read waits on the client: time the server spends sending
-// upstream between reads (while TCP holds the client back) is never held against the client.
-func TestPacedBodyCountsOnlyWaits(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	rule := admission.Rule{BytesPerSecond: 1000, Grace: time.Second, Window: 2 * time.Second}
-	body := newPacedBody(&clockReader{now: &now, wait: 100 * time.Millisecond}, rule, func() time.Time { return now })
-	buf := make([]byte, 64)
-	for range 5 {
-		if _, err := body.Read(buf); err != nil {
-			t.Fatal(err)
-		}
-		now = now.Add(10 * time.Second) // upstream busy: the client is not being waited on
-	}
-	// 50 bytes in 500 ms of waiting: too slow, but the grace (1 s of waiting) is not over.
-	if got, want := body.due(now), now.Add(500*time.Millisecond); !got.Equal(want) {
-		t.Fatalf("due %s after the start, want %s", got.Sub(now), want.Sub(now))
-	}
-	off := newPacedBody(&clockReader{now: &now}, admission.Rule{}, func() time.Time { return now })
-	if _, err := off.Read(buf); err != nil {
-		t.Fatal(err)
-	}
-	if d := off.due(now); !d.IsZero() {
-		t.Fatalf("no rule, yet due at %s", d)
-	}
-}
-
-var _ io.ReadCloser = (*pacedBody)(nil)
 
 // TestUploadTakesTheFastPath: an ordinary upload's bytes go upstream as pieces of the form
 // reader's own buffer. A JPEG keeps that path whatever STRIP_METADATA says (its metadata comes
 // before the image data, which the guard hands on untouched), and so does any image with
 // STRIP_METADATA=off; a wrapper that hides the pieces fails here, not only in a benchmark.
 // (A PNG or WebP being stripped is read through the guard's chunk walker instead: one copy.)
+// pngWithLongChunk is a PNG whose text chunk, to be removed, comes after 3 MiB of image data.
+func pngWithLongChunk(t *testing.T) []byte {
+	b := guardTestPNG(t)
+	iend := len(b) - 12
+	return slices.Concat(b[:iend], dimsPNGChunk("IDAT", bytes.Repeat([]byte{7}, 3<<20)),
+		dimsPNGChunk("tEXt", []byte("GPSLatitude\x0048 N")), b[iend:])
+}
+
 func TestUploadTakesTheFastPath(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -68,13 +33,16 @@ func TestUploadTakesTheFastPath(t *testing.T) {
 		{"jpeg_gps", imageguard.StripGPS, func(t *testing.T) []byte { return guardTestJPEG(t) }},
 		{"jpeg_all", imageguard.StripAll, func(t *testing.T) []byte { return guardTestJPEG(t) }},
 		{"png_off", imageguard.StripOff, func(t *testing.T) []byte { return testPNG(t, 4, 4) }},
+		// Walked by the guard, its long chunk and the bytes after IEND come as pieces too.
+		{"png_gps", imageguard.StripGPS, pngWithLongChunk},
+		{"png_all", imageguard.StripAll, pngWithLongChunk},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			up := &pieceRecorder{}
 			cfg := testConfig()
-			cfg.maxUploadBytes = 8 << 20
-			cfg.image.Strip = tc.strip
+			cfg.MaxUploadBytes = 8 << 20
+			cfg.Image.Strip = tc.strip
 			h := newServer(discardLogger(), cfg, testStorage(up), newHealthState())
 			img := append(tc.image(t), bytes.Repeat([]byte{7}, 3<<20)...) // after the image's end: nothing the guard reads
 			ct, body := buildForm(t, filePartOf("file", "a.img", img))

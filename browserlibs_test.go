@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -410,22 +409,8 @@ func serverMessage(t *testing.T, api string, f libFile, contentType string) (int
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body bytes.Buffer
-	w := multipart.NewWriter(&body)
-	h := make(map[string][]string)
-	h["Content-Disposition"] = []string{fmt.Sprintf(`form-data; name="file"; filename=%q`, f.name)}
-	h["Content-Type"] = []string{contentType}
-	part, err := w.CreatePart(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := newClient(t).Post(api+"/upload", w.FormDataContentType(), &body)
+	ct, body := buildForm(t, filePartOf("file", f.name, b).typed(contentType))
+	resp, err := newClient(t).Post(api+"/upload", ct, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,14 +169,7 @@ func TestChunkedUploadAbortInChunk3(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	file, fileW := io.Pipe()
-	result := make(chan error, 1)
-	go func() {
-		resp, err := streamForm(ctx, t, newClient(t), srv.url, file, -1)
-		if err == nil {
-			resp.Body.Close()
-		}
-		result <- err
-	}()
+	result := goStreamForm(ctx, t, newClient(t), srv.url, file, -1)
 	gen, _ := patternPNG(t, 2*minChunkBytes+minChunkBytes/2) // two chunks and half of the third
 	if _, err := io.Copy(fileW, gen()); err != nil {
 		t.Fatal(err)
@@ -187,7 +180,7 @@ func TestChunkedUploadAbortInChunk3(t *testing.T) {
 	within(t, fake.FirstBytes, "chunk 2's first bytes at the fake")
 	cancel()                               // the client goes away in the middle of chunk 3
 	fileW.CloseWithError(context.Canceled) // no closing boundary
-	if err := within(t, result, "the aborted client's error"); !errors.Is(err, context.Canceled) {
+	if err := within(t, result, "the aborted client's error").err; !errors.Is(err, context.Canceled) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	srv.stop(t) // returns only once every request, upstream ones included, has ended
@@ -212,16 +205,7 @@ func TestConcurrencyCap(t *testing.T) {
 
 	img := append(testPNG(t, 2, 2), make([]byte, 4*sniffLen)...)
 	file, fileW := io.Pipe()
-	first := make(chan int, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
-		if err != nil {
-			first <- 0
-			return
-		}
-		resp.Body.Close()
-		first <- resp.StatusCode
-	}()
+	first := goStreamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
 	half := len(img) / 2
 	if err := writeWithin(t, fileW, img[:half]); err != nil {
 		t.Fatal(err)
@@ -244,8 +228,8 @@ func TestConcurrencyCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	fileW.Close()
-	if status := within(t, first, "the first upload's answer"); status != http.StatusOK {
-		t.Fatalf("first upload: status %d", status)
+	if a := within(t, first, "the first upload's answer"); a.status != http.StatusOK {
+		t.Fatalf("first upload: status %d %s", a.status, a.message)
 	}
 	// The place is free again.
 	resp = postForm(t, client, srv.url, ct, strings.NewReader(string(body)))
@@ -268,21 +252,7 @@ func TestBodyIdleTimeout(t *testing.T) {
 
 			file, fileW := io.Pipe()
 			defer fileW.Close()
-			type answer struct {
-				status  int
-				message string
-			}
-			result := make(chan answer, 1)
-			go func() {
-				resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file, tc.size)
-				if err != nil {
-					result <- answer{message: err.Error()}
-					return
-				}
-				var got apiErrorBody
-				decodeBody(t, resp, &got)
-				result <- answer{resp.StatusCode, got.Error.Message}
-			}()
+			result := goStreamForm(context.Background(), t, newClient(t), srv.url, file, tc.size)
 			// The file's head, and then nothing more: the server gives up on the client. It may do
 			// so while the head is still being written (on a loaded machine the transport can pause
 			// longer than the idle timeout), and then nobody reads the rest: so the write runs on its
@@ -302,5 +272,40 @@ func TestBodyIdleTimeout(t *testing.T) {
 				t.Errorf("a stalled upload was stored")
 			}
 		})
+	}
+}
+
+// A file over 100 MiB whose request says its length goes up in chunks sent as they arrive, cut
+// so that the last is small: stored byte for byte, every chunk but the last at least
+// Cloudinary's least and at most CHUNK_SIZE.
+func TestChunkedUploadKnownLength(t *testing.T) {
+	const n = maxSingleRequestBytes + 3*minChunkBytes/2
+	fake := newFakeCloudinary(t)
+	srv := startServer(t, chunkEnv(t, fake))
+	file, sum := patternPNG(t, n)
+
+	resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file(), n)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	decodeOK(t, resp, "chunked upload of known length")
+	ups := fake.Uploads()
+	if len(ups) != 1 || ups[0].SHA256 != sum || ups[0].Bytes != n {
+		t.Fatalf("fake stored %d uploads; want one of the file's %d bytes", len(ups), n)
+	}
+	var next int64
+	for i, cr := range ups[0].Chunks {
+		var start, end, total int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &start, &end, &total); err != nil {
+			t.Fatalf("chunk %d: %q: %v", i, cr, err)
+		}
+		last := i == len(ups[0].Chunks)-1
+		if start != next || end-start+1 > minChunkBytes || !last && (total != -1 || end-start+1 < minChunkBytes) || last && (total != n || end != n-1) {
+			t.Errorf("chunk %d of %d: %q", i, len(ups[0].Chunks), cr)
+		}
+		next = end + 1
+	}
+	if last := ups[0].Chunks[len(ups[0].Chunks)-1]; !strings.HasSuffix(last, fmt.Sprintf("/%d", n)) {
+		t.Errorf("last chunk %q", last)
 	}
 }

@@ -10,7 +10,6 @@ import (
 type (
 	fakeCloudinary = cloudinarytest.Server
 	fakeBehaviour  = cloudinarytest.Behaviour
-	fakeUpload     = cloudinarytest.Upload
 )
 
 // The fake's account.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cloudinary-upload-api/internal/cloudinary"
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -18,20 +19,20 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.port, "8080"; got != want {
+	if got, want := cfg.Port, "8080"; got != want {
 		t.Errorf("port = %q, want %q", got, want)
 	}
-	if got, want := cfg.maxUploadBytes, int64(100<<20); got != want {
+	if got, want := cfg.MaxUploadBytes, int64(100<<20); got != want {
 		t.Errorf("maxUploadBytes = %d, want %d", got, want)
 	}
-	if got, want := strings.Join(cfg.allowedTypes, ","), "image/*"; got != want {
+	if got, want := strings.Join(cfg.AllowedTypes, ","), "image/*"; got != want {
 		t.Errorf("allowedTypes = %q, want %q", got, want)
 	}
-	if got, want := cfg.shutdownTimeout, 25*time.Second; got != want {
+	if got, want := cfg.ShutdownTimeout, 25*time.Second; got != want {
 		t.Errorf("shutdownTimeout = %v, want %v", got, want)
 	}
-	if cfg.cloudinary == nil || cfg.cloudinary.CloudName != "cloud" || cfg.cloudinary.APIKey != "key" || cfg.cloudinary.APISecret != "sec" {
-		t.Errorf("credentials not read from CLOUDINARY_URL: %+v", cfg.cloudinary)
+	if cfg.Cloudinary == nil || cfg.Cloudinary.CloudName != "cloud" || cfg.Cloudinary.APIKey != "key" || cfg.Cloudinary.APISecret != "sec" {
+		t.Errorf("credentials not read from CLOUDINARY_URL: %+v", cfg.Cloudinary)
 	}
 }
 
@@ -42,7 +43,7 @@ func TestLoadConfigSeparateCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.cloudinary.Params.Get("upload_prefix"); got != "http://127.0.0.1:9" {
+	if got := cfg.Cloudinary.Params.Get("upload_prefix"); got != "http://127.0.0.1:9" {
 		t.Errorf("upload_prefix = %q", got)
 	}
 }
@@ -172,12 +173,12 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range envVars() {
-		if !strings.Contains(string(b), v.name+"=") {
-			t.Errorf(".env.example lacks %s", v.name)
+	for _, v := range envconfig.Vars() {
+		if !strings.Contains(string(b), v.Name+"=") {
+			t.Errorf(".env.example lacks %s", v.Name)
 		}
-		if !strings.Contains(string(b), v.help) {
-			t.Errorf(".env.example's comment for %s differs from the config table: %q", v.name, v.help)
+		if !strings.Contains(string(b), v.Help) {
+			t.Errorf(".env.example's comment for %s differs from the config table: %q", v.Name, v.Help)
 		}
 	}
 }
@@ -187,10 +188,10 @@ func TestLoadConfigAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.uploadMemory != 256<<20 || cfg.admissionWait != 2*time.Second || cfg.maxConcurrent != 0 || cfg.maxPerClient != 8 {
-		t.Errorf("defaults: memory %d, wait %s, cap %d, per client %d", cfg.uploadMemory, cfg.admissionWait, cfg.maxConcurrent, cfg.maxPerClient)
+	if cfg.UploadMemory != 256<<20 || cfg.AdmissionWait != 2*time.Second || cfg.MaxConcurrent != 0 || cfg.MaxPerClient != 8 {
+		t.Errorf("defaults: memory %d, wait %s, cap %d, per client %d", cfg.UploadMemory, cfg.AdmissionWait, cfg.MaxConcurrent, cfg.MaxPerClient)
 	}
-	if r := cfg.minRate; r.BytesPerSecond != 8192 || r.Grace != 10*time.Second || r.Window != 20*time.Second {
+	if r := cfg.MinRate; r.BytesPerSecond != 8192 || r.Grace != 10*time.Second || r.Window != 20*time.Second {
 		t.Errorf("MIN_UPLOAD_RATE default: %+v", r)
 	}
 	cfg, err = loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud",
@@ -199,12 +200,12 @@ func TestLoadConfigAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.uploadMemory != 1<<30 || cfg.maxConcurrent != 3 || cfg.maxPerClient != 0 || cfg.admissionWait != 0 ||
-		cfg.minRate.BytesPerSecond != 40000 || cfg.minRate.Grace != 5*time.Second || cfg.minRate.Window != 30*time.Second {
+	if cfg.UploadMemory != 1<<30 || cfg.MaxConcurrent != 3 || cfg.MaxPerClient != 0 || cfg.AdmissionWait != 0 ||
+		cfg.MinRate.BytesPerSecond != 40000 || cfg.MinRate.Grace != 5*time.Second || cfg.MinRate.Window != 30*time.Second {
 		t.Errorf("set values not read: %+v", cfg)
 	}
-	if cfg, err := loadConfig(mapGetenv(map[string]string{"MIN_UPLOAD_RATE": "off"})); err != nil || !cfg.minRate.Off() {
-		t.Errorf("MIN_UPLOAD_RATE=off: %v, %+v", err, cfg.minRate)
+	if cfg, err := loadConfig(mapGetenv(map[string]string{"MIN_UPLOAD_RATE": "off"})); err != nil || !cfg.MinRate.Off() {
+		t.Errorf("MIN_UPLOAD_RATE=off: %v, %+v", err, cfg.MinRate)
 	}
 	_, err = loadConfig(mapGetenv(map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud",
 		"UPLOAD_MEMORY": "10MiB", "MAX_UPLOADS_PER_CLIENT": "-1", "MIN_UPLOAD_RATE": "fast", "ADMISSION_WAIT": "soon"}))
@@ -228,8 +229,8 @@ func TestEnvExampleStartsLocal(t *testing.T) {
 	if err != nil {
 		t.Fatalf(".env.example as it is: %v", err)
 	}
-	if cfg.storage != "local" || cfg.cloudinary != nil {
-		t.Errorf(".env.example as it is stores in %q, want local", cfg.storage)
+	if cfg.Storage != "local" || cfg.Cloudinary != nil {
+		t.Errorf(".env.example as it is stores in %q, want local", cfg.Storage)
 	}
 }
 
@@ -240,14 +241,14 @@ func TestSizesTakeUnits(t *testing.T) {
 		want        int64
 		got         func(config) int64
 	}{
-		{"MAX_UPLOAD_BYTES", "200MB", 200e6, func(c config) int64 { return c.maxUploadBytes }},
-		{"MAX_UPLOAD_BYTES", "200MiB", 200 << 20, func(c config) int64 { return c.maxUploadBytes }},
-		{"MAX_UPLOAD_BYTES", "209715200", 200 << 20, func(c config) int64 { return c.maxUploadBytes }},
-		{"MAX_UPLOAD_BYTES", "2 gb", 2e9, func(c config) int64 { return c.maxUploadBytes }},
-		{"CHUNK_SIZE", "20MB", 20e6, func(c config) int64 { return c.chunkSize }},
-		{"CHUNK_SIZE", "6MiB", 6 << 20, func(c config) int64 { return c.chunkSize }},
-		{"UPLOAD_MEMORY", "300MB", 300e6, func(c config) int64 { return c.uploadMemory }},
-		{"UPLOAD_MEMORY", "268435456", 256 << 20, func(c config) int64 { return c.uploadMemory }},
+		{"MAX_UPLOAD_BYTES", "200MB", 200e6, func(c config) int64 { return c.MaxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "200MiB", 200 << 20, func(c config) int64 { return c.MaxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "209715200", 200 << 20, func(c config) int64 { return c.MaxUploadBytes }},
+		{"MAX_UPLOAD_BYTES", "2 gb", 2e9, func(c config) int64 { return c.MaxUploadBytes }},
+		{"CHUNK_SIZE", "20MB", 20e6, func(c config) int64 { return c.ChunkSize }},
+		{"CHUNK_SIZE", "6MiB", 6 << 20, func(c config) int64 { return c.ChunkSize }},
+		{"UPLOAD_MEMORY", "300MB", 300e6, func(c config) int64 { return c.UploadMemory }},
+		{"UPLOAD_MEMORY", "268435456", 256 << 20, func(c config) int64 { return c.UploadMemory }},
 	} {
 		cfg, err := loadConfig(mapGetenv(map[string]string{tc.name: tc.value}))
 		if err != nil {
@@ -268,5 +269,59 @@ func TestSizesTakeUnits(t *testing.T) {
 				t.Errorf("%v: err = %v, want one naming %s", bad, err, name)
 			}
 		}
+	}
+}
+
+// Every bad value is reported at once, those the server's own checks find too: one line per
+// variable, naming it, never quoting a secret.
+func TestLoadConfigReportsEveryBadValueAtOnce(t *testing.T) {
+	const tok, jwtSecret = "short-token", "too-short-secret-1234"
+	bad := map[string]string{
+		"UPLOAD_TOKENS":         tok,
+		"AUTH_JWKS_URL":         "ftp://idp.example/jwks",
+		"AUTH_JWT_SECRET":       jwtSecret,
+		"AUTH_COOKIE":           "bad cookie",
+		"UPLOAD_FOLDER":         "../up",
+		"TRUST_PROXY":           "Fly-Client-IP",
+		"SIGNABLE_PARAMS":       "folder",
+		"UPLOAD_MEMORY":         "10MiB",
+		"MAX_MEMORY_PER_CLIENT": "1MiB",
+		"METRICS_TOKEN":         "weak-metrics",
+		"PORT":                  "http",
+		"LOG_LEVEL":             "loud",
+	}
+	env := map[string]string{"CLOUDINARY_URL": "cloudinary://key:sec@cloud", "ALLOWED_ORIGINS": "https://app.example", "METRICS": "true"}
+	for k, v := range bad {
+		env[k] = v
+	}
+	_, err := loadConfig(mapGetenv(env))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := map[string]int{}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		name, _, _ := strings.Cut(line, "=")
+		name, _, _ = strings.Cut(name, ":")
+		name, _, _ = strings.Cut(name, " ")
+		lines[name]++
+		for _, s := range []string{tok, jwtSecret, "weak-metrics"} {
+			if strings.Contains(line, s) {
+				t.Errorf("a line quotes a secret: %s", line)
+			}
+		}
+	}
+	for name := range bad {
+		if lines[name] != 1 {
+			t.Errorf("%s: %d lines, want 1", name, lines[name])
+		}
+		delete(lines, name)
+	}
+	if len(lines) > 0 {
+		t.Errorf("lines about good values %v:\n%v", lines, err)
+	}
+	// A file field that is also a signable parameter, once SIGNABLE_PARAMS is good.
+	_, err = loadConfig(mapGetenv(map[string]string{"FILE_FIELDS": "file,tags"}))
+	if err == nil || err.Error() != `FILE_FIELDS: "tags" is not a form field name, or is one of SIGNABLE_PARAMS` {
+		t.Errorf("err = %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -65,14 +66,7 @@ func TestBrowserFilePondRevert(t *testing.T) {
 			if id == "" || !b.stored(t, id) {
 				t.Fatalf("the upload %q is not stored", id)
 			}
-			// The undo button is disabled while it fades in; FilePond removes the item once its DELETE
-			// has been answered (whatever the answer).
-			if err := chromedp.Do(tab,
-				chromedp.Poll[chromedp.Void](`(() => { const b = document.querySelector('.filepond--action-revert-item-processing'); if (!b || b.disabled) return false; b.click(); return true })()`, chromedp.WithPollingTimeout(0)),
-				chromedp.Poll[chromedp.Void](`document.querySelectorAll('.filepond--item').length === 0`, chromedp.WithPollingTimeout(0)),
-			); err != nil {
-				t.Fatalf("revert: %v\nlogs:\n%s", err, b.srv.logs)
-			}
+			filepondRevert(t, tab, b.srv)
 			if b.stored(t, id) {
 				t.Errorf("%s is still stored after FilePond's revert", id)
 			}
@@ -148,15 +142,23 @@ FilePond.create(document.querySelector('input[type="file"]'), {
 			if answer["delete_token"] != nil || answer["delete_token_sha256"] != nil && answer["delete_token_sha256"] != "" {
 				t.Errorf("a signed-in upload got a delete token: %v", answer)
 			}
-			if err := chromedp.Do(tab,
-				chromedp.Poll[chromedp.Void](`(() => { const b = document.querySelector('.filepond--action-revert-item-processing'); if (!b || b.disabled) return false; b.click(); return true })()`, chromedp.WithPollingTimeout(0)),
-				chromedp.Poll[chromedp.Void](`document.querySelectorAll('.filepond--item').length === 0`, chromedp.WithPollingTimeout(0)),
-			); err != nil {
-				t.Fatalf("revert: %v\nlogs:\n%s", err, b.srv.logs)
-			}
+			filepondRevert(t, tab, b.srv)
 			if b.stored(t, id) {
 				t.Errorf("%s is still stored after FilePond's revert", id)
 			}
 		})
+	}
+}
+
+// filepondRevert clicks FilePond's undo button on the one file it shows, and waits until FilePond
+// removes the item. The button is disabled while it fades in; FilePond removes the item once its
+// DELETE has been answered (whatever the answer).
+func filepondRevert(t *testing.T, tab context.Context, srv *testServer) {
+	t.Helper()
+	if err := chromedp.Do(tab,
+		chromedp.Poll[chromedp.Void](`(() => { const b = document.querySelector('.filepond--action-revert-item-processing'); if (!b || b.disabled) return false; b.click(); return true })()`, chromedp.WithPollingTimeout(0)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('.filepond--item').length === 0`, chromedp.WithPollingTimeout(0)),
+	); err != nil {
+		t.Fatalf("revert: %v\nlogs:\n%s", err, srv.logs)
 	}
 }

@@ -231,7 +231,7 @@ func TestDeleteWithTheAnswer(t *testing.T) {
 // newClockedLocalServer is the handler with a local store in dir on the given clock.
 func newClockedLocalServer(t *testing.T, cfg config, dir string, now func() time.Time) http.Handler {
 	t.Helper()
-	cfg.uploadDir = dir
+	cfg.UploadDir = dir
 	s, err := newLocalStore(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +288,7 @@ func signedIn(h http.Handler, sub string) http.Handler {
 func TestDeleteSignedIn(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	cfg := testConfig()
-	cfg.uploadFolder = "users/{sub}"
+	cfg.UploadFolder = "users/{sub}"
 	creds, err := cloudinary.ParseURL(fake.CloudinaryURL())
 	if err != nil {
 		t.Fatal(err)
@@ -303,8 +303,8 @@ func TestDeleteSignedIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = local.Close() })
-	alice := auth.Folder(cfg.uploadFolder, auth.User{Subject: "auth0|alice"})
-	bob := auth.Folder(cfg.uploadFolder, auth.User{Subject: "bob"})
+	alice := auth.Folder(cfg.UploadFolder, auth.User{Subject: "auth0|alice"})
+	bob := auth.Folder(cfg.UploadFolder, auth.User{Subject: "bob"})
 
 	for _, b := range []struct {
 		name string
@@ -362,7 +362,7 @@ func TestDeleteSignedIn(t *testing.T) {
 			wantResult(t, "the user's other file, with the default resource type", status, got, http.StatusOK, "")
 
 			shared := cfg
-			shared.uploadFolder = "users" // no {sub}: no file is one user's own
+			shared.UploadFolder = "users" // no {sub}: no file is one user's own
 			h = signedIn(newServer(discardLogger(), shared, b.st, newHealthState()), "auth0|alice")
 			rec := serve(h, httptest.NewRequest(http.MethodDelete, "http://uploads.test/upload", strings.NewReader(`{"public_id":"`+bob+`/pic"}`)))
 			if rec.Code != http.StatusForbidden || !stored(bob+"/pic") {
@@ -452,7 +452,7 @@ func FuzzDeleteBody(f *testing.F) {
 	}
 	f.Cleanup(func() { _ = s.Close() })
 	cfg := testConfig()
-	cfg.uploadFolder = "users/{sub}"
+	cfg.UploadFolder = "users/{sub}"
 	h := newServer(discardLogger(), cfg, localStorage(s), newHealthState())
 	own := signedIn(h, "alice")
 	keep := "users/bob/keep"

@@ -198,16 +198,7 @@ func TestBinaryInEmptyRoot(t *testing.T) {
 	// An upload in flight at SIGTERM finishes; then the process exits 0.
 	img := paddedPNG(t, 1<<20)
 	file, fileW := io.Pipe()
-	result := make(chan int, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, client, url, file, int64(len(img)))
-		if err != nil {
-			result <- 0
-			return
-		}
-		resp.Body.Close()
-		result <- resp.StatusCode
-	}()
+	result := goStreamForm(context.Background(), t, client, url, file, int64(len(img)))
 	if _, err := fileW.Write(img[:len(img)/2]); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +211,7 @@ func TestBinaryInEmptyRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	fileW.Close()
-	if status := <-result; status != http.StatusOK {
+	if status := (<-result).status; status != http.StatusOK {
 		t.Fatalf("upload in flight at SIGTERM: %d\n%s", status, logs)
 	}
 	select {

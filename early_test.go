@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,8 +19,9 @@ import (
 // keeps a broken server from hanging the test; nothing is asserted about how long answers take.
 const answerGuard = 10 * time.Second
 
-// rawRequest opens a connection from ip and writes a request's head for a multipart body of
-// bodyLen bytes with boundary b, plus extra header lines (a Content-Type among them replaces the form's).
+// rawRequest opens a connection from ip and writes the head of a POST /upload whose body is
+// bodyLen bytes, a multipart form with boundary b unless extra, header lines added to it, has a
+// Content-Type.
 func rawRequest(t *testing.T, baseURL, ip string, bodyLen int, extra ...string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	conn := dialFrom(t, baseURL, ip)
@@ -177,12 +177,7 @@ func TestExpectContinue(t *testing.T) {
 	t.Run("admitted", func(t *testing.T) {
 		img := paddedPNG(t, 4*sniffLen)
 		ct, body := multipartBody(t, nil, "a.png", img)
-		conn := dialFrom(t, srv.url, "127.0.0.2")
-		head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\n%s\r\nExpect: 100-continue\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", auth, ct, len(body))
-		if _, err := io.WriteString(conn, head); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(conn)
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(body), auth, "Expect: 100-continue", "Content-Type: "+ct)
 		if resp, body := readAnswer(t, conn, br); resp.StatusCode != http.StatusContinue {
 			t.Fatalf("answer %d %s, want 100 Continue", resp.StatusCode, body)
 		}
@@ -198,13 +193,7 @@ func TestExpectContinue(t *testing.T) {
 // curl sends Expect: 100-continue and waits a second for an answer before sending: refused, it
 // sends nothing of its 20 MB.
 func TestCurlExpectContinueRefused(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	env["UPLOAD_TOKENS"] = hostileToken
@@ -236,17 +225,16 @@ func TestHalfCloseAfterTheBody(t *testing.T) {
 	srv := startServer(t, env)
 	img := paddedPNG(t, 64<<10)
 	ct, body := multipartBody(t, nil, "a.png", img)
-	head := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ct, len(body))
 	statuses := map[int]int{}
 	for range 30 {
-		conn := dialFrom(t, srv.url, "127.0.0.2")
-		if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		conn, br := rawRequest(t, srv.url, "127.0.0.2", len(body), "Content-Type: "+ct)
+		if _, err := conn.Write(body); err != nil {
 			t.Fatal(err)
 		}
 		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
-		resp, _ := readAnswer(t, conn, bufio.NewReader(conn))
+		resp, _ := readAnswer(t, conn, br)
 		statuses[resp.StatusCode]++
 		conn.Close()
 	}

@@ -11,10 +11,8 @@ import (
 
 	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/auth"
-	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
-	"cloudinary-upload-api/internal/localstore"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/store"
 	"cloudinary-upload-api/internal/upload"
@@ -329,39 +327,46 @@ func asAPIError(err error) apiError {
 	return errInternal
 }
 
-// storeError is the one table from the stores' error values to what the client sees and to the
-// kind that the metrics count (upstream_errors_total's label). ok is false for an error that is none of them. The first row that matches wins:
-// a timeout wraps the failure it cut short.
+// storeErrors is the one table from the kinds of the stores' errors (store.Kind) to what the
+// client sees and to the kind that the metrics count (upstream_errors_total's label). A kind not
+// in it is none of the store's refusals: a 500.
+var storeErrors = map[store.Kind]struct {
+	api   apiError
+	label string
+}{
+	store.Timeout:     {errUpstreamTimeout, "timeout"},
+	store.Credentials: {errUpstreamCredentials, "credentials"},
+	store.Failed:      {errUpstreamFailed, "server_error"},
+	store.Unreachable: {errUpstreamUnreachable, "unreachable"},
+	store.BadAnswer:   {errUpstreamNotJSON, "bad_answer"},
+	store.RateLimited: {errUpstreamRateLimited, "rate_limited"},
+	store.Refused:     {errUpstreamRejected(""), "rejected"}, // with the store's message: see storeError
+	store.Empty:       {errEmptyFile, "rejected"},
+}
+
+// storeError is what the client sees of a store's error, by its kind (storeErrors), and the
+// metrics' label for it; ok is false for an error of no kind there. When one error wraps several
+// kinds, store.KindOf picks (a timeout wraps the failure it cut short).
 func storeError(err error) (api apiError, kind string, ok bool) {
-	var rejected *cloudinary.RejectedError
-	switch {
-	case errors.Is(err, cloudinary.ErrTimeout):
-		return errUpstreamTimeout, "timeout", true
-	case errors.Is(err, cloudinary.ErrCredentials):
-		return errUpstreamCredentials, "credentials", true
-	case errors.Is(err, cloudinary.ErrFailed):
-		return errUpstreamFailed, "server_error", true
-	case errors.Is(err, cloudinary.ErrUnreachable):
-		return errUpstreamUnreachable, "unreachable", true
-	case errors.Is(err, cloudinary.ErrNotJSON):
-		return errUpstreamNotJSON, "bad_answer", true
-	case errors.Is(err, cloudinary.ErrRateLimited):
-		return errUpstreamRateLimited, "rate_limited", true
-	case errors.As(err, &rejected):
-		return errUpstreamRejected(rejected.Message), "rejected", true
-	case errors.Is(err, cloudinary.ErrEmptyFile):
-		return errEmptyFile, "rejected", true
+	k := store.KindOf(err)
+	row, ok := storeErrors[k]
+	if !ok {
+		return apiError{}, "", false
 	}
-	return apiError{}, "", false
+	if k == store.Refused {
+		msg, _ := store.Message(err)
+		return errUpstreamRejected(msg), row.label, true
+	}
+	return row.api, row.label, true
 }
 
 // deleteError maps the stores' refusals of a deletion (no such file, a refused delete token) to
 // what the client sees; any other error is the store's, which storeError maps.
 func deleteError(err error) error {
-	switch {
-	case errors.Is(err, cloudinary.ErrNotFound), errors.Is(err, localstore.ErrNotFound):
+	switch store.KindOf(err) {
+	case store.NotFound:
 		return fmt.Errorf("%w: %w", errNotFound, err)
-	case errors.Is(err, cloudinary.ErrTokenRefused), errors.Is(err, localstore.ErrTokenRefused):
+	case store.TokenRefused:
 		return fmt.Errorf("%w: %w", errDeleteToken, err)
 	}
 	return err

@@ -7,16 +7,16 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
-	"cloudinary-upload-api/internal/localstore"
+	"cloudinary-upload-api/internal/store"
 )
 
-// handleFiles serves GET /files/{name}: the local store's files, immutable once written.
-func handleFiles(s *localstore.Store) http.Handler {
+// handleFiles serves GET /files/{name}: the files of a store that serves its own (the local
+// store's), immutable once written.
+func handleFiles(s store.Serving) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		f, rec, err := s.Open(name)
+		f, err := s.OpenStored(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			writeError(w, r, errNotFound)
 			return
@@ -28,25 +28,24 @@ func handleFiles(s *localstore.Store) http.Handler {
 		defer func() { _ = f.Close() }() // read-only: closing cannot lose data
 
 		h := w.Header()
-		h.Set("Content-Type", rec.ContentType)
+		h.Set("Content-Type", f.ContentType)
 		h.Set("X-Content-Type-Options", "nosniff")
 		// A stored file is never a page: no script, no plugin, no form, even if a browser renders it.
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 		h.Set("Cross-Origin-Resource-Policy", "cross-origin") // pages on other origins may show the images
 		h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		h.Set("ETag", `"`+rec.Result.Etag+`"`)
+		h.Set("ETag", `"`+f.Etag+`"`)
 		disposition := "attachment"
-		if inlineSafe(rec.ContentType) {
+		if inlineSafe(f.ContentType) {
 			disposition = "inline"
 		}
-		if fn := rec.Result.OriginalFilename; fn != "" {
-			if d := mime.FormatMediaType(disposition, map[string]string{"filename": fn + "." + rec.Result.Format}); d != "" {
+		if f.Filename != "" {
+			if d := mime.FormatMediaType(disposition, map[string]string{"filename": f.Filename}); d != "" {
 				disposition = d
 			}
 		}
 		h.Set("Content-Disposition", disposition)
-		modTime, _ := time.Parse(time.RFC3339, rec.Result.CreatedAt) // zero on a bad record: no Last-Modified
-		http.ServeContent(w, r, name, modTime, f)                    // ranges, HEAD, If-None-Match
+		http.ServeContent(w, r, name, f.Created, f) // ranges, HEAD, If-None-Match
 	})
 }
 

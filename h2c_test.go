@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -46,13 +44,7 @@ func TestH2CUpload40MiB(t *testing.T) {
 
 // TestH2CCurl: the check Cloud Run's documentation gives, curl --http2-prior-knowledge, uploads.
 func TestH2CCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
 	dir := t.TempDir()
@@ -94,21 +86,7 @@ func TestH2CBodyTimers(t *testing.T) {
 			img := paddedPNG(t, 1<<20)
 			file, fileW := io.Pipe()
 			defer fileW.Close()
-			type answer struct {
-				proto, message string
-				status         int
-			}
-			result := make(chan answer, 1)
-			go func() {
-				resp, err := streamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
-				if err != nil {
-					result <- answer{message: err.Error()}
-					return
-				}
-				var got apiErrorBody
-				decodeBody(t, resp, &got)
-				result <- answer{resp.Proto, got.Error.Message, resp.StatusCode}
-			}()
+			result := goStreamForm(context.Background(), t, client, srv.url, file, int64(len(img)))
 			if _, err := fileW.Write(img[:64<<10]); err != nil {
 				t.Fatal(err)
 			}
@@ -154,18 +132,14 @@ func TestH2CEarlyError(t *testing.T) {
 	env := baseEnv(t, fake)
 	env["MAX_UPLOAD_BYTES"] = "1048576"
 	srv := startServer(t, env)
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "big.png"); err != nil {
-		t.Fatal(err)
-	}
-	sent := &sentCounter{r: io.MultiReader(&head, bytes.NewReader(paddedPNG(t, 24<<20)), strings.NewReader("\r\n--"+mw.Boundary()+"--\r\n"))}
+	ct, head, tail := formAround(t, filePartOf("file", "big.png", nil))
+	sent := &sentCounter{r: io.MultiReader(bytes.NewReader(head), bytes.NewReader(paddedPNG(t, 24<<20)), bytes.NewReader(tail))}
 	var body io.Reader = sent
 	req, err := http.NewRequest(http.MethodPost, srv.url+"/upload", body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Content-Type", ct)
 	resp, err := h2cClient(t).Do(req)
 	if err != nil {
 		t.Fatalf("the answer did not reach the client: %v", err)
@@ -205,20 +179,7 @@ func TestH2CSIGTERMLetsUploadFinish(t *testing.T) {
 	srv := startServer(t, baseEnv(t, fake))
 	img := paddedPNG(t, 1<<20)
 	file, fileW := io.Pipe()
-	type answer struct {
-		status int
-		err    error
-	}
-	result := make(chan answer, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, h2cClient(t), srv.url, file, int64(len(img)))
-		if err != nil {
-			result <- answer{err: err}
-			return
-		}
-		resp.Body.Close()
-		result <- answer{status: resp.StatusCode}
-	}()
+	result := goStreamForm(context.Background(), t, h2cClient(t), srv.url, file, int64(len(img)))
 	if _, err := fileW.Write(img[:len(img)/2]); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // parseArgs reads the command line: --help (-h) and --version print to stdout and ask run to
@@ -39,7 +41,7 @@ func parseArgs(args []string, stdout io.Writer) (exit bool, err error) {
 // helpSummary is --help's first line: what the server does, both stores named.
 const helpSummary = "Uploads to Cloudinary, or to a local store when there are no credentials."
 
-// helpText is the --help page: the flags, then every variable of envVars with its default and meaning.
+// helpText is the --help page: the flags, then every variable of internal/config's table with its default and meaning.
 func helpText() string {
 	var b strings.Builder
 	b.WriteString(helpSummary + `
@@ -58,16 +60,16 @@ Flags:
 
 Environment variables (also read from ENV_FILE; the real environment wins):
 `)
-	for _, v := range envVars() {
-		b.WriteString("  " + v.name)
+	for _, v := range envconfig.Vars() {
+		b.WriteString("  " + v.Name)
 		switch {
-		case v.secret:
+		case v.Secret:
 			b.WriteString(" (secret)")
-		case v.def != "":
-			b.WriteString(" (default " + v.def + ")")
+		case v.Default != "":
+			b.WriteString(" (default " + v.Default + ")")
 		}
 		b.WriteString("\n")
-		b.WriteString(wrap(v.help, "      ", 80))
+		b.WriteString(wrap(v.Help, "      ", 80))
 	}
 	return b.String()
 }

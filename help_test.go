@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/help.golden from the current --help")
@@ -46,20 +48,20 @@ func TestHelpFirstLine(t *testing.T) {
 	}
 }
 
-// TestHelpDescribesEveryVariable keeps --help in step with envVars: every name, default and meaning.
+// TestHelpDescribesEveryVariable keeps --help in step with the table: every name, default and meaning.
 func TestHelpDescribesEveryVariable(t *testing.T) {
 	t.Parallel()
 	help := helpText()
 	flat := strings.Join(strings.Fields(help), " ")
-	for _, v := range envVars() {
-		if !strings.Contains(help, "\n  "+v.name+" ") && !strings.Contains(help, "\n  "+v.name+"\n") {
-			t.Errorf("--help lacks %s", v.name)
+	for _, v := range envconfig.Vars() {
+		if !strings.Contains(help, "\n  "+v.Name+" ") && !strings.Contains(help, "\n  "+v.Name+"\n") {
+			t.Errorf("--help lacks %s", v.Name)
 		}
-		if v.def != "" && !v.secret && !strings.Contains(help, v.name+" (default "+v.def+")") {
-			t.Errorf("--help does not give %s's default %q", v.name, v.def)
+		if v.Default != "" && !v.Secret && !strings.Contains(help, v.Name+" (default "+v.Default+")") {
+			t.Errorf("--help does not give %s's default %q", v.Name, v.Default)
 		}
-		if !strings.Contains(flat, strings.Join(strings.Fields(v.help), " ")) {
-			t.Errorf("--help does not explain %s as the table does: %q", v.name, v.help)
+		if !strings.Contains(flat, strings.Join(strings.Fields(v.Help), " ")) {
+			t.Errorf("--help does not explain %s as the table does: %q", v.Name, v.Help)
 		}
 	}
 	for _, line := range strings.Split(help, "\n") {
@@ -69,7 +71,7 @@ func TestHelpDescribesEveryVariable(t *testing.T) {
 	}
 }
 
-// TestLoaderReadsEveryVariable keeps the loader in step with envVars: run reads exactly the table's names.
+// TestLoaderReadsEveryVariable keeps the loader in step with the table: run reads exactly the table's names.
 func TestLoaderReadsEveryVariable(t *testing.T) {
 	read := map[string]bool{}
 	env := map[string]string{
@@ -88,13 +90,13 @@ func TestLoaderReadsEveryVariable(t *testing.T) {
 	for name := range read {
 		got = append(got, name)
 	}
-	for _, v := range envVars() {
-		want = append(want, v.name)
+	for _, v := range envconfig.Vars() {
+		want = append(want, v.Name)
 	}
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		t.Errorf("run reads %v\nenvVars lists %v", got, want)
+		t.Errorf("run reads %v\nthe table lists %v", got, want)
 	}
 }
 

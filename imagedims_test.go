@@ -8,7 +8,6 @@ import (
 	"image/color"
 	"image/gif"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/image/tiff"
 
 	"cloudinary-upload-api/internal/imageguard"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // Every image type that ALLOWED_TYPES=image/* admits has its size read, its frames counted:
@@ -153,28 +153,11 @@ func TestImageFormatsMeasured(t *testing.T) {
 			for _, c := range cases {
 				t.Run(store+"/"+mode+"/"+c.name, func(t *testing.T) {
 					fake := newFakeCloudinary(t)
-					env := baseEnv(t, fake)
+					env, dir := storeEnv(t, fake, store)
 					env["STRIP_METADATA"] = mode
-					dir := t.TempDir()
-					if store == "local" {
-						env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-					}
 					srv := startServer(t, env)
-					ct, body := multipartBody(t, nil, c.name, c.file)
-					resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-					var got apiErrorBody
-					decodeBody(t, resp, &got)
-					if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Message != c.want {
-						t.Errorf("status %d %q, want 413 %q", resp.StatusCode, got.Error.Message, c.want)
-					}
-					if n := len(fake.Uploads()); n != 0 {
-						t.Errorf("the fake stored %d uploads", n)
-					}
-					for _, f := range listFiles(t, dir) {
-						if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-							t.Errorf("the local store kept %s", f)
-						}
-					}
+					checkRefused(t, sendToStore(t, store, srv.url, c.name, c.file), fake, dir,
+						refusal{status: http.StatusRequestEntityTooLarge, message: c.want})
 				})
 			}
 		}
@@ -184,10 +167,7 @@ func TestImageFormatsMeasured(t *testing.T) {
 // Real files of the formats measured are stored as they were sent.
 func TestImageFormatsMeasuredPass(t *testing.T) {
 	var bmpB, tiffB, gifB bytes.Buffer
-	img := image.NewRGBA(image.Rect(0, 0, 120, 80))
-	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 13)
-	}
+	img := testkit.Image(120, 80)
 	if err := bmp.Encode(&bmpB, img); err != nil {
 		t.Fatal(err)
 	}
@@ -257,32 +237,8 @@ func TestPNGTextInTotal(t *testing.T) {
 	p := testPNG(t, 8, 8)
 	text := dimsPNGChunk("tEXt", append([]byte("Comment\x00"), bytes.Repeat([]byte("x"), 600<<10)...))
 	b := slices.Concat(p[:len(p)-12], text, text, text, p[len(p)-12:])
-	for _, store := range []string{"cloudinary", "local"} {
-		t.Run(store, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
-			srv := startServer(t, env)
-			ct, body := multipartBody(t, nil, "text.png", b)
-			resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Message != "the image's metadata is larger than 1 MiB" {
-				t.Errorf("status %d %q, want 413", resp.StatusCode, got.Error.Message)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
-		})
-	}
+	refusedByEachStore(t, []string{"cloudinary", "local"}, "text.png", b,
+		refusal{status: http.StatusRequestEntityTooLarge, message: "the image's metadata is larger than 1 MiB"})
 }
 
 // A file admitted by image/* as a type the guard measures, in which the guard finds no format

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/hex"
@@ -20,19 +19,6 @@ import (
 
 // HEIC (the iPhone's format) and AVIF through run(): libheif's heif-enc makes them, exiftool
 // gives them a location and is the oracle of what arrives.
-
-// needTool finds a program a test needs: missing, the test skips, or fails under CI=true.
-func needTool(t *testing.T, name, debian string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (Debian: %s)", name, debian)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return path
-}
 
 // guardTestHEIF encodes guardTestImage as ext ("heic" or "avif") with heif-enc, then has
 // exiftool write tags into it.
@@ -103,25 +89,12 @@ func TestHEIFMetadataRemoved(t *testing.T) {
 		for name, photo := range photos {
 			t.Run(c.store+"/"+c.mode+"/"+name, func(t *testing.T) {
 				fake := newFakeCloudinary(t)
-				env := baseEnv(t, fake)
+				env, dir := storeEnv(t, fake, c.store)
 				if c.mode != "" {
 					env["STRIP_METADATA"] = c.mode
 				}
-				dir := t.TempDir()
-				if c.store == "local" {
-					env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-				}
 				srv := startServer(t, env)
-				var resp *http.Response
-				if c.store == "cloudinary-chunked" {
-					var err error
-					if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(photo), -1); err != nil {
-						t.Fatal(err)
-					}
-				} else {
-					ct, body := multipartBody(t, nil, name, photo)
-					resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-				}
+				resp := sendToStore(t, c.store, srv.url, name, photo)
 				decodeOK(t, resp, "upload")
 				want := map[string]string{"": "gps", "all": "all", "off": "none"}[c.mode]
 				if got := resp.Header.Get("X-Metadata-Removed"); got != want {
@@ -185,32 +158,8 @@ func TestHEIFTooManyPixels(t *testing.T) {
 		binary.BigEndian.PutUint32(b[i+8:], 60_000)
 		binary.BigEndian.PutUint32(b[i+12:], 60_000)
 	}
-	for _, store := range []string{"cloudinary", "local"} {
-		t.Run(store, func(t *testing.T) {
-			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
-			srv := startServer(t, env)
-			ct, body := multipartBody(t, nil, "huge.heic", b)
-			resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.Error.Message, "image is 60000 × 60000 pixels") {
-				t.Errorf("status %d %q, want 413 with the size", resp.StatusCode, got.Error.Message)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
-		})
-	}
+	refusedByEachStore(t, []string{"cloudinary", "local"}, "huge.heic", b,
+		refusal{status: http.StatusRequestEntityTooLarge, contains: "image is 60000 × 60000 pixels"})
 }
 
 // A JPEG whose GPS is cut in two across ExtendedXMP segments (no one segment says "GPS")

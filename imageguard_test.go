@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -14,13 +13,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"cloudinary-upload-api/internal/formstream"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // Photos for the end-to-end tests of the image guard, built here (the package's own tests
@@ -89,36 +88,16 @@ func guardTestPNG(t testing.TB) []byte {
 		chunk("tEXt", "Comment\x00taken at home"), b[len(b)-12:])
 }
 
-func guardTestImage() image.Image {
-	img := image.NewGray(image.Rect(0, 0, 48, 32))
-	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 7)
-	}
-	return img
+func guardTestImage() image.Image { return testkit.Image(48, 32) }
+
+// needTool finds a program a test needs: missing, the test skips, or fails under CI=true.
+func needTool(t *testing.T, name, debian string) string {
+	t.Helper()
+	return testkit.Tool(t, name, debian)
 }
 
 // exiftoolTags reads b with exiftool (-G1: tags by group:name).
-func exiftoolTags(t *testing.T, b []byte) map[string]any {
-	t.Helper()
-	path, err := exec.LookPath("exiftool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("exiftool is missing (Debian: libimage-exiftool-perl)")
-		}
-		t.Skip("exiftool not installed")
-	}
-	cmd := exec.Command(path, "-j", "-a", "-G1", "-n", "-")
-	cmd.Stdin = bytes.NewReader(b)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("exiftool: %v", err)
-	}
-	var tags []map[string]any
-	if err := json.Unmarshal(out, &tags); err != nil || len(tags) != 1 {
-		t.Fatalf("exiftool output %q: %v", out, err)
-	}
-	return tags[0]
-}
+func exiftoolTags(t *testing.T, b []byte) map[string]any { t.Helper(); return testkit.Exiftool(t, b) }
 
 func samePixels(t *testing.T, a, b []byte) {
 	t.Helper()
@@ -157,26 +136,12 @@ func TestImageMetadataRemoved(t *testing.T) {
 			for name, photo := range photos {
 				t.Run(store+"/"+mode+"/"+name, func(t *testing.T) {
 					fake := newFakeCloudinary(t)
-					env := baseEnv(t, fake)
+					env, dir := storeEnv(t, fake, store)
 					if mode != "" {
 						env["STRIP_METADATA"] = mode
 					}
-					dir := t.TempDir()
-					if store == "local" {
-						env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-					}
 					srv := startServer(t, env)
-					var resp *http.Response
-					var err error
-					if store == "cloudinary-chunked" {
-						resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(photo), -1)
-					} else {
-						ct, body := multipartBody(t, nil, name, photo)
-						resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
+					resp := sendToStore(t, store, srv.url, name, photo)
 					decodeOK(t, resp, "upload")
 					want := map[string]string{"": "gps", "gps": "gps", "all": "all", "off": "none"}[mode]
 					if got := resp.Header.Get("X-Metadata-Removed"); got != want {
@@ -308,39 +273,73 @@ func TestImageMalformedAfterImageDataStoresNothing(t *testing.T) {
 // want in its message, and stores nothing.
 func refusedAfterFirstBytes(t *testing.T, name string, file []byte, want string) {
 	t.Helper()
-	for _, store := range []string{"cloudinary", "cloudinary-chunked", "local"} {
+	refusedByEachStore(t, []string{"cloudinary", "cloudinary-chunked", "local"}, name, file, refusal{status: http.StatusBadRequest, contains: want})
+}
+
+// refusedByEachStore sends file as name to each of stores (as storeEnv names them), on the
+// defaults: each answers the refusal want, and stores nothing.
+func refusedByEachStore(t *testing.T, stores []string, name string, file []byte, want refusal) {
+	t.Helper()
+	for _, store := range stores {
 		t.Run(store, func(t *testing.T) {
 			fake := newFakeCloudinary(t)
-			env := baseEnv(t, fake)
-			dir := t.TempDir()
-			if store == "local" {
-				env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
-			}
+			env, dir := storeEnv(t, fake, store)
 			srv := startServer(t, env)
-			var resp *http.Response
-			if store == "cloudinary-chunked" {
-				var err error
-				if resp, err = streamForm(context.Background(), t, newClient(t), srv.url, bytes.NewReader(file), -1); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				ct, body := multipartBody(t, nil, name, file)
-				resp = postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
-			}
-			var got apiErrorBody
-			decodeBody(t, resp, &got)
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got.Error.Message, want) {
-				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, got.Error.Message, want)
-			}
-			if n := len(fake.Uploads()); n != 0 {
-				t.Errorf("the fake stored %d uploads", n)
-			}
-			for _, f := range listFiles(t, dir) {
-				if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
-					t.Errorf("the local store kept %s", f)
-				}
-			}
+			checkRefused(t, sendToStore(t, store, srv.url, name, file), fake, dir, want)
 		})
+	}
+}
+
+// storeEnv is baseEnv for one of the stores the image tests send to: "cloudinary",
+// "cloudinary-chunked" (the same, to which sendToStore sends the file in chunks) or "local",
+// in dir (a new empty directory for every store, so that checks of it hold for all).
+func storeEnv(t *testing.T, fake *fakeCloudinary, store string) (env map[string]string, dir string) {
+	t.Helper()
+	env, dir = baseEnv(t, fake), t.TempDir()
+	if store == "local" {
+		env["STORAGE"], env["UPLOAD_DIR"] = "local", dir
+	}
+	return env, dir
+}
+
+// sendToStore posts file as the form's one file, name; to "cloudinary-chunked" streamed with no
+// length, so that the server sends it to Cloudinary in chunks.
+func sendToStore(t *testing.T, store, baseURL, name string, file []byte) *http.Response {
+	t.Helper()
+	if store == "cloudinary-chunked" {
+		resp, err := streamForm(context.Background(), t, newClient(t), baseURL, bytes.NewReader(file), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	ct, body := multipartBody(t, nil, name, file)
+	return postForm(t, newClient(t), baseURL, ct, bytes.NewReader(body))
+}
+
+// refusal is the answer to a refused file: its status, and its whole message or a part of it.
+type refusal struct {
+	status            int
+	message, contains string
+}
+
+// checkRefused checks that resp is the refusal want, and that neither the fake nor the local
+// store in dir kept anything.
+func checkRefused(t *testing.T, resp *http.Response, fake *fakeCloudinary, dir string, want refusal) {
+	t.Helper()
+	var got apiErrorBody
+	decodeBody(t, resp, &got)
+	if resp.StatusCode != want.status || (want.message != "" && got.Error.Message != want.message) ||
+		!strings.Contains(got.Error.Message, want.contains) {
+		t.Errorf("status %d %q, want %d %q", resp.StatusCode, got.Error.Message, want.status, want.message+want.contains)
+	}
+	if n := len(fake.Uploads()); n != 0 {
+		t.Errorf("the fake stored %d uploads", n)
+	}
+	for _, f := range listFiles(t, dir) {
+		if strings.HasPrefix(f, "files"+string(filepath.Separator)) {
+			t.Errorf("the local store kept %s", f)
+		}
 	}
 }
 

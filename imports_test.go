@@ -105,3 +105,22 @@ func listPackages(t *testing.T) map[string]goPackage {
 	}
 	return pkgs
 }
+
+// internal/testkit is for tests: no package imports it outside its tests, but those that serve
+// tests (their names end in "test", as redistest).
+func TestTestkitOnlyInTests(t *testing.T) {
+	t.Parallel()
+	pkgs := listPackages(t)
+	testkit := module + "/internal/testkit"
+	if _, ok := pkgs[testkit]; !ok {
+		t.Fatalf("no package %s: the rule checks nothing", testkit)
+	}
+	for path, p := range pkgs {
+		if path == testkit || !strings.HasPrefix(path, module) || strings.HasSuffix(path, "test") {
+			continue
+		}
+		if slices.Contains(p.Deps, testkit) { // Deps are transitive: through redistest too
+			t.Errorf("%s imports %s outside its tests", path, testkit)
+		}
+	}
+}

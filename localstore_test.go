@@ -26,7 +26,7 @@ func newLocalServer(t *testing.T, env map[string]string) (http.Handler, string) 
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg.uploadDir = dir
+	cfg.UploadDir = dir
 	s, err := newLocalStore(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,10 @@
 // Command cloudinary-upload-api is an HTTP server that streams browser and
 // script uploads into Cloudinary without ever showing them the API secret.
+//
+// This package is the HTTP layer: the routes, each way in turning its request into
+// uploads, the middleware, and errors.go, the one place that decides what a client
+// sees. What has a vocabulary of its own and no need of HTTP statuses lives under
+// internal/ (docs/architecture.md).
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 
 	"golang.org/x/term"
 
+	envconfig "cloudinary-upload-api/internal/config"
 	"cloudinary-upload-api/internal/ratelimit"
 	"cloudinary-upload-api/internal/upload"
 )
@@ -56,11 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	envFile := getenv("ENV_FILE")
-	if envFile == "" {
-		envFile = ".env"
-	}
-	getenv, err := withDotEnv(getenv, envFile)
+	getenv, err := withDotEnv(getenv, envconfig.EnvFile(getenv))
 	if err != nil {
 		return err
 	}
@@ -72,14 +74,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	terminal := isTerminal(stdout)
-	logger := newLogger(stdout, logFormat(cfg.logFormat, terminal), cfg.logLevel)
+	logger := newLogger(stdout, logFormat(cfg.LogFormat, terminal), cfg.LogLevel)
 	// The uploads' buffers are reserved from UPLOAD_MEMORY, but the collector would let garbage
 	// grow to twice the live heap: the runtime's memory limit makes it collect before the
 	// process outgrows the budget and a little more. A GOMEMLIMIT of the operator's wins.
 	mem := planMemory(cfg, o.cgroupRoot)
-	cfg.uploadMemory = mem.uploadMemory
+	cfg.UploadMemory = mem.uploadMemory
 	// A share given as a percentage is of the budget just chosen; loadConfig checked the setting.
-	if cfg.maxMemoryPerClient, err = parseClientMemory(cfg.clientMemoryShare, cfg.uploadMemory, cfg.uploadReservation(true)); err != nil {
+	if cfg.maxMemoryPerClient, err = envconfig.ClientMemory(cfg.ClientMemoryShare, cfg.UploadMemory, cfg.uploadReservation(true)); err != nil {
 		return fmt.Errorf("configuration:\nMAX_MEMORY_PER_CLIENT: %w", err)
 	}
 	goLimit := "GOMEMLIMIT"
@@ -89,18 +91,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		goLimit = mib(mem.goLimit)
 	}
 
-	ln, err := net.Listen("tcp", ":"+cfg.port)
+	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
-		return fmt.Errorf("listen on PORT=%s: %w", cfg.port, err)
+		return fmt.Errorf("listen on PORT=%s: %w", cfg.Port, err)
 	}
 	defer func() { _ = ln.Close() }() // for the returns before Serve, which closes it otherwise
 	// Past MAX_CONNECTIONS, Accept waits for a connection to close: the others wait in the
 	// kernel's listen queue instead of the process running out of file descriptors.
-	maxConns := connectionLimit(cfg.maxConnections)
+	maxConns := connectionLimit(cfg.MaxConnections)
 	ln = newLimitListener(ln, maxConns)
 	// On a terminal, a developer's first look: where to open the page, before the details.
 	if terminal {
-		logger.Info("open " + localURL(ln.Addr(), cfg.demoPage) + " in a browser")
+		logger.Info("open " + localURL(ln.Addr(), cfg.DemoPage) + " in a browser")
 	}
 
 	logger.Info("memory: UPLOAD_MEMORY="+mib(mem.uploadMemory)+", "+mem.why+"; Go memory limit "+goLimit,
@@ -126,9 +128,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 
 	health := newHealthState()
-	if cfg.redisURL != "" {
+	if cfg.RedisURL != "" {
 		conn, err := ratelimit.Open(ratelimit.Config{
-			URL: string(cfg.redisURL), TLSVerify: cfg.redisTLSVerify, Timeout: cfg.redisTimeout, Logger: logger,
+			URL: string(cfg.RedisURL), TLSVerify: cfg.RedisTLSVerify, Timeout: cfg.RedisTimeout, Logger: logger,
 		})
 		if err != nil {
 			return err // loadConfig has checked the URL: not reached
@@ -143,7 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer health.stop() // after the server has stopped, before Redis closes
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, st, health),
-		ReadHeaderTimeout: cfg.readHeaderTimeout, // slowloris: a client that trickles its headers is cut off
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: a client that trickles its headers is cut off
 		// MaxHeaderBytes: Go answers 431 itself, in plain text, past this plus 4 KiB of slack.
 		// No ReadTimeout or WriteTimeout: they would cut a long upload. Heroku's router
 		// keeps idle connections for up to 90 s, so ours must outlive that.
@@ -155,19 +157,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	serveErr := make(chan error, 1) // buffered, so Serve's goroutine can always finish
 	go func() { serveErr <- srv.Serve(ln) }()
 	// Before "listening": a test that waits for that line finds this one.
-	if unchecked := upload.UncheckedImageTypes(cfg.allowedTypes); len(unchecked) > 0 {
+	if unchecked := upload.UncheckedImageTypes(cfg.AllowedTypes); len(unchecked) > 0 {
 		logger.Warn("ALLOWED_TYPES admits images whose size the server cannot check: MAX_PIXELS and MAX_FRAMES do not apply to them",
 			"types", strings.Join(unchecked, ","))
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(debug.ReadBuildInfo()), "max_connections", maxConns)
-	if cfg.metrics && cfg.metricsToken == "" {
+	if cfg.Metrics && cfg.MetricsToken == "" {
 		logger.Warn("GET /metrics is open to anyone who can reach the server: set METRICS_TOKEN")
 	}
 	if cfg.uploadTokens == nil && !cfg.signIn.on() && !isLoopback(ln.Addr()) {
 		logger.Warn("UPLOAD_TOKENS is not set: anyone who can reach this server can upload")
 	}
-	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.rateLimit.Text, "user_quota", cfg.userQuota.Text, "trust_proxy", cfg.trustProxy.String(),
-		"shared_through_redis", cfg.redisURL != "")
+	logger.Info("access", "tokens_required", cfg.uploadTokens != nil, "sign_in", cfg.signIn.on(), "rate_limit", cfg.RateLimit.Text, "user_quota", cfg.UserQuota.Text, "trust_proxy", cfg.trustProxy.String(),
+		"shared_through_redis", cfg.RedisURL != "")
 
 	select {
 	case err := <-serveErr:
@@ -176,8 +178,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// In-flight uploads get SHUTDOWN_TIMEOUT to finish; their contexts are not cancelled.
 	health.drain()
-	logger.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", errors.Join(err, srv.Close()))

@@ -2,13 +2,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -216,31 +214,6 @@ func decodeBody(t *testing.T, resp *http.Response, v any) {
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("body is not JSON: %v: %q", err, b)
 	}
-}
-
-// multipartBody builds a form: text fields in order, then the file part.
-func multipartBody(t testing.TB, fields [][2]string, filename string, file []byte) (contentType string, body []byte) {
-	t.Helper()
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
-	for _, f := range fields {
-		if err := w.WriteField(f[0], f[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if file != nil {
-		part, err := w.CreateFormFile("file", filename)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := part.Write(file); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return w.FormDataContentType(), buf.Bytes()
 }
 
 // discardLogger drops every line, but notes each request line's answer for the spec check (openapi_test.go).

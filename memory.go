@@ -6,9 +6,6 @@ import (
 	"cloudinary-upload-api/internal/cgroupmem"
 )
 
-// defaultUploadMemory is UPLOAD_MEMORY on a machine without a memory limit.
-const defaultUploadMemory = 256 << 20
-
 // memoryPlan is what run() decides about memory at start-up: the uploads' budget
 // (UPLOAD_MEMORY), the Go runtime's memory limit, and why, for the log.
 type memoryPlan struct {
@@ -19,16 +16,16 @@ type memoryPlan struct {
 }
 
 // planMemory takes UPLOAD_MEMORY as set, or half of the memory limit of the process's cgroup
-// (read under cgroupRoot, "/" on a real machine), or defaultUploadMemory without one. Half,
+// (read under cgroupRoot, "/" on a real machine), or internal/config's DefaultUploadMemory without one. Half,
 // because a process holds more than its uploads' buffers: the runtime, the collector's garbage
 // between cycles, the rate limiter, connections. The Go memory limit is the budget plus
 // runtimeHeadroom, and never more than 90% of the container's limit, so that the collector works
 // harder before the kernel's OOM killer would end the process.
 func planMemory(cfg config, cgroupRoot string) memoryPlan {
 	limit, from, err := cgroupmem.Limit(cgroupRoot)
-	p := memoryPlan{uploadMemory: cfg.uploadMemory}
+	p := memoryPlan{uploadMemory: cfg.UploadMemory}
 	switch {
-	case cfg.uploadMemorySet:
+	case cfg.UploadMemorySet:
 		p.why = "UPLOAD_MEMORY is set"
 	case err != nil:
 		p.why = fmt.Sprintf("the default: the container's memory limit could not be read (%v)", err)
@@ -37,7 +34,7 @@ func planMemory(cfg config, cgroupRoot string) memoryPlan {
 	default:
 		p.uploadMemory = limit / 2
 		p.why = fmt.Sprintf("half of the container's memory limit of %s (%s)", mib(limit), from)
-		if need := cfg.uploadReservation(true); cfg.storage == "cloudinary" && p.uploadMemory < need {
+		if need := cfg.uploadReservation(true); cfg.Storage == "cloudinary" && p.uploadMemory < need {
 			p.uploadMemory = need
 			p.why += fmt.Sprintf(", raised to %s: one chunked upload (CHUNK_SIZE and its buffers)", mib(need))
 		}
@@ -45,7 +42,7 @@ func planMemory(cfg config, cgroupRoot string) memoryPlan {
 	p.goLimit = p.uploadMemory + runtimeHeadroom
 	if limit > 0 && p.goLimit > limit-limit/10 {
 		p.goLimit = limit - limit/10
-		if cfg.uploadMemorySet || p.uploadMemory > limit/2 {
+		if cfg.UploadMemorySet || p.uploadMemory > limit/2 {
 			p.warning = fmt.Sprintf("UPLOAD_MEMORY=%s leaves little of the container's %s for the rest of the process: uploads may be ended by the OOM killer; unset it to take half", mib(p.uploadMemory), mib(limit))
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // cgroupV2Root is a machine whose process sits in a cgroup v2 with a memory.max of limit bytes.
@@ -77,11 +79,11 @@ func TestMemoryPlan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
 			if tc.upload != "" {
-				n, err := parseBytes(tc.upload)
+				n, err := envconfig.ParseSize(tc.upload)
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.uploadMemory, c.uploadMemorySet = n, true
+				c.UploadMemory, c.UploadMemorySet = n, true
 			}
 			p := planMemory(c, cgroupV2Root(t, tc.limit))
 			if p.uploadMemory != tc.want || !strings.Contains(p.why, tc.why) || (tc.warning == "") != (p.warning == "") || !strings.Contains(p.warning, tc.warning) {

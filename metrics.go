@@ -200,6 +200,9 @@ func (u measuredUploader) Upload(ctx context.Context, file io.Reader, p store.Pa
 	return result, err
 }
 
+// Holds is the store's (store.Holding).
+func (u measuredUploader) Holds(size int64) int64 { return store.Holds(u.next, size) }
+
 // upstreamErrorKind says which way the store failed, or "" when the failure was not the store's:
 // the client's body broke off or was too large, or the client went away.
 func upstreamErrorKind(ctx context.Context, err error, bodyFailed bool) string {

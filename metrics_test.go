@@ -133,7 +133,7 @@ func TestMetricsOffByDefault(t *testing.T) {
 func TestMetricsOpenWithoutToken(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.metrics = true
+	cfg.Metrics = true
 	h := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	rec := httptestGet(h, "/metrics")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `uploads_total{outcome="ok",store="other"} 0`) {

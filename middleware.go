@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 )
 
@@ -76,26 +74,13 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// countingBody counts the request bytes a handler read.
-type countingBody struct {
-	io.ReadCloser
-	n atomic.Int64 // read by the SDK's goroutine, logged by the handler's
-}
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.ReadCloser.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // logRequests writes one line per request: method, path, route, status, bytes received, duration.
 func logRequests(routeOf func(*http.Request) string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		route := routeOf(r)
 		rec := &statusRecorder{ResponseWriter: w}
-		body := &countingBody{ReadCloser: r.Body}
-		r.Body = body
+		r, body := watchBody(rec, r) // the one layer that reads the connection, and counts
 		defer func() {
 			status := rec.status
 			if status == 0 {
@@ -106,7 +91,7 @@ func logRequests(routeOf func(*http.Request) string, next http.Handler) http.Han
 				"path", r.URL.Path,
 				"route", route,
 				"status", status,
-				"bytes_in", body.n.Load(),
+				"bytes_in", body.Bytes(),
 				"duration_ms", float64(time.Since(start).Microseconds())/1000,
 			)
 		}()

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -18,45 +15,6 @@ import (
 	"cloudinary-upload-api/internal/store"
 	"cloudinary-upload-api/internal/upload"
 )
-
-// formPart is one part of a test form: a text field when filename is empty and file is false.
-type formPart struct {
-	name, filename string
-	file           bool
-	content        []byte
-}
-
-func field(name, value string) formPart { return formPart{name: name, content: []byte(value)} }
-func filePartOf(name, filename string, content []byte) formPart {
-	return formPart{name: name, filename: filename, file: true, content: content}
-}
-
-// buildForm writes parts as a browser would, in order.
-func buildForm(t testing.TB, parts ...formPart) (contentType string, body []byte) {
-	t.Helper()
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
-	for _, p := range parts {
-		h := textproto.MIMEHeader{}
-		if p.file {
-			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, p.name, p.filename))
-			h.Set("Content-Type", "application/octet-stream")
-		} else {
-			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q`, p.name))
-		}
-		pw, err := w.CreatePart(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pw.Write(p.content); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return w.FormDataContentType(), buf.Bytes()
-}
 
 // filesAnswerBody is the answer for several files.
 type filesAnswerBody struct {

@@ -319,8 +319,8 @@ func TestSpecRoutesMatchServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig()
-	cfg.metrics = true
-	cfg.demoPage = true
+	cfg.Metrics = true
+	cfg.DemoPage = true
 	local, err := localstore.New(t.TempDir(), "", "", nil) // the local store adds GET /files/{name}
 	if err != nil {
 		t.Fatal(err)

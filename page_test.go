@@ -39,14 +39,14 @@ func TestUploadPage(t *testing.T) {
 	}
 
 	cfg := testConfig()
-	cfg.demoPage = false
+	cfg.DemoPage = false
 	off := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	if r := serve(off, httptest.NewRequest(http.MethodGet, "/", nil)); r.Code != http.StatusNotFound {
 		t.Errorf("DEMO_PAGE=false: GET / is %d, want 404", r.Code)
 	}
 
 	cfg = testConfig()
-	cfg.publicURL = "https://uploads.example.com/base"
+	cfg.PublicURL = "https://uploads.example.com/base"
 	withPublic := newServer(discardLogger(), cfg, testStorage(acceptAllUploader{}), newHealthState())
 	csp = serve(withPublic, httptest.NewRequest(http.MethodGet, "/", nil)).Header().Get("Content-Security-Policy")
 	if want := "img-src 'self' https://uploads.example.com https://res.cloudinary.com"; !strings.Contains(csp, want) {

@@ -335,7 +335,7 @@ func TestQuotaIsPerSignedInUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newMetrics("other")
-	adm := newUploadAdmission(cfg, admission.NewMemoryLeases(), m, time.Now)
+	adm := newUploadAdmission(cfg, admission.NewMemoryLeases(), m)
 	h := handleUpload(acceptAllUploader{}, cfg.uploadLimits(), adm, newUploadQuota(spec, proxyTrust{}, time.Now, nil, m))
 	file, err := io.ReadAll(streamedPNG(t, 600_000))
 	if err != nil {

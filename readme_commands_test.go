@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // readmeStartDeadline bounds a `go run` start on a fresh clone: a build, on a busy machine.
@@ -177,15 +179,7 @@ func (p *readmeProcess) stop(t *testing.T) {
 // runREADMECurl runs the README's curl against the server at port and decodes its answer.
 func runREADMECurl(t *testing.T, dir string, env []string, curl, port string) map[string]any {
 	t.Helper()
-	cmd := strings.ReplaceAll(curl, "http://localhost:8080", "http://localhost:"+port)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := exec.CommandContext(ctx, "bash", "-c", cmd)
-	c.Dir, c.Env = dir, env
-	out, err := c.Output()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
+	cmd, out := readmeCurl(t, dir, env, curl, port)
 	var answer map[string]any
 	if err := json.Unmarshal(out, &answer); err != nil {
 		t.Fatalf("%s: the answer is not JSON: %s", cmd, out)
@@ -199,6 +193,17 @@ func runREADMECurl(t *testing.T, dir string, env []string, curl, port string) ma
 // runREADMECurlFails runs a README curl whose answer is an error, and returns the answer.
 func runREADMECurlFails(t *testing.T, dir string, env []string, curl, port string) string {
 	t.Helper()
+	cmd, out := readmeCurl(t, dir, env, curl, port)
+	if !strings.Contains(string(out), `"error"`) {
+		t.Errorf("%s: %s, want an error", cmd, out)
+	}
+	return string(out)
+}
+
+// readmeCurl runs a README curl against the server at port, within a minute, and returns the
+// command it ran and what it printed.
+func readmeCurl(t *testing.T, dir string, env []string, curl, port string) (string, []byte) {
+	t.Helper()
 	cmd := strings.ReplaceAll(curl, "http://localhost:8080", "http://localhost:"+port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -208,10 +213,7 @@ func runREADMECurlFails(t *testing.T, dir string, env []string, curl, port strin
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
-	if !strings.Contains(string(out), `"error"`) {
-		t.Errorf("%s: %s, want an error", cmd, out)
-	}
-	return string(out)
+	return cmd, out
 }
 
 // fetch is the body at u, which must answer 200.
@@ -280,13 +282,8 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds the server and the fake in a fresh clone")
 	}
-	for _, tool := range []string{"git", "bash", "curl", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
+	for _, tool := range [][2]string{{"git", "git"}, {"bash", "bash"}, {"curl", "curl"}, {"go", "golang"}} {
+		needTool(t, tool[0], tool[1])
 	}
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
@@ -320,8 +317,8 @@ func TestREADMECommandsOnAFreshClone(t *testing.T) {
 	// The environment of a shell, without any of the server's variables a developer may have set.
 	var env []string
 	names := map[string]bool{}
-	for _, v := range envVars() {
-		names[v.name] = true
+	for _, v := range envconfig.Vars() {
+		names[v.Name] = true
 	}
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); !names[name] && name != "CI" {

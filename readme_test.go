@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	envconfig "cloudinary-upload-api/internal/config"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/ratelimit"
 )
@@ -172,12 +173,12 @@ var notOurs = []apiError{{http.StatusRequestHeaderFieldsTooLarge, "431 Request H
 
 func envDefault(t *testing.T, name string) string {
 	t.Helper()
-	for _, v := range envVars() {
-		if v.name == name {
-			return v.def
+	for _, v := range envconfig.Vars() {
+		if v.Name == name {
+			return v.Default
 		}
 	}
-	t.Fatalf("envVars has no %s", name)
+	t.Fatalf("the table has no %s", name)
 	return ""
 }
 
@@ -279,7 +280,7 @@ func checkErrorTable(t *testing.T, page string, rows [][]string, complete bool) 
 	}
 }
 
-// TestREADMEVariables: the README's variables are envVars' names, with envVars' defaults.
+// TestREADMEVariables: the README's variables are the table's names, with its defaults.
 func TestREADMEVariables(t *testing.T) {
 	rows := tableRows(section(t, readFile(t, "README.md"), "Configuration"))
 	if len(rows) != 8 {
@@ -298,19 +299,19 @@ func TestConfigurationDocMatchesEnvVars(t *testing.T) {
 		got = append(got, strings.Trim(row[0], "`"))
 	}
 	var want []string
-	for _, v := range envVars() {
-		want = append(want, v.name)
+	for _, v := range envconfig.Vars() {
+		want = append(want, v.Name)
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("docs/configuration.md lists %v\nenvVars lists %v (run go generate)", got, want)
+		t.Errorf("docs/configuration.md lists %v\nthe table lists %v (run go generate ./...)", got, want)
 	}
 }
 
 func checkVariableRows(t *testing.T, page string, rows [][]string) {
 	t.Helper()
-	vars := map[string]envVar{}
-	for _, v := range envVars() {
-		vars[v.name] = v
+	vars := map[string]envconfig.Var{}
+	for _, v := range envconfig.Vars() {
+		vars[v.Name] = v
 	}
 	for _, row := range rows {
 		if len(row) != 3 {
@@ -320,18 +321,18 @@ func checkVariableRows(t *testing.T, page string, rows [][]string) {
 		name := strings.Trim(row[0], "`")
 		v, ok := vars[name]
 		if !ok {
-			t.Errorf("%s: %q is not in envVars", page, row[0])
+			t.Errorf("%s: %q is not in the table", page, row[0])
 			continue
 		}
-		want := "`" + v.def + "`"
+		want := "`" + v.Default + "`"
 		switch {
-		case v.secret && page != "README.md":
+		case v.Secret && page != "README.md":
 			want = "(secret)"
-		case v.def == "" || v.secret:
+		case v.Default == "" || v.Secret:
 			want = ""
 		}
 		if row[1] != want {
-			t.Errorf("%s: %s's default is %q; envVars says %q", page, name, row[1], want)
+			t.Errorf("%s: %s's default is %q; the table says %q", page, name, row[1], want)
 		}
 	}
 }

@@ -45,27 +45,17 @@ func (f *heldFile) Read(p []byte) (int, error) {
 
 // startHeld starts an upload of a held file and waits until the fake Cloudinary has its first
 // bytes, so that it has been admitted. The answer comes on the channel once the file is released.
-func startHeld(t *testing.T, fake *fakeCloudinary, c *http.Client, baseURL string) (*heldFile, <-chan int) {
+func startHeld(t *testing.T, fake *fakeCloudinary, c *http.Client, baseURL string) (*heldFile, <-chan streamAnswer) {
 	t.Helper()
 	const size = 1 << 20
 	f := newHeldFile(t, size)
-	status := make(chan int, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, c, baseURL, f, size)
-		if err != nil {
-			status <- -1
-			return
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		status <- resp.StatusCode
-	}()
+	answer := goStreamForm(context.Background(), t, c, baseURL, f, size)
 	select {
 	case <-fake.FirstBytes:
-	case s := <-status:
-		t.Fatalf("the held upload ended at once: %d", s)
+	case a := <-answer:
+		t.Fatalf("the held upload ended at once: %d %s", a.status, a.message)
 	}
-	return f, status
+	return f, answer
 }
 
 // TestRedisSharesUploadsInFlightAcrossServers: MAX_UPLOADS_PER_CLIENT counts a client's uploads
@@ -92,14 +82,14 @@ func TestRedisSharesUploadsInFlightAcrossServers(t *testing.T) {
 		t.Errorf("another client: %d %s", resp.StatusCode, body)
 	}
 	close(f1.release)
-	if s := within(t, s1, "the first held upload's answer"); s != http.StatusOK {
+	if s := within(t, s1, "the first held upload's answer").status; s != http.StatusOK {
 		t.Fatalf("the first held upload: %d", s)
 	}
 	if resp, body := uploadPNG(t, one, b.url); resp.StatusCode != http.StatusOK {
 		t.Errorf("after one ended: %d %s, want 200", resp.StatusCode, body)
 	}
 	close(f2.release)
-	if s := within(t, s2, "the second held upload's answer"); s != http.StatusOK {
+	if s := within(t, s2, "the second held upload's answer").status; s != http.StatusOK {
 		t.Fatalf("the second held upload: %d", s)
 	}
 	rdb := newRedisClient(t, redis)

@@ -271,7 +271,7 @@ func TestRedisVariablesAreChecked(t *testing.T) {
 		}
 	}
 	cfg, err := loadConfig(mapGetenv(map[string]string{"CLOUD_NAME": "c", "API_KEY": "k", "API_SECRET": "s"}))
-	if err != nil || cfg.redisURL != "" || !cfg.redisTLSVerify || cfg.redisTimeout.String() != "100ms" {
-		t.Errorf("defaults: %q verify %v timeout %v (%v)", cfg.redisURL, cfg.redisTLSVerify, cfg.redisTimeout, err)
+	if err != nil || cfg.RedisURL != "" || !cfg.RedisTLSVerify || cfg.RedisTimeout.String() != "100ms" {
+		t.Errorf("defaults: %q verify %v timeout %v (%v)", cfg.RedisURL, cfg.RedisTLSVerify, cfg.RedisTimeout, err)
 	}
 }

@@ -122,8 +122,8 @@ func newResumableServer(cfg config, st storage, adm *uploadAdmission, quota *upl
 		state = resumable.NewRedis(health.redis.Client(), "resumable:", resumableLockTTL)
 	}
 	s := &resumableServer{
-		state: state, store: cs, lim: cfg.uploadLimits(), pl: upload.New(cfg.uploadLimits().rules(), nil), chunkSize: int(cfg.chunkSize), expiry: cfg.resumableExpiry,
-		adm: adm, quota: quota, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.publicURL,
+		state: state, store: cs, lim: cfg.uploadLimits(), pl: upload.New(cfg.uploadLimits().rules(), nil), chunkSize: int(cfg.ChunkSize), expiry: cfg.ResumableExpiry,
+		adm: adm, quota: quota, trust: cfg.trustProxy, tokens: cfg.uploadTokens != nil, publicURL: cfg.PublicURL,
 		now: time.Now, newStoreID: resumable.NewID, streams: map[string]*stream{}, writers: map[string]*writer{},
 	}
 	health.onStop(s.close)
@@ -526,7 +526,7 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 	}
 	fq := spend.file()
 	defer fq.keep()
-	readErr := s.feed(r, me, st, limit, fq)
+	readErr := s.feed(me, st, limit, fq)
 	if errors.Is(readErr, errResumableTooLong) {
 		s.fail(ctx, u, st)
 		refuseEarly(w, r, readErr)
@@ -567,7 +567,7 @@ func (s *resumableServer) write(w http.ResponseWriter, r *http.Request, id strin
 
 // writer is the request that holds an upload's lock on this instance.
 type writer struct {
-	rc      *http.ResponseController
+	body    *upload.RequestBody
 	stopped atomic.Bool   // a newer request asked it to let go
 	done    chan struct{} // closed when it has let go
 }
@@ -575,7 +575,7 @@ type writer struct {
 // interrupt ends the writer's wait for its body: it answers and lets go.
 func (wr *writer) interrupt() {
 	wr.stopped.Store(true)
-	_ = wr.rc.SetReadDeadline(time.Now())
+	wr.body.Interrupt()
 }
 
 // lockWriter takes the upload's lock for r. A request of this instance that holds it is most
@@ -604,7 +604,8 @@ func (s *resumableServer) lockWriter(w http.ResponseWriter, r *http.Request, id 
 	if err != nil {
 		return nil, nil, err
 	}
-	me := &writer{rc: http.NewResponseController(w), done: make(chan struct{})}
+	_, body := watchBody(w, r)
+	me := &writer{body: body, done: make(chan struct{})}
 	s.mu.Lock()
 	s.writers[id] = me
 	s.mu.Unlock()
@@ -650,13 +651,12 @@ func (s *resumableServer) takeLength(ctx context.Context, r *http.Request, u res
 
 // feed copies r's body into the stream, at most limit bytes (a byte more is errResumableTooLong).
 // Its error is the body's, or the stream's failure.
-func (s *resumableServer) feed(r *http.Request, me *writer, st *stream, limit int64, fq *fileQuota) error {
-	rc := me.rc
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	body := s.adm.paced(r.Body)
+func (s *resumableServer) feed(me *writer, st *stream, limit int64, fq *fileQuota) error {
+	body := me.body
+	body.Idle(s.lim.idleTimeout)
+	body.Pace(s.adm.minRate)
 	buf := make([]byte, patchBufferBytes)
 	for {
-		_ = rc.SetReadDeadline(s.now().Add(s.lim.idleTimeout)) // unsupported only in tests' recorders
 		if me.stopped.Load() {
 			return errResumableTakenOver
 		}
@@ -839,7 +839,7 @@ func (s *resumableServer) sweep(ctx context.Context) {
 func (s *resumableServer) run(ctx context.Context, st *stream, u resumable.Upload, fresh bool) {
 	defer close(st.done)
 	p := u.Params
-	p.Chunked = true // the Cutter's chunks are each timed by Send
+	p.Size = u.Length // the Cutter's chunks are each timed by Send (cutterStore.Holds)
 	cutter := &resumable.Cutter{
 		Size:   s.chunkSize,
 		Memory: st.mem,
@@ -885,6 +885,9 @@ type cutterStore struct {
 	cutter *resumable.Cutter
 	start  int64
 }
+
+// Holds says the Cutter holds a chunk, and times each itself: the pipeline runs no stream timer.
+func (c cutterStore) Holds(int64) int64 { return int64(c.cutter.Size) + 1 }
 
 func (c cutterStore) Upload(ctx context.Context, file io.Reader, _ store.Params) (json.RawMessage, error) {
 	return c.cutter.Upload(ctx, file, c.start)

@@ -44,30 +44,32 @@ type routeMux interface {
 // addRoutes is the whole API surface. openapi.yaml describes it; openapi_test.go keeps the two in step.
 // A pattern without a method answers the other methods of its path with a JSON 405.
 func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *metrics) {
-	limiter := newRateLimiter(cfg.rateLimit, cfg.trustProxy, time.Now, health.redis)
-	sameOrigin := newOriginCheck(cfg.allowedOrigins, m)
+	limiter := newRateLimiter(cfg.RateLimit, cfg.trustProxy, time.Now, health.redis)
+	sameOrigin := newOriginCheck(cfg.AllowedOrigins, m)
 	// protect is who may use a route: the origin check, then identify (the sign-in token or
 	// UPLOAD_TOKENS, checked once), then the rate limit (per user, else per address: a refused
 	// request counts against its address), then requireAccess answers a refusal.
 	protect := func(h http.Handler) http.Handler {
 		return sameOrigin(identify(cfg.uploadTokens, cfg.signIn, limitRate(limiter, requireAccess(h))))
 	}
-	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m, time.Now)
-	quota := newUploadQuota(cfg.userQuota, cfg.trustProxy, time.Now, health.redis, m)
+	adm := newUploadAdmission(cfg, uploadLeases(cfg, health.redis), m)
+	quota := newUploadQuota(cfg.UserQuota, cfg.trustProxy, time.Now, health.redis, m)
 	mux.Handle("POST /upload", protect(m.countUploads(handleUpload(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
+	mux.Handle("PUT /upload/{filename}", protect(m.countUploads(handlePut(measuredUploader{next: st.up, m: m}, cfg.uploadLimits(), adm, quota))))
+	mux.Handle("/upload/{filename}", handleMethodNotAllowed(http.MethodPut))
 	if st.del != nil {
-		mux.Handle("DELETE /upload", protect(m.countDeletes(handleDelete(st.del, cfg.uploadFolder, cfg.uploadTimeout))))
+		mux.Handle("DELETE /upload", protect(m.countDeletes(handleDelete(st.del, cfg.UploadFolder, cfg.UploadTimeout))))
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost, http.MethodDelete))
 	} else {
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	}
 	addResumableRoutes(mux, newResumableServer(cfg, st, adm, quota, health), protect)
-	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, cfg.signer(), time.Now))))
+	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, st.signer, time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
 	mux.Handle("/healthz", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
-	if cfg.demoPage {
-		mux.Handle("GET /{$}", handlePage(uploadPage, cfg.publicURL))
+	if cfg.DemoPage {
+		mux.Handle("GET /{$}", handlePage(uploadPage, cfg.PublicURL))
 	}
 	if st.files != nil {
 		mux.Handle("GET /files/{name}", handleFiles(st.files))
@@ -75,8 +77,8 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	}
 	mux.Handle("GET /openapi.yaml", handleOpenAPI())
 	mux.Handle("/openapi.yaml", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
-	if cfg.metrics {
-		mux.Handle("GET /metrics", handleMetrics(m, cfg.metricsToken))
+	if cfg.Metrics {
+		mux.Handle("GET /metrics", handleMetrics(m, cfg.MetricsToken))
 		mux.Handle("/metrics", handleMethodNotAllowed(http.MethodGet, http.MethodHead))
 	}
 	mux.Handle("/", handleNotFound())
@@ -91,7 +93,7 @@ func uploadLeases(cfg config, shared *ratelimit.Conn) admission.Leases {
 	if shared == nil {
 		return local
 	}
-	return ratelimit.NewLeases(shared, local, max(cfg.bodyIdleTimeout, cfg.uploadTimeout))
+	return ratelimit.NewLeases(shared, local, max(cfg.BodyIdleTimeout, cfg.UploadTimeout))
 }
 
 // routeOf returns the mux pattern that a request matches, for logs: "POST /upload", "/" for no route.
@@ -105,16 +107,16 @@ func routeOf(mux *http.ServeMux) func(*http.Request) string {
 
 func (cfg config) uploadLimits() uploadLimits {
 	return uploadLimits{
-		maxFileBytes:  cfg.maxUploadBytes,
-		allowedTypes:  cfg.allowedTypes,
-		uploadTimeout: cfg.uploadTimeout,
-		idleTimeout:   cfg.bodyIdleTimeout,
-		maxFiles:      cfg.maxFilesPerRequest,
-		fileFields:    cfg.fileFields,
+		maxFileBytes:  cfg.MaxUploadBytes,
+		allowedTypes:  cfg.AllowedTypes,
+		uploadTimeout: cfg.UploadTimeout,
+		idleTimeout:   cfg.BodyIdleTimeout,
+		maxFiles:      cfg.MaxFilesPerRequest,
+		fileFields:    cfg.FileFields,
 		signable:      cfg.signableParams,
-		folder:        cfg.uploadFolder,
+		folder:        cfg.UploadFolder,
 		signIn:        cfg.signIn.on(),
-		image:         cfg.image,
+		image:         cfg.Image,
 	}
 }
 
@@ -122,8 +124,8 @@ func (cfg config) uploadLimits() uploadLimits {
 // a refused origin gets no CORS headers, and the browser hides the answer from the page.
 func corsOptions(cfg config) cors.Options {
 	return cors.Options{
-		AllowedOrigins: cfg.allowedOrigins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete, http.MethodPatch},
+		AllowedOrigins: cfg.AllowedOrigins,
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
 		AllowedHeaders: append([]string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"}, tusRequestHeaders...),
 		ExposedHeaders: append([]string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader}, tusResponseHeaders...),

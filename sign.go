@@ -285,23 +285,14 @@ func newSigningConfig(cfg config, signer *cloudinary.Signer, now func() time.Tim
 	sc := signingConfig{
 		signer:   signer,
 		signable: cfg.signableParams,
-		folder:   cfg.uploadFolder,
+		folder:   cfg.UploadFolder,
 		signIn:   cfg.signIn.on(),
-		preset:   cfg.uploadPreset,
+		preset:   cfg.UploadPreset,
 		resource: "auto",
 		now:      now,
 	}
-	if len(cfg.allowedTypes) > 0 && !slices.ContainsFunc(cfg.allowedTypes, func(t string) bool { return !strings.HasPrefix(t, "image/") }) {
+	if len(cfg.AllowedTypes) > 0 && !slices.ContainsFunc(cfg.AllowedTypes, func(t string) bool { return !strings.HasPrefix(t, "image/") }) {
 		sc.resource = "image"
 	}
 	return sc
-}
-
-// signer is what POST /sign signs with: the uploads' own algorithm, version and URL. It is nil
-// when uploads go to the local store: there is nothing to sign for.
-func (cfg config) signer() *cloudinary.Signer {
-	if cfg.storage == "local" || cfg.cloudinary == nil {
-		return nil
-	}
-	return cloudinary.NewSigner(cfg.cloudinary)
 }

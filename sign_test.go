@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/cloudinary"
 )
 
 // postSign asks the server to sign params (a JSON body) with an optional bearer token.
@@ -226,10 +228,14 @@ func TestSignWithoutCredentialsIs501(t *testing.T) {
 }
 
 func TestSignUsesConfiguredAlgorithm(t *testing.T) {
-	t.Parallel()
 	cfg := testConfig()
-	cfg.cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
-	sc := newSigningConfig(cfg, cfg.signer(), nil)
+	cfg.Cloudinary.Params = url.Values{"signature_algorithm": {"sha256"}}
+	c, err := cloudinary.New(cfg.Cloudinary, cfg.cloudinaryOptions()) // before t.Parallel: the SDK's config parsing is unsafe for concurrent use
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Parallel()
+	sc := newSigningConfig(cfg, cloudinaryStorage(c).signer, nil)
 	if a, v := sc.signer.Algorithm(), sc.signer.Version(); a != "sha256" || v != 2 {
 		t.Errorf("algorithm %q version %d, want sha256 and the SDK's default 2", a, v)
 	}

@@ -9,10 +9,11 @@ import (
 	"strings"
 
 	"cloudinary-upload-api/internal/auth"
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 // signInConfig is sign-in with tokens from an identity provider (AUTH_JWKS_URL) or the app's own
-// backend (AUTH_JWT_SECRET). run starts the verifier; loadConfig only reads the variables.
+// backend (AUTH_JWT_SECRET). run starts the verifier; loadConfig only checks the variables.
 type signInConfig struct {
 	jwksURL  string
 	issuer   string
@@ -31,15 +32,9 @@ func (s signInConfig) on() bool { return s.jwksURL != "" || s.secret != "" }
 // digits), so no user's folder is ever the scripts' folder.
 const scriptsFolder = "_scripts"
 
-// loadSignIn reads the AUTH_ variables; its errors never quote the secret.
-func loadSignIn(get func(string) string) (signInConfig, error) {
-	s := signInConfig{
-		jwksURL:  get("AUTH_JWKS_URL"),
-		issuer:   get("AUTH_ISSUER"),
-		audience: get("AUTH_AUDIENCE"),
-		secret:   secret(get("AUTH_JWT_SECRET")),
-		cookie:   get("AUTH_COOKIE"),
-	}
+// loadSignIn checks the AUTH_ variables as set; its errors never quote the secret.
+func loadSignIn(a envconfig.Auth) (signInConfig, error) {
+	s := signInConfig{jwksURL: a.JWKSURL, issuer: a.Issuer, audience: a.Audience, secret: a.JWTSecret, cookie: a.Cookie}
 	var problems []error
 	if s.jwksURL != "" {
 		if err := auth.CheckJWKSURL(s.jwksURL); err != nil {
@@ -53,9 +48,9 @@ func loadSignIn(get func(string) string) (signInConfig, error) {
 		problems = append(problems, fmt.Errorf("AUTH_COOKIE=%q: want a cookie name", truncate(s.cookie, 64)))
 	}
 	if !s.on() {
-		for _, name := range []string{"AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_COOKIE"} {
-			if get(name) != "" {
-				problems = append(problems, fmt.Errorf("%s is set but sign-in is off: set AUTH_JWKS_URL or AUTH_JWT_SECRET", name))
+		for _, v := range []struct{ name, value string }{{"AUTH_ISSUER", a.Issuer}, {"AUTH_AUDIENCE", a.Audience}, {"AUTH_COOKIE", a.Cookie}} {
+			if v.value != "" {
+				problems = append(problems, fmt.Errorf("%s is set but sign-in is off: set AUTH_JWKS_URL or AUTH_JWT_SECRET", v.name))
 			}
 		}
 	}

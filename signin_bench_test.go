@@ -38,7 +38,7 @@ func BenchmarkUploadSignIn(b *testing.B) {
 		name := "off"
 		if on {
 			cfg.signIn = signInConfig{secret: testJWTSecret}
-			cfg.uploadFolder = userFolderTemplate("")
+			cfg.UploadFolder = userFolderTemplate("")
 			ctx, cancel := context.WithCancel(context.Background())
 			b.Cleanup(cancel)
 			if err := cfg.signIn.start(ctx, discardLogger()); err != nil {

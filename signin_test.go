@@ -452,8 +452,8 @@ func TestSignInConfig(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("%s: %v", tc.name, err)
-		case cfg.uploadFolder != tc.folder:
-			t.Errorf("%s: folder %q, want %q", tc.name, cfg.uploadFolder, tc.folder)
+		case cfg.UploadFolder != tc.folder:
+			t.Errorf("%s: folder %q, want %q", tc.name, cfg.UploadFolder, tc.folder)
 		}
 	}
 }

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"cloudinary-upload-api/internal/admission"
 	"cloudinary-upload-api/internal/formstream"
 	"cloudinary-upload-api/internal/imageguard"
 	"cloudinary-upload-api/internal/store"
@@ -58,12 +58,24 @@ const retryAfterBusy = "5"
 // quota reserves the client's USER_QUOTA (nil: none), adm decides whether an upload gets in (and
 // paces its body); a refused one is answered at once.
 func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *uploadQuota) http.Handler {
-	bufs := &uploadBuffers{
-		readers: sync.Pool{New: func() any { b := make([]byte, requestBufferBytes); return &b }},
-	}
+	bufs := &uploadBuffers{readers: upload.NewBuffers(leastRequestBuffer, requestBufferBytes)}
 	pl := upload.New(lim.rules(), up)
+	return admitUpload(adm, quota, func(w http.ResponseWriter, r *http.Request, mem store.Memory) (int, []byte, error) {
+		return serveUpload(w, r, pl, lim, bufs, mem)
+	})
+}
+
+// serveAdmitted serves one admitted upload request, whose body watchBody installed: a status and
+// an answer, or an error for the whole request (then nothing was stored). mem is the upload's
+// hold on UPLOAD_MEMORY, for the store.
+type serveAdmitted func(w http.ResponseWriter, r *http.Request, mem store.Memory) (int, []byte, error)
+
+// admitUpload is what every way in to the pipeline does around its own serving: USER_QUOTA
+// (quota, nil: none), admission and the minimum data rate (adm), and the answer; a refused
+// upload is answered at once (refuseEarly).
+func admitUpload(adm *uploadAdmission, quota *uploadQuota, serve serveAdmitted) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, _ = watchBody(r) // under every other wrapper; refuseEarly drains it, past their caps
+		r, body := watchBody(w, r) // refuseEarly drains it, past its bound and timers
 		spend, err := quota.begin(r)
 		defer spend.settle(w, r) // gives back what was not stored, however the upload ends
 		if err != nil {
@@ -79,8 +91,8 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 			return
 		}
 		defer mem.release() // however the upload ends
-		r.Body = adm.paced(r.Body)
-		status, result, err := serveUpload(w, r, pl, lim, bufs, mem)
+		body.Pace(adm.minRate)
+		status, result, err := serve(w, r, mem)
 		spend.settle(w, r) // before the answer: its RateLimit fields say what is left
 		if err != nil {
 			mem.release()             // the drain holds none of the upload's memory
@@ -112,7 +124,7 @@ func handleUpload(up uploader, lim uploadLimits, adm *uploadAdmission, quota *up
 // uploadBuffers are reused between requests: large buffers make large reads and writes,
 // which is most of the difference in CPU per byte.
 type uploadBuffers struct {
-	readers sync.Pool // *[]byte of requestBufferBytes: the form reader's buffer, which files go upstream from
+	readers *upload.Buffers // the form reader's buffer, sized to the body (uploadReservationFor): files go upstream from it
 }
 
 // fileSlot is what became of one file part of the form: Cloudinary's result, or why not.
@@ -153,13 +165,14 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 	if r.ContentLength > maxBody {
 		return 0, nil, errBodyTooLarge(lim) // answered before reading a byte
 	}
-	idle := &idleBody{body: r.Body, rc: http.NewResponseController(w), timeout: lim.idleTimeout, request: watchedBody(r)}
-	r.Body = http.MaxBytesReader(w, idle, maxBody)
-	buf := bufs.readers.Get().(*[]byte)
+	body := watchedBody(r)
+	body.Limit(maxBody)
+	body.Idle(lim.idleTimeout)
+	buf := bufs.readers.Get(r.ContentLength)
 	defer bufs.readers.Put(buf)
 	// Everything but the files (part headers, text fields) must fit in formOverhead: nothing
 	// else makes the server read, or buffer, more than that.
-	form := formstream.NewReader(r.Body, params["boundary"], *buf, formstream.Limits{
+	form := formstream.NewReader(body, params["boundary"], *buf, formstream.Limits{
 		NonFileBytes: formOverhead, HeaderBytes: formOverhead, Parts: maxFormParts,
 	})
 	fields := formFields{seen: map[string]bool{}}
@@ -216,12 +229,12 @@ func serveUpload(w http.ResponseWriter, r *http.Request, pl *upload.Pipeline, li
 			p := fields.p
 			p.Filename = cleanFilename(filename)
 			p.BaseURL = requestBaseURL(r)
-			p.Chunked = r.ContentLength < 0 || r.ContentLength > maxSingleRequestBytes
+			p.Size = r.ContentLength // a bound: the file is no larger than the request (−1: unknown)
 			p.Memory = mem
 			p.Folder, p.UploadedBy = folderFor(r, lim.folder, lim.signIn)
 			// Without a signed-in user, holding the answer is what lets its file be deleted (delete.go).
 			p.DeleteToken = p.UploadedBy == ""
-			result, removed, err := uploadFile(r, part, pl, p, lim, idle)
+			result, removed, err := uploadFile(r, part, pl, p, lim, body)
 			slots = append(slots, fileSlot{result: result, removed: removed, err: err})
 			continue
 		}
@@ -288,12 +301,12 @@ func filesAnswer(r *http.Request, slots []fileSlot, formErr error) (int, []byte,
 // uploadFile streams one file part through the pipeline (internal/upload): sniffed, checked,
 // guarded, capped, timed and counted against USER_QUOTA. It returns the store's result and what
 // the image guard removed from the file ("gps", "all" or "none").
-func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, idle *idleBody) ([]byte, string, error) {
+func uploadFile(r *http.Request, part *formstream.Part, pl *upload.Pipeline, p store.Params, lim uploadLimits, body *upload.RequestBody) ([]byte, string, error) {
 	quota := quotaSpendOf(r).file()
 	defer quota.end() // the file's bytes go back to the quota unless it was stored
-	ctx, cancel := uploadContext(r, idle.request)
+	ctx, cancel := uploadContext(r, body)
 	defer cancel(nil)
-	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: idle})
+	res, err := pl.Upload(ctx, upload.File{Body: part, Size: -1, Params: p, Spend: quota.take, Waker: body})
 	if err != nil {
 		return nil, "", uploadError(ctx, err, lim)
 	}
@@ -322,21 +335,21 @@ func answerEarly(w http.ResponseWriter, r *http.Request, write func()) {
 	rb := watchedBody(r)
 	var body io.Reader = r.Body
 	if rb != nil {
-		body = rb // past every cap of the upload's own wrappers
+		body = rb.Rest() // past the upload's bound and timers
 	}
 	rc := http.NewResponseController(w)
-	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.started()
+	waiting := r.Header.Get("Expect") != "" && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !rb.Started()
 	// HTTP/2 needs neither drain nor close: the answer goes out on its stream while the client
 	// sends, then the server ends the client's half with RST_STREAM NO_ERROR, which a client must
 	// not take as a failed answer (RFC 9113 §8.1). Draining there would only make the client send
 	// up to 32 MiB for nothing.
 	http1 := r.ProtoMajor < 2
-	drain := http1 && !waiting && !rb.ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
+	drain := http1 && !waiting && !rb.Ended() && r.ContentLength != 0 && r.ContentLength <= maxDrainBytes+formOverhead &&
 		!errors.Is(r.Context().Err(), context.Canceled)
 	switch {
 	case drain:
 		_ = rc.EnableFullDuplex() // unsupported in tests' recorders
-	case http1 && !waiting && !rb.ended() && r.ContentLength != 0:
+	case http1 && !waiting && !rb.Ended() && r.ContentLength != 0:
 		w.Header().Set("Connection", "close") // else net/http reads up to 256 KiB of the body before the answer
 	}
 	write()
@@ -403,7 +416,12 @@ func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) 
 	if len(value) > maxFieldBytes {
 		return errBadField("form field %q is longer than %d bytes", name, maxFieldBytes)
 	}
-	v, err := clientParam(name, string(value))
+	return f.set(name, string(value))
+}
+
+// set takes the value of a parameter the client may choose, checked as POST /sign checks it.
+func (f *formFields) set(name, value string) error {
+	v, err := clientParam(name, value)
 	if err != nil {
 		return err
 	}
@@ -426,13 +444,17 @@ func (f *formFields) read(part *formstream.Part, name string, lim uploadLimits) 
 
 // bodyError explains a failure to read the request body.
 func bodyError(err error, lim uploadLimits) error {
-	var maxBytes *http.MaxBytesError
+	var tooLarge *upload.BodyTooLargeError
 	var api apiError
 	switch {
 	case errors.As(err, &api):
 		return err
-	case errors.As(err, &maxBytes): // the whole body's bound: each file's own is uploadBody's
+	case errors.As(err, &tooLarge): // the whole body's bound: each file's own is the pipeline's
 		return fmt.Errorf("%w: %w", errBodyTooLarge(lim), err)
+	case errors.Is(err, upload.ErrIdle):
+		return fmt.Errorf("%w: %w", errBodyIdle, err)
+	case errors.Is(err, admission.ErrTooSlow):
+		return fmt.Errorf("%w: %w", errTooSlow, err)
 	}
 	if api, ok := formError(err); ok {
 		return fmt.Errorf("%w: %w", api, err)

@@ -12,38 +12,26 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
-	"image/png"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // testPNG makes a real PNG of the given size.
 func testPNG(t testing.TB, w, h int) []byte {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for x := 0; x < w; x++ {
-		for y := 0; y < h; y++ {
-			img.Set(x, y, color.RGBA{uint8(x), uint8(y), 200, 255})
-		}
-	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.PNG(t, w, h)
 }
 
 // testJPEG makes a real JPEG of the given size.
@@ -166,22 +154,8 @@ func TestUploadFieldsAfterFileAreNotUsed(t *testing.T) {
 	fake := newFakeCloudinary(t)
 	srv := startServer(t, baseEnv(t, fake))
 
-	var buf bytes.Buffer
-	w := multipart.NewWriter(&buf)
-	part, err := w.CreateFormFile("file", "a.png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(testPNG(t, 4, 4)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteField("public_id", "late"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	resp := postForm(t, newClient(t), srv.url, w.FormDataContentType(), &buf)
+	ct, body := buildForm(t, filePartOf("file", "a.png", testPNG(t, 4, 4)), field("public_id", "late"))
+	resp := postForm(t, newClient(t), srv.url, ct, bytes.NewReader(body))
 	var e struct{ Error struct{ Message string } }
 	decodeBody(t, resp, &e)
 	if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(e.Error.Message, `form field "public_id" came after a file`) {
@@ -210,17 +184,7 @@ func (zeroReader) Read(p []byte) (int, error) {
 // bytes long and the request declares its exact length (so the server streams it in one request).
 func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL string, file io.Reader, size int64) (*http.Response, error) {
 	t.Helper()
-	var head bytes.Buffer
-	mw := multipart.NewWriter(&head)
-	if _, err := mw.CreateFormFile("file", "big.png"); err != nil {
-		t.Fatal(err)
-	}
-	prefix := slices.Clone(head.Bytes())
-	head.Reset()
-	if err := mw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	suffix := head.Bytes()
+	ct, prefix, suffix := formAround(t, filePartOf("file", "big.png", nil))
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := io.Copy(pw, io.MultiReader(bytes.NewReader(prefix), file, bytes.NewReader(suffix)))
@@ -233,10 +197,47 @@ func streamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL strin
 	if size >= 0 {
 		req.ContentLength = int64(len(prefix)) + size + int64(len(suffix))
 	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Content-Type", ct)
 	resp, err := c.Do(req)
 	pr.Close() // stops the writer goroutine whatever happened
 	return resp, err
+}
+
+// streamAnswer is what an upload streamed in the background came to: its answer's status,
+// protocol and error message (a note instead when the answer is not JSON), or the client's error.
+type streamAnswer struct {
+	status         int
+	proto, message string
+	err            error
+}
+
+// goStreamForm runs streamForm in the background, and returns where its answer will come, read
+// whole.
+func goStreamForm(ctx context.Context, t *testing.T, c *http.Client, baseURL string, file io.Reader, size int64) <-chan streamAnswer {
+	answer := make(chan streamAnswer, 1)
+	go func() {
+		resp, err := streamForm(ctx, t, c, baseURL, file, size)
+		if err != nil {
+			answer <- streamAnswer{err: err, message: "(client error: " + err.Error() + ")"}
+			return
+		}
+		defer resp.Body.Close()
+		a := streamAnswer{status: resp.StatusCode, proto: resp.Proto}
+		b, err := io.ReadAll(resp.Body)
+		var e apiErrorBody
+		switch {
+		case err != nil:
+			a.err = err
+		case !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json"):
+			a.message = fmt.Sprintf("(Content-Type %q, not JSON: %q)", resp.Header.Get("Content-Type"), b)
+		case json.Unmarshal(b, &e) != nil:
+			a.message = fmt.Sprintf("(not JSON: %q)", b)
+		default:
+			a.message = e.Error.Message
+		}
+		answer <- a
+	}()
+	return answer
 }
 
 func TestUploadOverLimitMidStream(t *testing.T) {
@@ -272,14 +273,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	file, fileW := io.Pipe()
-	result := make(chan error, 1)
-	go func() {
-		resp, err := streamForm(ctx, t, newClient(t), srv.url, file, 1<<20) // never completed
-		if err == nil {
-			resp.Body.Close()
-		}
-		result <- err
-	}()
+	result := goStreamForm(ctx, t, newClient(t), srv.url, file, 1<<20) // never completed
 	if err := writeWithin(t, fileW, testPNG(t, 16, 16)); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +290,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	if err := within(t, fake.Aborted, "the fake to see the upload aborted"); err == nil {
 		t.Errorf("upstream request ended without error")
 	}
-	if err := within(t, result, "the client's error"); !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
+	if err := within(t, result, "the client's error").err; !errors.Is(err, context.Canceled) && !errors.Is(err, errGone) {
 		t.Errorf("client error %v, want context.Canceled", err)
 	}
 	if len(fake.Uploads()) != 0 {
@@ -357,20 +351,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 	half := len(img) / 2
 
 	file, fileW := io.Pipe()
-	type answer struct {
-		status int
-		err    error
-	}
-	result := make(chan answer, 1)
-	go func() {
-		resp, err := streamForm(context.Background(), t, newClient(t), srv.url, file, int64(len(img)))
-		if err != nil {
-			result <- answer{err: err}
-			return
-		}
-		resp.Body.Close()
-		result <- answer{status: resp.StatusCode}
-	}()
+	result := goStreamForm(context.Background(), t, newClient(t), srv.url, file, int64(len(img)))
 	if err := writeWithin(t, fileW, img[:half]); err != nil {
 		t.Fatal(err)
 	}
@@ -398,13 +379,7 @@ func TestSIGTERMLetsUploadFinish(t *testing.T) {
 }
 
 func TestCurlUpload(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed")
-		}
-		t.Skip("curl is not installed")
-	}
+	curl := needTool(t, "curl", "curl")
 	fake := newFakeCloudinary(t)
 	env := baseEnv(t, fake)
 	env["MAX_UPLOAD_BYTES"] = "1048576"

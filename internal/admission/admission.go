@@ -1,5 +1,5 @@
-// Package admission decides which uploads get in, and when, so that a server under load stays
-// fair to every client and within its memory:
+// Package admission decides which uploads get in, and when: a memory budget, per-client caps
+// and a minimum data rate keep a server under load fair to every client and within its memory.
 //
 //   - A memory budget (Gate): each upload reserves the bytes it will really hold: its buffers
 //     when it is admitted (Admit), and, when it goes up in chunks, its chunk buffer as the chunk
@@ -95,9 +95,6 @@ func New(cfg Config) *Gate {
 	}
 	return g
 }
-
-// MemoryBytes is the whole budget.
-func (g *Gate) MemoryBytes() int64 { return g.cfg.MemoryBytes }
 
 // Held is the memory client holds now.
 func (g *Gate) Held(client string) int64 {

@@ -28,11 +28,16 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // uploadChunked sends file with Cloudinary's chunked upload protocol: one X-Unique-Upload-Id,
 // each chunk a separately signed request with Content-Range "bytes START-END/TOTAL", TOTAL -1
-// until the last chunk, whose answer is the upload result. Each chunk is read whole first, into
-// a buffer that grows a block at a time as the chunk's bytes arrive (each block reserved
-// through p.Memory first), so a failed attempt is retried from the buffer. The next chunk reuses
+// until the last chunk, whose answer is the upload result. Each chunk is kept whole, in a buffer
+// that grows a block at a time as the chunk's bytes arrive (each block reserved through
+// p.Memory first), so that a failed attempt is retried from the buffer. The next chunk reuses
 // the blocks (a fresh 1 MiB block per piece of every chunk cost twice the CPU of the whole
 // upload in the benchmark's S4); they, and their memory, are given back when the upload ends.
+//
+// A chunk that is surely not the last (p.Size bounds the file well past its end) goes upstream
+// as its bytes arrive (streamChunk; streamLength picks the lengths): receiving and sending
+// overlap, and the bytes are sent while they are still in the processor's cache. The last chunk
+// is read whole first, since its Content-Range (its end, and the total) is known only then.
 func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
 	buf := &chunkBuffer{pool: c.buffers, mem: p.Memory}
 	defer buf.reset()
@@ -41,30 +46,119 @@ func (c *Client) uploadChunked(ctx context.Context, file io.Reader, p store.Para
 	size := int(c.opts.ChunkSize)
 	var start int64
 	for {
-		err := buf.fill(ctx, file, size+1) // one byte more, to learn whether more follows
-		last := err == io.EOF              // unwrapped, as io.Reader returns it; a body cut short is no last chunk
-		if err != nil && !last {
-			return nil, err
+		n := size // the length of this chunk, unless it is the last
+		if l := streamLength(start, size, p.Size); l > 0 {
+			n = l
+			result, last, err := c.streamChunk(ctx, file, buf, uploadID, start, n, p)
+			if err != nil || last {
+				return result, err
+			}
+		} else {
+			err := buf.fill(ctx, file, size+1, nil) // one byte more, to learn whether more follows
+			last := err == io.EOF                   // unwrapped, as io.Reader returns it; a body cut short is no last chunk
+			if err != nil && !last {
+				return nil, err
+			}
+			if last && buf.n == 0 {
+				return nil, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
+			}
+			buf.seal()
+			n = min(buf.n, size)
+			total := int64(-1)
+			if last {
+				total = start + int64(n)
+			}
+			result, err := c.sendChunk(ctx, buf, n, chunkHeaders{uploadID, contentRange(start, n, total)}, p)
+			if err != nil || last {
+				return result, err
+			}
 		}
-		if last && buf.n == 0 {
-			return nil, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
-		}
-		n := min(buf.n, size)
-		total := int64(-1)
-		if last {
-			total = start + int64(n)
-		}
-		result, err := c.sendChunk(ctx, buf, n, chunkHeaders{uploadID, contentRange(start, n, total)}, p)
-		if err != nil || last {
-			return result, err
-		}
-		ahead := buf.at(size) // the read-ahead byte starts the next chunk
+		ahead := buf.at(n) // the read-ahead byte starts the next chunk
 		buf.rewind()
 		if err := buf.put(ctx, ahead); err != nil {
 			return nil, err
 		}
 		start += int64(n)
 	}
+}
+
+// streamLength is the length of the chunk at start to stream (0: none), for chunks of size and
+// a file of at most bound bytes (−1: unknown). A streamed chunk must not be the last (its
+// Content-Range ends in /-1), so the file is taken to reach streamSlack short of bound; and it
+// must hold MinChunkBytes, as every chunk but the last. The lengths are planned so that the
+// last chunk, which is read whole before it is sent, is small: the chunk before it takes what
+// is left but the slack, and the chunk before that leaves it at least MinChunkBytes.
+func streamLength(start int64, size int, bound int64) int {
+	if bound < 0 {
+		return 0
+	}
+	left := bound - streamSlack - start // what surely follows start, if the bound is nearly the file's size
+	switch {
+	case left < MinChunkBytes:
+		return 0 // the rest is the last chunk
+	case left <= int64(size):
+		return int(left)
+	case left-int64(size) < MinChunkBytes && left-MinChunkBytes >= MinChunkBytes:
+		return int(left - MinChunkBytes) // so that the next chunk can be streamed
+	}
+	return size
+}
+
+// streamSlack is how far p.Size must reach past a chunk's end for the chunk to be streamed: a
+// form's file is followed by at least its closing delimiter, and seldom by much more. A file
+// that ends sooner after all costs that chunk sent twice (see streamChunk), never a wrong upload.
+const streamSlack = 64 << 10
+
+// streamPieceBytes is the least a streamed chunk's attempt sends at once (less only at the end
+// of a block or of the chunk): each piece is a write and a wake-up.
+const streamPieceBytes = 256 << 10
+
+// errChunkWasLast cancels a streamed attempt whose chunk turned out to be the file's last.
+var errChunkWasLast = errors.New("the file ended within the chunk")
+
+// errAttemptOver stops filling a streamed chunk whose attempts have failed.
+var errAttemptOver = errors.New("the chunk's attempts are over")
+
+// streamChunk sends the chunk at start, of size bytes, as its bytes arrive: its attempts (the
+// chunked path's own sendChunk, with its retries) read the buffer while this goroutine fills it.
+// Each attempt's last byte waits for the byte after the chunk, so that no attempt can complete
+// before the chunk is known not to be the last. When the file ends within the chunk after all,
+// the attempt under way is cancelled (Cloudinary drops a chunk whose body breaks off) and what
+// arrived goes as the last chunk. last says whether it was; the buffer holds the chunk and the
+// byte after it when not.
+func (c *Client) streamChunk(ctx context.Context, file io.Reader, buf *chunkBuffer, uploadID string, start int64, size int, p store.Params) (json.RawMessage, bool, error) {
+	attemptCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var result json.RawMessage
+	var sendErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		result, sendErr = c.sendChunk(attemptCtx, buf, size, chunkHeaders{uploadID, contentRange(start, size, -1)}, p)
+	}()
+	err := buf.fill(ctx, file, size+1, done)
+	switch {
+	case err == nil: // the chunk, and more after it: the attempts can finish
+		<-done
+		return nil, false, sendErr
+	case errors.Is(err, errAttemptOver): // the attempts failed: none can succeed before the chunk is whole
+		if sendErr == nil {
+			sendErr = err
+		}
+		return nil, false, sendErr
+	case err != io.EOF: // the file broke off
+		cancel(err)
+		<-done
+		return nil, false, err
+	}
+	cancel(errChunkWasLast)
+	<-done
+	if buf.n == 0 {
+		return nil, true, ErrEmptyFile // only when the file ended exactly where a chunk did, which read-ahead rules out
+	}
+	buf.seal()
+	result, err = c.sendChunk(ctx, buf, buf.n, chunkHeaders{uploadID, contentRange(start, buf.n, start+int64(buf.n))}, p)
+	return result, true, err
 }
 
 // NewUploadID returns a fresh id for one chunked upload (X-Unique-Upload-Id): 32 hex digits.
@@ -112,11 +206,29 @@ func ChunkBufferBytes(chunkSize int64) int64 {
 }
 
 // chunkBuffer holds one chunk in blocks of ChunkBlockBytes, taken (and reserved) as it fills.
+// One goroutine fills it (fill, put, rewind, seal); the attempts at sending the chunk read it
+// meanwhile (piece), waiting for bytes that have not arrived. Bytes below n never change until
+// rewind, which comes only once no attempt reads.
 type chunkBuffer struct {
-	blocks [][]byte
-	n      int // bytes held
-	pool   *bufferPool
-	mem    store.Memory // nil: nothing to reserve
+	pool *bufferPool
+	mem  store.Memory // nil: nothing to reserve
+
+	mu     sync.Mutex
+	blocks [][]byte      // appended under mu; read by the filler without it
+	n      int           // bytes held; written under mu, read by the filler without it
+	sealed bool          // the chunk's extent is settled: every byte held may be sent
+	wake   chan struct{} // closed when n reaches wakeAt, or on seal; nil: no one waits
+	wakeAt int
+}
+
+// chunkBufferOf is a sealed, read-only view of chunk as a chunk buffer, without a copy: its
+// blocks are chunk's pieces (the last may be short). It has no pool nor memory: never reset it.
+func chunkBufferOf(chunk []byte) *chunkBuffer {
+	b := &chunkBuffer{n: len(chunk), sealed: true}
+	for off := 0; off < len(chunk); off += ChunkBlockBytes {
+		b.blocks = append(b.blocks, chunk[off:min(off+ChunkBlockBytes, len(chunk))])
+	}
+	return b
 }
 
 // grow adds a block, once its memory is reserved.
@@ -126,13 +238,33 @@ func (b *chunkBuffer) grow(ctx context.Context) error {
 			return err
 		}
 	}
-	b.blocks = append(b.blocks, b.pool.get())
+	blk := b.pool.get()
+	b.mu.Lock()
+	b.blocks = append(b.blocks, blk)
+	b.mu.Unlock()
 	return nil
 }
 
-// fill reads file until the buffer holds want bytes; it returns io.EOF when the file ends first.
-func (b *chunkBuffer) fill(ctx context.Context, file io.Reader, want int) error {
+// added counts m more bytes held, and wakes a reader waiting for them.
+func (b *chunkBuffer) added(m int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n += m
+	if b.wake != nil && b.n >= b.wakeAt {
+		close(b.wake)
+		b.wake = nil
+	}
+}
+
+// fill reads file until the buffer holds want bytes; it returns io.EOF when the file ends
+// first, and errAttemptOver when stop is closed first.
+func (b *chunkBuffer) fill(ctx context.Context, file io.Reader, want int, stop <-chan struct{}) error {
 	for b.n < want {
+		select {
+		case <-stop: // nil: never
+			return errAttemptOver
+		default:
+		}
 		blk, off := b.n/ChunkBlockBytes, b.n%ChunkBlockBytes
 		if blk == len(b.blocks) {
 			if err := b.grow(ctx); err != nil {
@@ -140,7 +272,9 @@ func (b *chunkBuffer) fill(ctx context.Context, file io.Reader, want int) error 
 			}
 		}
 		m, err := file.Read(b.blocks[blk][off:min(ChunkBlockBytes, off+want-b.n)])
-		b.n += m
+		if m > 0 {
+			b.added(m)
+		}
 		if err != nil {
 			return err
 		}
@@ -156,31 +290,56 @@ func (b *chunkBuffer) put(ctx context.Context, c byte) error {
 		}
 	}
 	b.blocks[b.n/ChunkBlockBytes][b.n%ChunkBlockBytes] = c
-	b.n++
+	b.added(1)
 	return nil
+}
+
+// seal settles the chunk's extent: every byte held may be sent, and no more will come.
+func (b *chunkBuffer) seal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sealed = true
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 }
 
 // at is the byte at offset i, which the buffer holds.
 func (b *chunkBuffer) at(i int) byte { return b.blocks[i/ChunkBlockBytes][i%ChunkBlockBytes] }
 
-// piece is up to max bytes from offset off, within its block and the first n bytes.
-func (b *chunkBuffer) piece(off, n, max int) []byte {
-	blk, o := off/ChunkBlockBytes, off%ChunkBlockBytes
-	return b.blocks[blk][o : o+min(ChunkBlockBytes-o, n-off, max)]
-}
-
-// chunkBufferOf is a read-only view of chunk as a chunk buffer, without a copy: its blocks are
-// chunk's pieces (the last may be short). It has no pool nor memory: never reset it.
-func chunkBufferOf(chunk []byte) *chunkBuffer {
-	b := &chunkBuffer{n: len(chunk)}
-	for off := 0; off < len(chunk); off += ChunkBlockBytes {
-		b.blocks = append(b.blocks, chunk[off:min(off+ChunkBlockBytes, len(chunk))])
+// piece is up to max bytes from offset off of a chunk of size bytes, within one block. Until the
+// buffer is sealed, a chunk's last byte is held back until the byte after it has arrived, and a
+// piece is at least streamPieceBytes (or what is left of the chunk): when that much has not
+// arrived, piece returns nil and a channel closed once it may have.
+func (b *chunkBuffer) piece(off, size, max int) ([]byte, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ready := min(b.n, size) // the bytes of the chunk that may go
+	if !b.sealed && b.n <= size {
+		ready = min(b.n, size-1)
 	}
-	return b
+	want := min(max, streamPieceBytes, size-off)
+	if ready-off < want && !(b.sealed && ready > off) {
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		b.wakeAt = off + want
+		if b.wakeAt == size {
+			b.wakeAt = size + 1 // the chunk's last byte waits for the next
+		}
+		return nil, b.wake
+	}
+	blk, o := off/ChunkBlockBytes, off%ChunkBlockBytes
+	return b.blocks[blk][o : o+min(ChunkBlockBytes-o, ready-off, max)], nil
 }
 
 // rewind empties the buffer for the next chunk, keeping its blocks and their memory.
-func (b *chunkBuffer) rewind() { b.n = 0 }
+func (b *chunkBuffer) rewind() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n, b.sealed = 0, false
+}
 
 // reset gives every block back, and its memory.
 func (b *chunkBuffer) reset() {
@@ -194,6 +353,7 @@ func (b *chunkBuffer) reset() {
 }
 
 // sendChunk sends one chunk, retrying failures that may pass (5xx, resets, stalls) with backoff.
+// The buffer may still be filling: the attempts wait for its bytes.
 func (c *Client) sendChunk(ctx context.Context, chunk *chunkBuffer, n int, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	for retry := 0; ; retry++ {
 		result, err := c.sendChunkOnce(ctx, chunk, n, h, p)
@@ -212,13 +372,22 @@ func (c *Client) sendChunk(ctx context.Context, chunk *chunkBuffer, n int, h chu
 	}
 }
 
-// sendChunkOnce makes one attempt, cancelled when it stalls.
+// sendChunkOnce makes one attempt, cancelled when it stalls: when it makes no progress for
+// StallTimeout, not counting the time it waits for the file's bytes.
 func (c *Client) sendChunkOnce(ctx context.Context, chunk *chunkBuffer, n int, h chunkHeaders, p store.Params) (json.RawMessage, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(c.opts.StallTimeout, func() { cancel(ErrStalled) })
 	defer stall.Stop()
-	body := &chunkReader{data: chunk, size: n, progress: func() { stall.Reset(c.opts.StallTimeout) }}
+	body := &chunkReader{data: chunk, size: n, stop: make(chan struct{}),
+		progress: func() { stall.Reset(c.opts.StallTimeout) },
+		waiting: func(w bool) {
+			if w {
+				stall.Stop()
+			} else {
+				stall.Reset(c.opts.StallTimeout)
+			}
+		}}
 	result, err := c.send(ctx, body, p, &h)
 	stalled := errors.Is(context.Cause(ctx), ErrStalled)
 	cancel(nil)   // a transport still writing the chunk gives up,
@@ -242,7 +411,10 @@ type chunkReader struct {
 	data     *chunkBuffer // nil once detached
 	size     int
 	off      int
+	stop     chan struct{} // closed by detach: a reader waiting for the file's bytes gives up
 	progress func()
+	waiting  func(bool) // told when the reader starts (true) and stops waiting for the file's bytes
+	once     sync.Once
 }
 
 var errChunkDetached = errors.New("chunk attempt is over")
@@ -266,25 +438,42 @@ func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// next hands use the next piece of at most max bytes, under mu.
+// next hands use the next piece of at most max bytes, under mu, waiting (without mu) for the
+// piece's bytes to arrive.
 func (r *chunkReader) next(use func([]byte) (int, error), max int) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.data == nil {
-		return 0, errChunkDetached
+	for {
+		r.mu.Lock()
+		if r.data == nil {
+			r.mu.Unlock()
+			return 0, errChunkDetached
+		}
+		if r.off >= r.size {
+			r.mu.Unlock()
+			return 0, io.EOF
+		}
+		piece, wait := r.data.piece(r.off, r.size, max)
+		if piece != nil {
+			n, err := use(piece)
+			r.off += n
+			if n > 0 {
+				r.progress()
+			}
+			r.mu.Unlock()
+			return n, err
+		}
+		r.mu.Unlock()
+		r.waiting(true)
+		select {
+		case <-wait:
+			r.waiting(false)
+		case <-r.stop:
+			return 0, errChunkDetached
+		}
 	}
-	if r.off >= r.size {
-		return 0, io.EOF
-	}
-	n, err := use(r.data.piece(r.off, r.size, max))
-	r.off += n
-	if n > 0 {
-		r.progress()
-	}
-	return n, err
 }
 
 func (r *chunkReader) detach() {
+	r.once.Do(func() { close(r.stop) })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.data = nil

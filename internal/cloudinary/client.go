@@ -75,7 +75,7 @@ func New(creds *Credentials, opts Options) (*Client, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	signer := NewSigner(creds)
+	signer := newSigner(creds)
 	return &Client{
 		signer:        signer,
 		url:           signer.UploadURL(api.Auto),
@@ -112,15 +112,28 @@ func newTransport() *http.Transport {
 }
 
 // Upload stores file and answers with Cloudinary's upload result, the raw JSON of its answer.
-// With p.Chunked the file is sent in chunks of Options.ChunkSize, each read whole first;
-// otherwise in one request, streamed. A file's WriteTo, when it has one, is handed the
-// request's writer, which has a Flush method: the file calls it before it waits for more bytes,
-// so that nothing gathered in the writer waits with it.
+// A file of known size (p.Size, exact or a bound) that fits one request is sent in one,
+// streamed; any other in chunks of Options.ChunkSize, each kept whole (see uploadChunked). A file's WriteTo,
+// when it has one, is handed the request's writer, which has a Flush method: the file calls it
+// before it waits for more bytes, so that nothing gathered in the writer waits with it.
 func (c *Client) Upload(ctx context.Context, file io.Reader, p store.Params) (json.RawMessage, error) {
-	if p.Chunked {
+	if chunked(p.Size) {
 		return c.uploadChunked(ctx, file, p)
 	}
 	return c.send(ctx, file, p, nil)
+}
+
+// chunked says whether a file of size bytes (−1: unknown) goes in chunks: when it may not fit
+// one request.
+func chunked(size int64) bool { return size < 0 || size > MaxRequestBytes }
+
+// Holds is the most an upload of a file of size bytes holds through store.Params.Memory: a chunk
+// buffer when the file goes in chunks (ChunkBufferBytes), else nothing (store.Holding).
+func (c *Client) Holds(size int64) int64 {
+	if !chunked(size) {
+		return 0
+	}
+	return ChunkBufferBytes(c.opts.ChunkSize)
 }
 
 // chunkHeaders say which file a chunk belongs to and where it goes in it.

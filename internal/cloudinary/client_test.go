@@ -120,14 +120,14 @@ func TestSigner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSigner(c)
+	s := newSigner(c)
 	if s.Algorithm() != "sha256" || s.Version() != 1 {
 		t.Errorf("algorithm %s version %d, want sha256 and 1", s.Algorithm(), s.Version())
 	}
 	if got, want := s.UploadURL("image"), "https://api.example.com/v1_1/cloud/image/upload"; got != want {
 		t.Errorf("UploadURL = %s, want %s", got, want)
 	}
-	d := NewSigner(&Credentials{CloudName: "c", APIKey: "k", APISecret: "s"})
+	d := newSigner(&Credentials{CloudName: "c", APIKey: "k", APISecret: "s"})
 	if d.Algorithm() != "sha1" || d.Version() != 2 || d.UploadURL("auto") != "https://api.cloudinary.com/v1_1/c/auto/upload" {
 		t.Errorf("defaults: %s %d %s", d.Algorithm(), d.Version(), d.UploadURL("auto"))
 	}
@@ -143,7 +143,7 @@ func TestSignerRefusesAmpersand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := NewSigner(c)
+		s := newSigner(c)
 		_, err = s.Sign(url.Values{"context": {"alt=x&folder=admin"}}, now)
 		if !errors.Is(err, ErrUnsignable) {
 			t.Errorf("version %s: err = %v, want ErrUnsignable", version, err)

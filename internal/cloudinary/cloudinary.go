@@ -8,7 +8,10 @@
 //     upload goes. The Client signs its requests with it, and so does the server's POST /sign.
 //   - A Client sends one file as one request, streamed without a copy (the file's WriteTo is
 //     handed the request's writer), or in chunks with Cloudinary's chunked upload protocol, each
-//     chunk retried with backoff when it fails in a way that may pass. It deletes, too: Destroy
+//     chunk kept whole and retried with backoff when it fails in a way that may pass, and sent
+//     as its bytes arrive when the file surely goes on past it. It decides which from the
+//     file's size (store.Params.Size). SendChunk sends one chunk at a given offset of an upload,
+//     for uploads that arrive in several requests (resumable ones). It deletes, too: Destroy
 //     (signed) and DeleteByToken (with the delete_token an upload answered when asked).
 //
 // The Client's errors are this package's values (ErrCredentials, ErrFailed, *RejectedError, …),

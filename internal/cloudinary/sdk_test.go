@@ -3,9 +3,6 @@ package cloudinary_test
 import (
 	"bytes"
 	"context"
-	"image"
-	"image/color"
-	"image/png"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,11 +14,11 @@ import (
 
 	"github.com/cloudinary/cloudinary-go/v2/api"
 	cldupload "github.com/cloudinary/cloudinary-go/v2/api/uploader"
-	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
 
 	"cloudinary-upload-api/internal/cloudinary"
 	"cloudinary-upload-api/internal/cloudinary/cloudinarytest"
 	"cloudinary-upload-api/internal/store"
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // The upload request is built by the Client rather than by the SDK's Upload (client.go says why): it must be the
@@ -114,33 +111,16 @@ func newTestClient(t *testing.T, prefix, query, folder, preset string) *cloudina
 	return c
 }
 
-// newSDKUploader is the SDK's uploader for url, with its own transport so its idle connections end with the test.
-// Call it before t.Parallel: config.NewFromURL is unsafe for concurrent use (a package-level decoder).
+// newSDKUploader is the SDK's uploader for url (testkit.SDKUploader: call it before t.Parallel).
 func newSDKUploader(t *testing.T, cldURL string) *cldupload.API {
 	t.Helper()
-	cfg, err := cldconfig.NewFromURL(cldURL)
-	if err != nil {
-		t.Fatalf("config.NewFromURL: %v", err)
-	}
-	up, err := cldupload.NewWithConfiguration(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(tr.CloseIdleConnections)
-	up.Client = http.Client{Transport: tr}
-	return up
+	return testkit.SDKUploader(t, cldURL)
 }
 
+// testPNG is a real PNG of w × h.
 func testPNG(t *testing.T, w, h int) []byte {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	img.Set(0, 0, color.RGBA{R: 255, A: 255})
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.PNG(t, w, h)
 }
 
 // fieldCatcher keeps the text fields of the last upload it was sent, and answers like a success.

@@ -1,6 +1,7 @@
 package cloudinary_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -175,5 +176,35 @@ func TestNewUploadID(t *testing.T) {
 			t.Fatalf("%q: want 32 hex digits, new each time", id)
 		}
 		seen[id] = true
+	}
+}
+
+// A file that fits one request (its size or a bound known) is sent in one and holds nothing; any
+// other goes in chunks and holds a chunk buffer, which the server reserves.
+func TestHoldsAndChunkDecision(t *testing.T) {
+	fake := cloudinarytest.New(t)
+	c := newClockedClient(t, fake, &testClock{now: time.Now()})
+	t.Parallel()
+	for _, tc := range []struct {
+		size int64
+		want int64
+	}{
+		{0, 0}, {1000, 0}, {cloudinary.MaxRequestBytes, 0},
+		{cloudinary.MaxRequestBytes + 1, cloudinary.ChunkBufferBytes(cloudinary.MinChunkBytes)},
+		{-1, cloudinary.ChunkBufferBytes(cloudinary.MinChunkBytes)},
+	} {
+		if got := store.Holds(c, tc.size); got != tc.want {
+			t.Errorf("Holds(%d) = %d, want %d", tc.size, got, tc.want)
+		}
+	}
+	file := patterned(1000)
+	for _, size := range []int64{int64(len(file)), -1} {
+		if _, err := c.Upload(t.Context(), bytes.NewReader(file), store.Params{Size: size}); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+	}
+	ups := fake.Uploads()
+	if len(ups) != 2 || ups[0].Chunks != nil || len(ups[1].Chunks) != 1 {
+		t.Errorf("uploads %+v; want one in one request, then one in one chunk", ups)
 	}
 }

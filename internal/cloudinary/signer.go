@@ -24,10 +24,10 @@ type Signer struct {
 	version   int    // 1 or 2
 }
 
-// NewSigner reads the signing algorithm and version from the credentials' query parameters,
+// newSigner (for New, which makes the one Signer of a Client) reads the signing algorithm and version from the credentials' query parameters,
 // with the SDK's defaults (SHA-1, version 2). CheckSigningParams says whether they are valid;
 // an invalid one is read as the SDK reads it.
-func NewSigner(c *Credentials) *Signer {
+func newSigner(c *Credentials) *Signer {
 	cloud := cldconfig.Cloud{SignatureAlgorithm: c.Params.Get("signature_algorithm")}
 	cloud.SignatureVersion, _ = strconv.Atoi(c.Params.Get("signature_version")) // 0 when unset: the SDK's default
 	prefix := c.Params.Get("upload_prefix")

@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"compress/zlib"
 	"encoding/binary"
-	"encoding/json"
 	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // The test images are made here: pixels encoded by the standard library, metadata blocks
@@ -175,15 +174,7 @@ const testXMP = `<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xm
 	`xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq><rdf:li>Jane Photographer</rdf:li>` +
 	`</rdf:Seq></dc:creator></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>`
 
-func testImage(w, h int) *image.RGBA {
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for y := range h {
-		for x := range w {
-			img.Set(x, y, color.RGBA{uint8(x * 7), uint8(y * 5), uint8(x ^ y), 255})
-		}
-	}
-	return img
-}
+func testImage(w, h int) *image.RGBA { return testkit.Image(w, h) }
 
 func encodeJPEG(t testing.TB, w, h int) []byte {
 	var b bytes.Buffer
@@ -353,24 +344,7 @@ func photoWebP(w, h int) []byte {
 // exiftool reads b with exiftool and returns its tags by group:name (-G1), numbers as numbers.
 func exiftool(t testing.TB, b []byte) map[string]any {
 	t.Helper()
-	path, err := exec.LookPath("exiftool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("exiftool is missing (Debian: libimage-exiftool-perl)")
-		}
-		t.Skip("exiftool not installed")
-	}
-	cmd := exec.Command(path, "-j", "-a", "-G1", "-n", "-")
-	cmd.Stdin = bytes.NewReader(b)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("exiftool: %v", err)
-	}
-	var tags []map[string]any
-	if err := json.Unmarshal(out, &tags); err != nil || len(tags) != 1 {
-		t.Fatalf("exiftool output %q: %v", out, err)
-	}
-	return tags[0]
+	return testkit.Exiftool(t, b)
 }
 
 // metadataTags is what exiftool found in the file itself, leaving out what describes the file

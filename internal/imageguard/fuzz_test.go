@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"image"
 	_ "image/gif"
 	_ "image/jpeg"
@@ -66,6 +67,15 @@ func FuzzGuard(f *testing.F) {
 		m := []Mode{StripGPS, StripAll, StripOff}[mode%3]
 		headLen := min(int(split), len(b))
 		const window = 64 << 10
+		// Over a source of pieces, NextPiece gives what Read gives (pieces_test.go).
+		opts := Options{Strip: m, MaxMetadataBytes: window, MaxFrames: 16}
+		want, wantErr := throughRead(b, headLen, opts)
+		if wantErr == nil || len(want) > 0 {
+			got, _, err := throughPieces(t, b, headLen, opts, 1+int(split)%5000, mode&4 != 0)
+			if fmt.Sprint(err) != fmt.Sprint(wantErr) || !bytes.Equal(got, want) {
+				t.Fatalf("over pieces: %d bytes, error %v; over Read: %d bytes, error %v", len(got), err, len(want), wantErr)
+			}
+		}
 		src := bytes.NewReader(b[headLen:])
 		res, err := Guard(slices.Clone(b[:headLen]), src, Options{Strip: m, MaxMetadataBytes: window, MaxFrames: 16})
 		// Guard holds a bounded window: before it returns, it reads at most that much of rest.

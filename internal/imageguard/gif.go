@@ -40,7 +40,6 @@ type gifState struct {
 	opts       Options
 	table      int64 // a colour table to pass before the next block
 	subBlocks  bool  // inside data sub-blocks
-	codeSize   bool  // the LZW code size byte comes next
 	afterImage bool  // the next step after a local colour table is the code size
 	seenImage  bool
 	frames     frameCount

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -726,7 +727,7 @@ func rewriteHEIFExif(f string, data []byte, mode Mode) error {
 // mode; with StripGPS or StripAll, also a second meta box, and it renames an XMP or Canon uuid
 // box free, which readers skip.
 type heifWalker struct {
-	src    io.Reader
+	src    *source
 	abs    uint64 // offset in the file of the next byte of src
 	zones  []heifZone
 	opts   Options
@@ -741,15 +742,33 @@ type heifWalker struct {
 }
 
 func (w *heifWalker) Read(p []byte) (int, error) {
-	const f = "HEIF"
-	for {
-		switch {
-		case len(p) == 0:
-			return 0, nil
-		case len(w.out) > 0:
+	for len(p) > 0 {
+		if len(w.out) > 0 {
 			n := copy(p, w.out)
 			w.out = w.out[n:]
 			return n, nil
+		}
+		lim, err := w.advance()
+		if err != nil {
+			return 0, err
+		}
+		if lim == 0 {
+			continue // out was set
+		}
+		n, err := w.src.Read(p[:min(uint64(len(p)), lim)])
+		if err = w.passed(n, err); n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, nil
+}
+
+// advance walks to what goes out next: it sets out, or returns how many bytes of src may pass
+// as they are now (math.MaxUint64 in a box that runs to the end of the file), or the error
+// that ends the walk (io.EOF at the end of the file).
+func (w *heifWalker) advance() (uint64, error) {
+	for len(w.out) == 0 {
+		switch {
 		case w.err != nil:
 			return 0, w.err
 		case w.done:
@@ -759,37 +778,39 @@ func (w *heifWalker) Read(p []byte) (int, error) {
 		case !w.inBox:
 			w.err = w.box()
 		default:
-			lim := uint64(len(p))
+			lim := uint64(math.MaxUint64)
 			if !w.toEnd {
-				lim = min(lim, w.boxEnd-w.abs)
+				lim = w.boxEnd - w.abs
 			}
 			if len(w.zones) > 0 {
 				lim = min(lim, w.zones[0].lo-w.abs)
 			}
-			n, err := w.src.Read(p[:lim])
-			w.abs += uint64(n)
-			if !w.toEnd && w.abs == w.boxEnd {
-				w.inBox = false
-			}
-			if err == io.EOF {
-				switch {
-				case w.toEnd && len(w.zones) == 0:
-					w.done = true
-				case len(w.zones) > 0:
-					w.err = malformed(f, "the file ends before its metadata item at offset %d", w.zones[0].lo)
-				case w.inBox:
-					w.err = malformed(f, "the file ends inside a box")
-				}
-				if n > 0 || w.err != nil {
-					return n, w.err
-				}
-				continue
-			}
-			if n > 0 || err != nil {
-				return n, err
-			}
+			return lim, nil
 		}
 	}
+	return 0, nil
+}
+
+// passed counts n bytes passed as they are, which src gave with err, and returns the error to
+// give with them.
+func (w *heifWalker) passed(n int, err error) error {
+	const f = "HEIF"
+	w.abs += uint64(n)
+	if !w.toEnd && w.abs == w.boxEnd {
+		w.inBox = false
+	}
+	if err != io.EOF {
+		return err
+	}
+	switch {
+	case w.toEnd && len(w.zones) == 0:
+		w.done = true
+	case len(w.zones) > 0:
+		w.err = malformed(f, "the file ends before its metadata item at offset %d", w.zones[0].lo)
+	case w.inBox:
+		w.err = malformed(f, "the file ends inside a box")
+	}
+	return w.err
 }
 
 // box reads the next top-level box's header.

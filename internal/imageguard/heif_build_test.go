@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // HEIF files for the tests: real ones made by heif-enc (libheif) with tags written by
@@ -19,14 +21,7 @@ import (
 // tool finds a program the tests need: missing, the test skips, or fails under CI=true.
 func tool(t testing.TB, name, debian string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (Debian: %s)", name, debian)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return path
+	return testkit.Tool(t, name, debian)
 }
 
 // heifPhoto encodes a w × h test image with heif-enc (HEIC or AVIF by ext, "heic" or "avif"),

@@ -38,6 +38,16 @@
 //     Format "", no pixel limit: the server admits such a type only when ALLOWED_TYPES names
 //     it (Checks lists the types Guard measures).
 //
+// When rest hands out pieces of its own buffer (a method NextPiece(beforeWait func() error)
+// ([]byte, error), as the server's multipart reader has), a Rest that wraps it has that method
+// too (pieces.go): the image data comes out as pieces of rest's buffer, no longer than the
+// chunk being walked, the rest from the guard's own buffers, the same bytes as Read gives.
+// Either way a caller that type-asserts Result.Rest for NextPiece keeps its fast path.
+//
+// A walk of a PNG or WebP can stop and go on in another process (a resumable upload):
+// Result.Rest's Snapshot gives its state where nothing is held back, and Resume goes on from
+// it over the bytes that follow (snapshot.go).
+//
 // A file with nothing to remove comes out byte for byte.
 //
 // # Modes
@@ -222,6 +232,15 @@ func (o Options) checkSize(format string, w, h int64) error {
 func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 	opts = opts.withDefaults()
 	src := &source{win: head[:len(head):len(head)], r: rest, limit: opts.MaxMetadataBytes, bounded: true}
+	res, err := guardFormat(head, src, opts)
+	if err == nil && res.Wrapped {
+		res.Rest = src.piecesOf(res.Rest)
+	}
+	return res, err
+}
+
+// guardFormat walks the head of a file of the format it starts with.
+func guardFormat(head []byte, src *source, opts Options) (Result, error) {
 	switch {
 	case hasPrefix(head, "\xff\xd8\xff"):
 		return guardJPEG(src, opts)
@@ -243,7 +262,7 @@ func Guard(head []byte, rest io.Reader, opts Options) (Result, error) {
 	case hasPrefix(head, "\x00\x00\x01\x00"), hasPrefix(head, "\x00\x00\x02\x00"):
 		return guardICO(src, opts)
 	}
-	return Result{Prefix: head, Rest: rest, Removed: "none"}, nil
+	return Result{Prefix: head, Rest: src.r, Removed: "none"}, nil
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
@@ -257,6 +276,14 @@ type source struct {
 	limit   int // bytes Guard may read from r into win
 	extra   int // bytes read from r so far
 	bounded bool
+
+	// When r hands out pieces (pieces.go): what is left of the last one, and r's error that
+	// came with it; and, while Rest's NextPiece runs, its beforeWait.
+	pieces  pieceSource
+	held    []byte
+	heldErr error
+	piecing bool
+	wait    func() error
 }
 
 // errTruncated marks the end of the file where the structure says more must follow.
@@ -302,26 +329,6 @@ func (s *source) fill(n int) error {
 
 // unread is what has been read into win past pos.
 func (s *source) unread() []byte { return s.win[s.pos:] }
-
-// stream returns a reader of everything after pos: the unread window, then r. Reads of r
-// through it no longer count towards limit.
-func (s *source) stream() io.Reader {
-	if len(s.unread()) == 0 {
-		return s.r
-	}
-	return io.MultiReader(&sliceReader{b: s.unread()}, s.r)
-}
-
-type sliceReader struct{ b []byte }
-
-func (r *sliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
 
 // truncation turns errTruncated into the format's own error.
 func truncation(format string, err error, what string) error {

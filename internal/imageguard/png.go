@@ -33,7 +33,7 @@ func guardPNG(s *source, opts Options) (Result, error) {
 	}
 	res := Result{Removed: removed(opts), Format: "png", Width: w, Height: h}
 	st := &pngState{opts: opts}
-	cw := &chunkWalker{src: s, format: f, next: st.next}
+	cw := &chunkWalker{src: s, format: f, next: st.next, state: st}
 	prefix, err := cw.eager(s)
 	if err != nil {
 		return Result{}, err

@@ -6,13 +6,25 @@ import (
 	"io"
 )
 
-// Read lets the walker read the source as a stream: first what win holds past pos, then r.
-// While bounded, reads of r count towards limit.
+// Read lets the walker read the source as a stream: first what win holds past pos, then r
+// (through held, the rest of r's last piece, when r hands out pieces: pieces.go). While
+// bounded, reads of r count towards limit.
 func (s *source) Read(p []byte) (int, error) {
 	if u := s.unread(); len(u) > 0 {
 		n := copy(p, u)
 		s.pos += n
 		return n, nil
+	}
+	if s.piecing && len(s.held) == 0 && s.heldErr == nil {
+		s.held, s.heldErr = s.pieces.NextPiece(s.wait)
+	}
+	if len(s.held) > 0 || s.heldErr != nil {
+		n := copy(p, s.held)
+		s.held = s.held[n:]
+		if len(s.held) > 0 {
+			return n, nil
+		}
+		return n, s.heldErr
 	}
 	if s.bounded {
 		room := s.limit - s.extra
@@ -32,7 +44,7 @@ func (s *source) Read(p []byte) (int, error) {
 // next decided for each chunk (out), then passes pass bytes of src through unchanged. After
 // the last chunk (tail) it passes everything through.
 type chunkWalker struct {
-	src    io.Reader
+	src    *source
 	format string
 	out    []byte
 	pass   int64
@@ -41,6 +53,18 @@ type chunkWalker struct {
 	err    error
 	hdr    [8]byte                    // the chunk header being given out: out may point into it until consumed
 	next   func(w *chunkWalker) error // reads the next chunk: sets out, pass, tail, image
+	state  any                        // next's own state, for Snapshot (snapshot.go): a *pngState or *webpState, else nil
+	// For NextPiece (pieces.go): the chunk being passed goes out as pieces of src's; the
+	// buffer that gathers short chunks, and whether it was filled last time (then it grows).
+	direct bool
+	gather []byte
+	full   bool // the last gather filled it
+}
+
+// step walks the next chunk.
+func (w *chunkWalker) step() {
+	w.err = w.next(w)
+	w.direct = w.pass >= directPass
 }
 
 func (w *chunkWalker) Read(p []byte) (int, error) {
@@ -70,7 +94,7 @@ func (w *chunkWalker) Read(p []byte) (int, error) {
 		case w.err != nil:
 			return 0, w.err
 		default:
-			w.err = w.next(w)
+			w.step()
 		}
 	}
 }

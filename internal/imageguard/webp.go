@@ -36,7 +36,7 @@ func guardWebP(s *source, opts Options) (Result, error) {
 	var w, h int64
 	var prefix []byte
 	st := &webpState{opts: opts, left: riffLeft - (8 + padded)}
-	cw := &chunkWalker{src: s, format: f, next: st.next}
+	cw := &chunkWalker{src: s, format: f, next: st.next, state: st}
 	extended := fourcc == "VP8X"
 	switch fourcc {
 	case "VP8X":

@@ -377,6 +377,21 @@ func (s *Store) Open(name string) (*os.File, Record, error) {
 	return f, meta, nil
 }
 
+// OpenStored opens a stored file by the name in its URL for serving (store.Serving); anything
+// Open refuses is fs.ErrNotExist.
+func (s *Store) OpenStored(name string) (*store.Stored, error) {
+	f, rec, err := s.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	st := &store.Stored{ReadSeekCloser: f, ContentType: rec.ContentType, Etag: rec.Result.Etag}
+	if fn := rec.Result.OriginalFilename; fn != "" {
+		st.Filename = fn + "." + rec.Result.Format
+	}
+	st.Created, _ = time.Parse(time.RFC3339, rec.Result.CreatedAt) // zero on a bad record: no Last-Modified
+	return st, nil
+}
+
 // Destroy deletes the file of publicID, as Cloudinary's destroy does: the caller has decided
 // that the client may. resourceType, when not empty, must be the file's (image, video or raw),
 // else there is no such file, as with Cloudinary. No such file is ErrNotFound.

@@ -1,9 +1,11 @@
-// Package ratelimit keeps each client's request budget, a token bucket with a rate and a burst
-// (RATE_LIMIT), in this process's memory or shared through Redis by every server that uses the
-// same Redis; it counts each client's uploads in flight across servers (Leases); and it keeps
-// each client's quota of bytes stored per window (USER_QUOTA: MemoryQuotas, SharedQuotas). It knows
-// nothing of HTTP: a caller names the client with a key and is told allow or refuse, how much is
-// left and when to come back.
+// Package ratelimit keeps each client's budgets (requests per time, uploads in flight, bytes
+// stored per window) in this process's memory or shared through Redis.
+//
+// The request budget is a token bucket with a rate and a burst (RATE_LIMIT), shared by every
+// server that uses the same Redis; Leases count each client's uploads in flight across servers;
+// MemoryQuotas and SharedQuotas keep each client's quota of bytes stored per window (USER_QUOTA).
+// It knows nothing of HTTP: a caller names the client with a key and is told allow or refuse,
+// how much is left and when to come back.
 //
 // Redis is never a reason to refuse or fail a request: every call has a deadline, and when Redis
 // does not answer the decision is taken in memory until it answers again (see Conn).

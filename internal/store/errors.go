@@ -4,13 +4,17 @@ import "errors"
 
 // Kind says what went wrong in a store, in terms that every store shares: the HTTP layer maps
 // kinds to what a client sees, and the metrics count them, without naming a store's own values.
-// The kinds are ordered: when one error wraps several (a timeout wraps the failure it cut
-// short), KindOf answers the first of them in this order.
+// The kinds are ordered: when one error wraps several, KindOf answers the first of them in this
+// order. A timeout wraps the failure it cut short; a refused delete token, the refusal it was
+// told by.
 type Kind uint8
 
 const (
 	Unknown      Kind = iota // not a store's error of a known kind (a bug, a full disk…)
 	Timeout                  // the store did not answer in time
+	NotFound                 // no such file (a deletion)
+	TokenRefused             // the delete token is wrong or has expired
+	Conflict                 // a chunk does not start where the store's part of the upload ends
 	Credentials              // the store refused the server's credentials
 	Failed                   // the store failed to process the request (a 5xx)
 	Unreachable              // the store could not be reached, or the answer broke off
@@ -18,13 +22,10 @@ const (
 	RateLimited              // the store is limiting the rate of requests
 	Refused                  // the store refused the file, with a message for whoever sent it (see Message)
 	Empty                    // the file is empty
-	NotFound                 // no such file (a deletion)
-	TokenRefused             // the delete token is wrong or has expired
-	Conflict                 // a chunk does not start where the store's part of the upload ends
 )
 
-var kindNames = [...]string{"unknown", "timeout", "credentials", "failed", "unreachable", "bad_answer",
-	"rate_limited", "refused", "empty", "not_found", "token_refused", "conflict"}
+var kindNames = [...]string{"unknown", "timeout", "not_found", "token_refused", "conflict", "credentials",
+	"failed", "unreachable", "bad_answer", "rate_limited", "refused", "empty"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

@@ -16,6 +16,11 @@ func (r refusal) RefusalMessage() string { return r.msg }
 // multiple wrapping; Message finds the refusal's words.
 func TestKindOf(t *testing.T) {
 	t.Parallel()
+	for k := Unknown; k <= Empty; k++ {
+		if k.String() == "unknown" && k != Unknown {
+			t.Errorf("kind %d has no name", k)
+		}
+	}
 	timeout, failed := NewError(Timeout, "timed out"), NewError(Failed, "failed")
 	for _, tc := range []struct {
 		err  error
@@ -28,6 +33,7 @@ func TestKindOf(t *testing.T) {
 		{fmt.Errorf("%w: %w", failed, timeout), Timeout}, // a timeout wraps the failure it cut short, in either order
 		{fmt.Errorf("%w: %w", timeout, fmt.Errorf("x: %w", failed)), Timeout},
 		{errors.Join(errors.New("x"), fmt.Errorf("y: %w", refusal{"bad image"})), Refused},
+		{fmt.Errorf("%w: %w", NewError(TokenRefused, "token refused"), NewError(Credentials, "401")), TokenRefused},
 	} {
 		if got := KindOf(tc.err); got != tc.want {
 			t.Errorf("KindOf(%v) = %v, want %v", tc.err, got, tc.want)

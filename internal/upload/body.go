@@ -87,7 +87,8 @@ type body struct {
 	spend    func(n int) error
 	watchdog *time.Timer // nil when the store times its own requests
 	timeout  time.Duration
-	copies   *sync.Pool // of *[]byte, for WriteTo when the file hands out no pieces
+	copies   *Buffers // for WriteTo when the file hands out no pieces
+	bound    int64    // the most the file may have (-1: unknown): the copy buffer's size class
 
 	n   int64 // bytes given out
 	err error // the first failure other than EOF
@@ -198,7 +199,7 @@ func (b *body) isStopping() bool {
 // hands out pieces, else through a pooled buffer rather than io.Copy's 32 KiB.
 func (b *body) WriteTo(w io.Writer) (int64, error) {
 	if b.pieces == nil {
-		bp := b.copies.Get().(*[]byte)
+		bp := b.copies.Get(b.bound)
 		defer b.copies.Put(bp)
 		// What w holds back must not wait on the client: once nothing more has arrived, the
 		// next read may wait, so w lets go of what it gathered (as writePiece's beforeWait does).

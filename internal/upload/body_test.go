@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"sync"
 	"testing"
 )
 
@@ -22,7 +21,7 @@ func TestBodyFillsFromBufferedBytes(t *testing.T) {
 		b := &body{
 			file:   &smallReads{r: bytes.NewReader(data), max: 4096},
 			limit:  1 << 20,
-			copies: &sync.Pool{},
+			copies: NewBuffers(1<<10, 1<<20),
 			more:   func() bool { return tc.more },
 		}
 		p := make([]byte, 64<<10)

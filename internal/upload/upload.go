@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"cloudinary-upload-api/internal/imageguard"
@@ -54,7 +53,7 @@ type Rules struct {
 type Pipeline struct {
 	rules  Rules
 	store  Store
-	copies *sync.Pool
+	copies *Buffers
 }
 
 // DefaultCopyBufferBytes is Rules.CopyBufferBytes when it is 0.
@@ -65,8 +64,29 @@ func New(rules Rules, s Store) *Pipeline {
 	if rules.CopyBufferBytes <= 0 {
 		rules.CopyBufferBytes = DefaultCopyBufferBytes
 	}
-	size := rules.CopyBufferBytes
-	return &Pipeline{rules: rules, store: s, copies: &sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
+	return &Pipeline{rules: rules, store: s, copies: NewBuffers(leastCopyBuffer, rules.CopyBufferBytes)}
+}
+
+// leastCopyBuffer is the smallest copy buffer a small file gets.
+const leastCopyBuffer = 16 << 10
+
+// Holds is the most one file of at most bound bytes (-1: unknown) holds in a pipeline with
+// these rules: its copy buffer and the image guard's window (the metadata before an image's
+// data, which may stand twice for a moment while its buffer grows), the sniffed head not
+// counted. A way in reserves it from the memory budget before the file's bytes come.
+func (r Rules) Holds(bound int64) int64 {
+	meta := int64(r.Image.MaxMetadataBytes)
+	if meta <= 0 {
+		meta = imageguard.DefaultMaxMetadataBytes
+	}
+	if bound >= 0 {
+		meta = min(meta, bound)
+	}
+	copyBuf := r.CopyBufferBytes
+	if copyBuf <= 0 {
+		copyBuf = DefaultCopyBufferBytes
+	}
+	return int64(SizeClass(bound, leastCopyBuffer, copyBuf)) + 2*meta
 }
 
 // WithStore is pl sending its files to s instead.
@@ -83,8 +103,11 @@ func (pl *Pipeline) Rules() Rules { return pl.rules }
 type File struct {
 	// Body is the file's bytes. One that hands out pieces of its own buffer (Pieces) keeps the
 	// fast path; one that says what it holds (Buffered) is read in larger pieces.
-	Body   io.Reader
-	Size   int64 // the file's size (with Offset, the whole file's), or -1 when unknown
+	Body io.Reader
+	// Size is the file's size (with Offset, the whole file's), or -1 when unknown; then
+	// Params.Size may still bound it (a form's file is no larger than its request), as the
+	// store reads it: a small file gets small buffers.
+	Size   int64
 	Params store.Params
 	// Spend counts n more bytes of the file on their way to the store (a quota); its error
 	// stops the upload and comes back from Upload as it is. Nil: nothing counted.
@@ -100,6 +123,14 @@ type File struct {
 	// runs again; the limit counts Offset.
 	Resumed bool
 	Offset  int64
+}
+
+// bound is the most the file may have, or -1 when that is not known.
+func (f File) bound() int64 {
+	if f.Size >= 0 {
+		return f.Size
+	}
+	return max(f.Params.Size, -1)
 }
 
 // Decision is what the type policy and the image guard made of a file.
@@ -144,6 +175,7 @@ func (pl *Pipeline) Upload(ctx context.Context, f File) (Result, error) {
 		spend:   f.Spend,
 		timeout: pl.rules.UploadTimeout,
 		copies:  pl.copies,
+		bound:   f.bound(),
 	}
 	b.pieces, _ = rest.(Pieces)
 	if bu, ok := f.Body.(Buffered); ok {
@@ -151,10 +183,11 @@ func (pl *Pipeline) Upload(ctx context.Context, f File) (Result, error) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// A file of known size that fits one request streams straight through, and the timer runs
-	// while the store holds it and is not reading it: before the first read, between reads,
-	// and after the last one until the answer. One sent in chunks is timed by the store.
-	if !f.Params.Chunked && pl.rules.UploadTimeout > 0 {
+	// A store that streams the file straight through is timed here: the timer runs while it
+	// holds the file and is not reading it, before the first read, between reads, and after the
+	// last one until the answer. One that holds the file's bytes (Cloudinary's chunks, each read
+	// whole before it is sent) times its own requests.
+	if store.Holds(pl.store, f.Params.Size) == 0 && pl.rules.UploadTimeout > 0 {
 		b.watchdog = time.AfterFunc(pl.rules.UploadTimeout, func() { cancel(ErrUpstreamTimeout) })
 		defer b.watchdog.Stop()
 	}

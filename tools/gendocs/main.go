@@ -1,24 +1,30 @@
-// Command gendocs writes docs/configuration.md from the envVars table in config.go, so that the
-// page of every variable cannot drift from the code. It reads the table as source (go/parser):
-// each row must be a composite literal of string constants, as it is today.
+// Command gendocs writes, from internal/config's table of the server's variables, the files that
+// describe them, so that none can drift from the code:
 //
-//	go generate          # in the repository root: config.go's //go:generate line runs it
-//	go run ./tools/gendocs -config config.go -out docs/configuration.md
+//	docs/configuration.md   every variable: default and meaning
+//	.env.example            every variable, commented out, with its meaning
+//	app.json                its "env": the few variables the Heroku Button's form asks for
+//	                        (the rest of app.json is kept as it is)
 //
-// tools/gendocs's test fails when docs/configuration.md is not what this program writes.
+// Run it with go generate ./... in the repository root (config.go's //go:generate line), or
+//
+//	go run ./tools/gendocs -root .
+//
+// Its test fails when one of the files is not what it writes.
 package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
-	"strconv"
+	"path/filepath"
+	"slices"
 	"strings"
+
+	envconfig "cloudinary-upload-api/internal/config"
 )
 
 func main() {
@@ -30,135 +36,59 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("gendocs", flag.ContinueOnError)
-	config := fs.String("config", "config.go", "the Go file holding func envVars")
-	out := fs.String("out", "docs/configuration.md", "the page to write")
+	root := fs.String("root", ".", "the repository root")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	src, err := os.ReadFile(*config)
+	files, err := generate(*root, envconfig.Vars())
 	if err != nil {
 		return err
 	}
-	vars, err := parseEnvVars(*config, src)
-	if err != nil {
-		return err
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(*root, f.path), f.content, 0o644); err != nil {
+			return err
+		}
 	}
-	return os.WriteFile(*out, render(vars), 0o644)
+	return nil
 }
 
-// envVar is one row of config.go's envVars table, as written there.
-type envVar struct {
-	Name, Def, Help string
-	Secret          bool
+// file is one generated file: its path under the root, and what it holds.
+type file struct {
+	path    string
+	content []byte
 }
 
-// parseEnvVars reads the rows of the composite literal that func envVars returns.
-func parseEnvVars(filename string, src []byte) ([]envVar, error) {
-	f, err := parser.ParseFile(token.NewFileSet(), filename, src, parser.SkipObjectResolution)
+// generate is every file gendocs writes; app.json's parts other than "env" are read from root.
+func generate(root string, vars []envconfig.Var) ([]file, error) {
+	app, err := os.ReadFile(filepath.Join(root, "app.json"))
 	if err != nil {
 		return nil, err
 	}
-	var table *ast.CompositeLit
-	for _, d := range f.Decls {
-		fn, ok := d.(*ast.FuncDecl)
-		if !ok || fn.Name.Name != "envVars" || fn.Body == nil {
-			continue
-		}
-		for _, st := range fn.Body.List {
-			if ret, ok := st.(*ast.ReturnStmt); ok && len(ret.Results) == 1 {
-				table, _ = ret.Results[0].(*ast.CompositeLit)
-			}
-		}
+	appJSON, err := renderAppJSON(app, vars)
+	if err != nil {
+		return nil, fmt.Errorf("app.json: %w", err)
 	}
-	if table == nil {
-		return nil, errors.New(filename + ": no func envVars returning a composite literal")
-	}
-	var vars []envVar
-	for _, elt := range table.Elts {
-		row, ok := elt.(*ast.CompositeLit)
-		if !ok {
-			return nil, fmt.Errorf("%s: a row of envVars is not a composite literal", filename)
-		}
-		var v envVar
-		for _, field := range row.Elts {
-			kv, ok := field.(*ast.KeyValueExpr)
-			if !ok {
-				return nil, fmt.Errorf("%s: a row of envVars has a field without its name", filename)
-			}
-			key, _ := kv.Key.(*ast.Ident)
-			if key == nil {
-				return nil, fmt.Errorf("%s: a row of envVars has an odd key", filename)
-			}
-			if key.Name == "secret" {
-				id, ok := kv.Value.(*ast.Ident)
-				if !ok || (id.Name != "true" && id.Name != "false") {
-					return nil, fmt.Errorf("%s: secret of a row of envVars is not true or false", filename)
-				}
-				v.Secret = id.Name == "true"
-				continue
-			}
-			s, err := stringConstant(kv.Value)
-			if err != nil {
-				return nil, fmt.Errorf("%s: field %s of a row of envVars: %w", filename, key.Name, err)
-			}
-			switch key.Name {
-			case "name":
-				v.Name = s
-			case "def":
-				v.Def = s
-			case "help":
-				v.Help = s
-			default:
-				return nil, fmt.Errorf("%s: envVars has a field %s that gendocs does not know", filename, key.Name)
-			}
-		}
-		if v.Name == "" {
-			return nil, fmt.Errorf("%s: a row of envVars has no name", filename)
-		}
-		vars = append(vars, v)
-	}
-	return vars, nil
+	return []file{
+		{filepath.Join("docs", "configuration.md"), renderDoc(vars)},
+		{".env.example", renderEnvExample(vars)},
+		{"app.json", appJSON},
+	}, nil
 }
 
-// stringConstant is the value of a string literal, or of literals joined with +.
-func stringConstant(e ast.Expr) (string, error) {
-	switch e := e.(type) {
-	case *ast.BasicLit:
-		if e.Kind != token.STRING {
-			return "", errors.New("not a string")
-		}
-		return strconv.Unquote(e.Value)
-	case *ast.BinaryExpr:
-		if e.Op != token.ADD {
-			break
-		}
-		a, err := stringConstant(e.X)
-		if err != nil {
-			return "", err
-		}
-		b, err := stringConstant(e.Y)
-		if err != nil {
-			return "", err
-		}
-		return a + b, nil
-	case *ast.ParenExpr:
-		return stringConstant(e.X)
-	}
-	return "", errors.New("not a string literal (gendocs reads the table as source)")
-}
-
-// render is the page: a short introduction, then one table row per variable, in the table's order.
-func render(vars []envVar) []byte {
+// renderDoc is docs/configuration.md: a short introduction, then one table row per variable, in
+// the table's order.
+func renderDoc(vars []envconfig.Var) []byte {
 	var b bytes.Buffer
 	b.WriteString(`# Configuration
 
-<!-- Generated by tools/gendocs from the envVars table in config.go: edit that table, then run
-go generate. TestConfigurationDocIsFresh fails when this page is stale. -->
+<!-- Generated by tools/gendocs from the table in internal/config/vars.go: edit that table, then
+run go generate ./... TestGeneratedFilesAreFresh fails when this page is stale. -->
 
-Every variable the server reads, in the order of the ` + "`envVars`" + ` table in ` + "`config.go`" + `, which
-also feeds ` + "`--help`" + `, ` + "`.env.example`" + ` and the eight variables the Heroku Button's ` + "`app.json`" + ` asks for.
+Every variable the server reads, in the order of the table in ` + "`internal/config/vars.go`" + `, which
+also feeds ` + "`--help`" + `, ` + "`.env.example`" + ` and the few variables the Heroku Button's ` + "`app.json`" + ` asks for.
 Values come from the environment, or from the file ` + "`ENV_FILE`" + ` names (` + "`.env`" + `; see ` + "`.env.example`" + `); the
-real environment wins. A bad value stops the server at start-up with a line naming the variable.
+real environment wins. A bad value stops the server at start-up with a line naming the variable
+(every bad value at once, one line each).
 Sizes take plain bytes or a unit: ` + "`200MB`" + ` (10^6), ` + "`200MiB`" + ` (2^20), also KB, KiB, GB, GiB. A secret is never
 logged, never sent to a client and never quoted in a start-up error.
 
@@ -171,11 +101,11 @@ load), [image-metadata.md](image-metadata.md) (` + "`STRIP_METADATA`" + `, the p
 |---|---|---|
 `)
 	for _, v := range vars {
-		def := "`" + v.Def + "`"
+		def := "`" + v.Default + "`"
 		switch {
 		case v.Secret:
 			def = "(secret)"
-		case v.Def == "":
+		case v.Default == "":
 			def = ""
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, def, cell(v.Help))
@@ -189,4 +119,146 @@ func cell(s string) string {
 	s = strings.ReplaceAll(s, "*", `\*`)
 	s = strings.ReplaceAll(s, "<", "&lt;")
 	return strings.ReplaceAll(s, ">", "&gt;")
+}
+
+// renderEnvExample is .env.example: every line a comment, so that copying it as it is starts
+// the server on the local store; each variable's meaning, then NAME=its default (or example).
+func renderEnvExample(vars []envconfig.Var) []byte {
+	var b bytes.Buffer
+	b.WriteString(`# Copy to .env and fill in. The real environment wins over .env; never commit .env.
+# As it is, every line a comment, the server stores uploads on local disk (./uploads). For
+# Cloudinary, uncomment CLOUDINARY_URL and put your console's "API environment variable" there
+# (only the part from cloudinary://), or ` + "`go run ./tools/fakecloudinary -env-file .env`" + ` for the
+# fake of the tests (README: "Try the Cloudinary path without an account").
+# Generated by tools/gendocs from internal/config/vars.go: edit the table, then go generate ./...
+
+`)
+	for _, v := range vars {
+		value := v.Example
+		if value == "" && !v.Secret {
+			value = v.Default
+		}
+		fmt.Fprintf(&b, "# %s\n# %s=%s\n", v.Help, v.Name, value)
+	}
+	return b.Bytes()
+}
+
+// herokuEnv is one variable of app.json's env, in the fields' order app.json has them.
+type herokuEnv struct {
+	Description string `json:"description"`
+	Required    bool   `json:"required"`
+	Value       string `json:"value,omitempty"`
+	Generator   string `json:"generator,omitempty"`
+}
+
+// renderAppJSON is app.json with its "env" written from the table's Heroku rows, in their Order;
+// its other keys keep their values and order.
+func renderAppJSON(app []byte, vars []envconfig.Var) ([]byte, error) {
+	keys, values, err := objectKeys(app)
+	if err != nil {
+		return nil, err
+	}
+	var asked []envconfig.Var
+	for _, v := range vars {
+		if v.Heroku != nil {
+			asked = append(asked, v)
+		}
+	}
+	slices.SortStableFunc(asked, func(a, b envconfig.Var) int { return a.Heroku.Order - b.Heroku.Order })
+	var env bytes.Buffer
+	env.WriteString("{")
+	for i, v := range asked {
+		if v.Heroku.Order != i+1 {
+			return nil, fmt.Errorf("%s: Heroku.Order %d, want the places 1 to %d, each once", v.Name, v.Heroku.Order, len(asked))
+		}
+		e := herokuEnv{Description: v.Help, Required: v.Heroku.Required, Value: v.Heroku.Value, Generator: v.Heroku.Generator}
+		if e.Value == "" && !v.Secret && e.Generator == "" {
+			e.Value = v.Default // shown, so that the user sees what they would change
+		}
+		if v.Secret && e.Value != "" {
+			return nil, fmt.Errorf("%s is secret: app.json must not propose a value", v.Name)
+		}
+		if i > 0 {
+			env.WriteString(",")
+		}
+		if err := writeJSON(&env, v.Name); err != nil {
+			return nil, err
+		}
+		env.WriteString(":")
+		if err := writeJSON(&env, e); err != nil {
+			return nil, err
+		}
+	}
+	env.WriteString("}")
+	if i := slices.Index(keys, "env"); i >= 0 {
+		values[i] = env.Bytes()
+	} else {
+		keys, values = append(keys, "env"), append(values, env.Bytes())
+	}
+	var flat bytes.Buffer
+	flat.WriteString("{")
+	for i, k := range keys {
+		if i > 0 {
+			flat.WriteString(",")
+		}
+		if err := writeJSON(&flat, k); err != nil {
+			return nil, err
+		}
+		flat.WriteString(":")
+		flat.Write(values[i])
+	}
+	flat.WriteString("}")
+	var out bytes.Buffer
+	if err := json.Indent(&out, flat.Bytes(), "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteString("\n")
+	return out.Bytes(), nil
+}
+
+// writeJSON writes v as compact JSON with <, > and & as they are (app.json is no HTML page).
+func writeJSON(b *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	b.Truncate(b.Len() - 1) // Encode's newline
+	return nil
+}
+
+// objectKeys reads a JSON object's keys in their order, and each value as it is written.
+func objectKeys(doc []byte) ([]string, [][]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, errors.New("not a JSON object")
+	}
+	var keys []string
+	var values [][]byte
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		key, _ := t.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, err
+		}
+		if slices.Contains(keys, key) {
+			return nil, nil, fmt.Errorf("key %q twice", key)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, raw); err != nil {
+			return nil, nil, err
+		}
+		keys, values = append(keys, key), append(values, compact.Bytes())
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, nil, err
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, nil, errors.New("more than one JSON value")
+	}
+	return keys, values, nil
 }

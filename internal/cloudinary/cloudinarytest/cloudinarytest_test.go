@@ -9,9 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -26,7 +23,8 @@ import (
 
 	"github.com/cloudinary/cloudinary-go/v2/api"
 	cldupload "github.com/cloudinary/cloudinary-go/v2/api/uploader"
-	cldconfig "github.com/cloudinary/cloudinary-go/v2/config"
+
+	"cloudinary-upload-api/internal/testkit"
 )
 
 func TestFakeSignatureDocsVector(t *testing.T) {
@@ -514,25 +512,10 @@ func TestFakeCloudinaryConcurrentUploads(t *testing.T) {
 	}
 }
 
-// newFakeTestUploader is the SDK's uploader for url, with its own transport so its idle connections end with the test.
-//
-// Call it before t.Parallel: config.NewFromURL calls IgnoreUnknownKeys on the SDK's package-level gorilla/schema
-// decoder (cloudinary-go v2.16.1 config/configuration.go), a data race when two goroutines build configs at once.
-// Top-level tests run their code before t.Parallel one at a time, and never beside a parallel test's body.
+// newFakeTestUploader is the SDK's uploader for url (testkit.SDKUploader: call it before t.Parallel).
 func newFakeTestUploader(t *testing.T, cldURL string) *cldupload.API {
 	t.Helper()
-	cfg, err := cldconfig.NewFromURL(cldURL)
-	if err != nil {
-		t.Fatalf("config.NewFromURL: %v", err)
-	}
-	up, err := cldupload.NewWithConfiguration(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(tr.CloseIdleConnections)
-	up.Client = http.Client{Transport: tr}
-	return up
+	return testkit.SDKUploader(t, cldURL)
 }
 
 // fakeTestRaw is the decoded JSON object the SDK keeps in UploadResult.Response.
@@ -547,13 +530,7 @@ func fakeTestRaw(t *testing.T, res *cldupload.UploadResult) map[string]any {
 
 func fakeTestPNG(t *testing.T, w, h int) []byte {
 	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	img.Set(0, 0, color.RGBA{R: 255, A: 255})
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.PNG(t, w, h)
 }
 
 type fakeZeroReader struct{}

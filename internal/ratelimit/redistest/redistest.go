@@ -22,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cloudinary-upload-api/internal/testkit"
 )
 
 // Server is one redis-server process, which a test may stop and start again on the same port.
@@ -45,13 +47,7 @@ func StartTLS(t testing.TB) *Server { return start(t, true, nil) }
 
 func start(t testing.TB, withTLS bool, extra []string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not installed (CI=true): %v", err)
-		}
-		t.Skipf("redis-server is not installed: %v", err)
-	}
+	bin := testkit.Tool(t, "redis-server", "redis-server")
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), tls: withTLS, extra: extra}
 	if withTLS {
 		writeCert(t, s.dir)
