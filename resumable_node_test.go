@@ -8,6 +8,7 @@ import (
 	"image/jpeg"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -289,5 +290,77 @@ func TestResumableThroughput(t *testing.T) {
 	t.Logf("form %v, tus %v", form, tus)
 	if best(tus) < 0.9*best(form) {
 		t.Errorf("tus-js-client at %.2f× the form's throughput, want at least 0.9×", best(tus)/best(form))
+	}
+}
+
+// TestResumableMemory uploads 8 resumable files of 200 MB at once (each in one PATCH) to a server
+// process, and checks its peak RSS against UPLOAD_MEMORY + 64 MiB (docs/large-files.md). It
+// moves 1.6 GB, so it runs only when asked: RESUMABLE_MEMCHECK=1.
+func TestResumableMemory(t *testing.T) {
+	if os.Getenv("RESUMABLE_MEMCHECK") != "1" {
+		t.Skip("a measurement: RESUMABLE_MEMCHECK=1 go test -run TestResumableMemory -v")
+	}
+	const n, uploads = 200_000_000, 8
+	const uploadMemory = 256 << 20
+	fake := newFakeCloudinary(t)
+	t.Cleanup(fake.Close)
+	env := baseEnv(t, fake)
+	env["MAX_UPLOAD_BYTES"], env["RATE_LIMIT"], env["UPLOAD_MEMORY"] = strconv.Itoa(1<<30), "off", strconv.Itoa(uploadMemory)
+	env["MAX_MEMORY_PER_CLIENT"] = "off" // one client uploads all 8
+	srv := startServerProcess(t, env)
+	var img bytes.Buffer
+	if err := jpeg.Encode(&img, guardTestImage(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	tc := newTusClient(t, c, srv.url)
+	done := make(chan error, uploads)
+	for range uploads {
+		url := tc.create(n)
+		go func() {
+			body := io.MultiReader(bytes.NewReader(img.Bytes()), &patternReader{n: int64(n - img.Len())})
+			req, err := http.NewRequest(http.MethodPatch, url, body)
+			if err != nil {
+				done <- err
+				return
+			}
+			req.ContentLength = n
+			req.Header.Set("Tus-Resumable", "1.0.0")
+			req.Header.Set("Content-Type", "application/offset+octet-stream")
+			req.Header.Set("Upload-Offset", "0")
+			resp, err := c.Do(req)
+			if err != nil {
+				done <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("PATCH: %d %s", resp.StatusCode, b)
+			}
+			done <- err
+		}()
+	}
+	for range uploads {
+		if err := within(t, done, "an upload of 200 MB"); err != nil {
+			t.Error(err)
+		}
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peakKB int64
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			peakKB, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		}
+	}
+	t.Logf("%d resumable uploads of %d MB at once: peak RSS %d MiB (UPLOAD_MEMORY %d MiB)", uploads, n/1_000_000, peakKB>>10, uploadMemory>>20)
+	if peakKB<<10 > uploadMemory+64<<20 || peakKB == 0 {
+		t.Errorf("peak RSS %d MiB, want under UPLOAD_MEMORY + 64 MiB = %d MiB", peakKB>>10, (uploadMemory+64<<20)>>20)
+	}
+	if len(fake.Uploads()) != uploads {
+		t.Errorf("the fake stored %d files, want %d", len(fake.Uploads()), uploads)
 	}
 }
