@@ -117,16 +117,13 @@ func TestMemoryIsBounded(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	m := NewMemory(mustParse(t, "1/hour"), clock.now)
 	ctx := context.Background()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for i := range MaxClients + 1000 {
-		if d := m.Allow(ctx, fmt.Sprintf("k%d", i)); i < MaxClients && !d.Allowed {
-			t.Fatalf("client %d limited on its first request", i)
+	heapPerClientAtMost(t, 1024, func() {
+		for i := range MaxClients + 1000 {
+			if d := m.Allow(ctx, fmt.Sprintf("k%d", i)); i < MaxClients && !d.Allowed {
+				t.Fatalf("client %d limited on its first request", i)
+			}
 		}
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	})
 	if got := m.Size(); got != MaxClients {
 		t.Errorf("size %d, want the cap %d", got, MaxClients)
 	}
@@ -134,9 +131,21 @@ func TestMemoryIsBounded(t *testing.T) {
 	if d := m.Allow(ctx, "one-more"); d.Allowed {
 		t.Errorf("a client past the cap got its own bucket")
 	}
+}
+
+// heapPerClientAtMost runs fill, which gives MaxClients clients their state, and checks that the
+// heap grew by at most limit bytes per client.
+func heapPerClientAtMost(t *testing.T, limit int64, fill func()) {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fill()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
 	perClient := (int64(after.HeapInuse) - int64(before.HeapInuse)) / MaxClients
 	t.Logf("about %d bytes of heap per client", perClient)
-	if perClient > 1024 {
-		t.Errorf("%d bytes per client, want at most 1 KiB", perClient)
+	if perClient > limit {
+		t.Errorf("%d bytes of heap per client, want at most %d", perClient, limit)
 	}
 }

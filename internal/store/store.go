@@ -1,6 +1,7 @@
-// Package store says what an upload asks of a store: the Params that both stores take,
-// internal/cloudinary's Client and internal/localstore's Store. It imports only the standard
-// library, so that neither store needs the other, nor the HTTP layer, to know what an upload is.
+// Package store is the contract between the server and its stores (internal/cloudinary's Client,
+// internal/localstore's Store): the Params of an upload, the Kind of a store's errors, and the
+// optional interfaces of what only some stores do. It imports only the standard library, so that
+// neither store needs the other, nor the HTTP layer, to know what an upload is.
 //
 // A store's Upload reads the file to its end (or fails) and answers with the upload result as
 // JSON, in Cloudinary's field names. Its errors are its own package's values, each of a Kind
