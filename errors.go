@@ -84,6 +84,22 @@ var (
 	errDeleteTooLarge = apiError{http.StatusRequestEntityTooLarge, "body is larger than " + formatBytes(maxDeleteBody)}
 	errDeleteToken    = apiError{http.StatusForbidden, fmt.Sprintf("no valid delete_token: an upload's answer deletes its file for %d minutes", int(store.DeleteTokenTTL.Minutes()))}
 	errDeleteNotYours = apiError{http.StatusForbidden, "public_id is not in your folder: only its uploader may delete a file"}
+	// Resumable uploads' (resumable.go): the tus protocol's statuses, in our shape.
+	errTusVersion            = apiError{http.StatusPreconditionFailed, "send Tus-Resumable: 1.0.0, the version of the tus protocol this server speaks"}
+	errResumableContentType  = apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/offset+octet-stream"}
+	errResumableOffsetHeader = apiError{http.StatusBadRequest, "Upload-Offset must be a whole number of bytes"}
+	errResumableOffset       = apiError{http.StatusConflict, "Upload-Offset is not where the upload stands: ask with HEAD, and send from there"}
+	errResumableLength       = apiError{http.StatusBadRequest, "send Upload-Length (the file's size in bytes, at least what was sent) or Upload-Defer-Length: 1"}
+	errResumableLengthSet    = apiError{http.StatusBadRequest, "Upload-Length differs from the upload's length, which is set"}
+	errResumableMetadata     = apiError{http.StatusBadRequest, "Upload-Metadata must be comma-separated pairs of a key and its value in base64, each key once, at most 8 KiB"}
+	errResumableNotFound     = apiError{http.StatusNotFound, "no such upload: it was never created here, was ended, or belongs to someone else"}
+	errResumableExpired      = apiError{http.StatusGone, "the upload has expired (Upload-Expires): start it again"}
+	errResumableLocked       = apiError{http.StatusLocked, "another request is writing to this upload; try again when it has ended"}
+	errResumableTooLong      = apiError{http.StatusRequestEntityTooLarge, "not stored: the body goes past the upload's Upload-Length"}
+	errResumableIncomplete   = apiError{http.StatusConflict, "the upload is not complete: HEAD says how far it is"}
+	errResumableMoved        = apiError{http.StatusConflict, "the upload went on elsewhere (another request or server): ask with HEAD where it stands"}
+	errResumableTakenOver    = apiError{http.StatusConflict, "a newer request for this upload took over from this one"}
+	errResumableState        = apiError{http.StatusServiceUnavailable, "the uploads' state cannot be read or kept (Redis does not answer); try again shortly"}
 	// Logged when the client disconnected; nobody reads the answer (499, as nginx logs it).
 	errClientGone = apiError{499, "client closed the request"}
 	// The image guard's (imageguard.go builds the other two, which carry the image's own details).

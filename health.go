@@ -12,6 +12,17 @@ import (
 type healthState struct {
 	draining atomic.Bool
 	redis    *ratelimit.Conn // nil without REDIS_URL; set by run before serving
+	stops    []func()        // what the routes hold beyond their requests, ended by stop
+}
+
+// onStop registers f to run at shutdown, once the server has stopped serving.
+func (h *healthState) onStop(f func()) { h.stops = append(h.stops, f) }
+
+// stop runs what onStop registered.
+func (h *healthState) stop() {
+	for _, f := range h.stops {
+		f()
+	}
 }
 
 func newHealthState() *healthState { return &healthState{} }

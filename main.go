@@ -142,6 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 		health.redis = conn
 	}
+	defer health.stop() // after the server has stopped, before Redis closes
 	srv := &http.Server{
 		Handler:           newServer(logger, cfg, st, health),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: a client that trickles its headers is cut off

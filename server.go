@@ -63,6 +63,7 @@ func addRoutes(mux routeMux, cfg config, st storage, health *healthState, m *met
 	} else {
 		mux.Handle("/upload", handleMethodNotAllowed(http.MethodPost))
 	}
+	addResumableRoutes(mux, newResumableServer(cfg, st, adm, quota, health), protect)
 	mux.Handle("POST /sign", protect(handleSign(newSigningConfig(cfg, st.signer, time.Now))))
 	mux.Handle("/sign", handleMethodNotAllowed(http.MethodPost))
 	mux.Handle("GET /healthz", handleHealthz(health))
@@ -124,10 +125,10 @@ func (cfg config) uploadLimits() uploadLimits {
 func corsOptions(cfg config) cors.Options {
 	return cors.Options{
 		AllowedOrigins: cfg.AllowedOrigins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch},
 		// X-Requested-With and Cache-Control: Dropzone and blueimp send them, so their preflights ask.
-		AllowedHeaders: []string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"},
-		ExposedHeaders: []string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader},
+		AllowedHeaders: append([]string{"Content-Type", "Authorization", "X-Request-Id", "X-Requested-With", "Cache-Control"}, tusRequestHeaders...),
+		ExposedHeaders: append([]string{"X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", metadataRemovedHeader}, tusResponseHeaders...),
 		MaxAge:         600,
 	}
 }

@@ -53,6 +53,7 @@ type Config struct {
 	MinRate            admission.Rule
 	BodyIdleTimeout    time.Duration
 	RetryBackoff       time.Duration
+	ResumableExpiry    time.Duration // RESUMABLE_EXPIRY
 	ShutdownTimeout    time.Duration
 	Storage            string // cloudinary or local: STORAGE=auto resolved
 	UploadDir          string
@@ -143,6 +144,8 @@ func table(c *Config) []Var {
 			Help: "Slowest body accepted, averaged over a sliding window of 20 s after a grace of 10 s (counting only time spent waiting on the client); slower gets 408. Options: 8KiB/s,grace=10s,window=20s; off disables"},
 		{Name: "BODY_IDLE_TIMEOUT", Default: "60s", Value: Duration(&c.BodyIdleTimeout, false, positiveDuration),
 			Help: "How long a client may send nothing while its upload is being read before it gets 408"},
+		{Name: "RESUMABLE_EXPIRY", Default: "24h", Value: Duration(&c.ResumableExpiry, false, positiveDuration),
+			Help: "How long a resumable (tus) upload at /upload/resumable/ may take from its creation to its last byte, and its answer stays available after (Upload-Expires); then it is swept"},
 		{Name: "CHUNK_RETRY_BACKOFF", Default: "500ms", Value: Duration(&c.RetryBackoff, false, positiveDuration),
 			Help: "Wait before the first retry of a failed chunk; doubles for each of the 3 retries"},
 		{Name: "SHUTDOWN_TIMEOUT", Default: "25s", Value: Duration(&c.ShutdownTimeout, false, positiveDuration),

@@ -116,6 +116,9 @@ func (c *Conn) Close() error {
 	return c.client.Close()
 }
 
+// Client is the Redis client, for state shared through the same Redis (resumable uploads').
+func (c *Conn) Client() *redis.Client { return c.client }
+
 // Healthy says whether Redis answered the last call.
 func (c *Conn) Healthy() bool { return c.up.Load() }
 
