@@ -388,6 +388,11 @@ func (c *Client) sendChunkOnce(ctx context.Context, chunk *chunkBuffer, n int, h
 				stall.Reset(c.opts.StallTimeout)
 			}
 		}}
+	// A transport whose request is cancelled waits for its body's writer to return before
+	// RoundTrip does: one waiting for the file's bytes must give up then, not at detach, which
+	// comes only after RoundTrip returns.
+	stopWaiting := context.AfterFunc(ctx, body.giveUp)
+	defer stopWaiting()
 	result, err := c.send(ctx, body, p, &h)
 	stalled := errors.Is(context.Cause(ctx), ErrStalled)
 	cancel(nil)   // a transport still writing the chunk gives up,
@@ -472,8 +477,11 @@ func (r *chunkReader) next(use func([]byte) (int, error), max int) (int, error) 
 	}
 }
 
+// giveUp wakes a reader waiting for the file's bytes, which then ends with errChunkDetached.
+func (r *chunkReader) giveUp() { r.once.Do(func() { close(r.stop) }) }
+
 func (r *chunkReader) detach() {
-	r.once.Do(func() { close(r.stop) })
+	r.giveUp()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.data = nil

@@ -135,7 +135,9 @@ func TestChunkedUploadStreamBrokenFile(t *testing.T) {
 	c := newClockedClient(t, fake, &testClock{now: time.Now()})
 	t.Parallel()
 	broken := errors.New("client went away")
-	file := io.MultiReader(bytes.NewReader(patterned(3<<20)), &failingReader{broken})
+	// The file breaks off once the fake has seen the chunk's first bytes: before that, the
+	// attempt may not have reached the fake at all, and nothing there would be aborted.
+	file := io.MultiReader(bytes.NewReader(patterned(3<<20)), &failingReader{err: broken, after: fake.FirstBytes})
 	_, err := c.Upload(t.Context(), file, store.Params{Size: cloudinary.MaxRequestBytes + 1})
 	if !errors.Is(err, broken) {
 		t.Errorf("Upload: %v; want the file's error", err)
@@ -146,6 +148,19 @@ func TestChunkedUploadStreamBrokenFile(t *testing.T) {
 	}
 }
 
-type failingReader struct{ err error }
+// failingReader fails every Read with err, once after has received (nil: at once), or after 30s.
+type failingReader struct {
+	err   error
+	after <-chan struct{}
+}
 
-func (r *failingReader) Read([]byte) (int, error) { return 0, r.err }
+func (r *failingReader) Read([]byte) (int, error) {
+	if r.after != nil {
+		select {
+		case <-r.after:
+		case <-time.After(30 * time.Second):
+		}
+		r.after = nil
+	}
+	return 0, r.err
+}
