@@ -128,8 +128,8 @@ func TestChunkedUploadStreamedChunkEndsTheFile(t *testing.T) {
 	}
 }
 
-// A file that breaks off while a chunk streams fails the upload with the file's error, and
-// nothing is stored.
+// A file that breaks off while a chunk streams fails the upload with the file's error; the
+// attempt under way is cut off and nothing is stored.
 func TestChunkedUploadStreamBrokenFile(t *testing.T) {
 	fake := cloudinarytest.New(t)
 	c := newClockedClient(t, fake, &testClock{now: time.Now()})
@@ -142,7 +142,7 @@ func TestChunkedUploadStreamBrokenFile(t *testing.T) {
 	if !errors.Is(err, broken) {
 		t.Errorf("Upload: %v; want the file's error", err)
 	}
-	// The attempt under way is cut off (the fake may not have seen it at all): nothing stored.
+	within(t, fake.Aborted, "aborted request at the fake") // the attempt under way is cut off
 	if n := len(fake.Uploads()); n != 0 {
 		t.Errorf("fake stored %d uploads, want none", n)
 	}
