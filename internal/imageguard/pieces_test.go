@@ -145,16 +145,21 @@ func throughPieces(t testing.TB, b []byte, headLen int, opts Options, max int, m
 	return out, pieces, nil
 }
 
-// pieceFiles are files larger than the seeds, with image data longer than a piece.
-func pieceFiles(t testing.TB) map[string][]byte {
-	rng := rand.New(rand.NewPCG(1, 2))
-	noise := func(n int) []byte {
+// noiseOf makes pseudo-random bytes from rng, n at a time: image data that compresses to nothing.
+func noiseOf(rng *rand.Rand) func(n int) []byte {
+	return func(n int) []byte {
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(rng.Uint32())
 		}
 		return b
 	}
+}
+
+// pieceFiles are files larger than the seeds, with image data longer than a piece.
+func pieceFiles(t testing.TB) map[string][]byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	noise := noiseOf(rng)
 	cs := pngChunks(t, photoPNG(t, 16, 16, false))
 	gpsExif := chunk("eXIf", photoExif(binary.LittleEndian, true))
 	pngWith := func(idats ...[]byte) []byte {

@@ -31,13 +31,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // of data, and 10 text chunks of 10 KiB after 200 KiB of image data.
 func resumable(t testing.TB) map[string][]byte {
 	rng := rand.New(rand.NewPCG(3, 3))
-	noise := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
-	}
+	noise := noiseOf(rng)
 	padded := []byte(pngSignature)
 	for _, c := range pngChunks(t, apng(t, 50, 3, 2, [4]uint32{3, 2, 0, 0})) {
 		if string(c[4:8]) == "acTL" { // it says 30 frames: counted, not declared, they pass MaxFrames
