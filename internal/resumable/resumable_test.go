@@ -219,25 +219,26 @@ func testState(t *testing.T, st State) {
 
 func TestMemoryState(t *testing.T) { testState(t, NewMemory()) }
 
-func TestRedisState(t *testing.T) {
+// redisClient is a client of a real redis-server of the test's own, closed at its cleanup.
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
 	srv := redistest.Start(t)
 	opt, err := ratelimit.ParseURL(srv.URL(), false, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := redis.NewClient(opt)
-	defer client.Close()
+	t.Cleanup(func() { _ = client.Close() })
+	return client
+}
+
+func TestRedisState(t *testing.T) {
+	client := redisClient(t)
 	testState(t, NewRedis(client, "test:", 3*time.Second))
 }
 
 func TestRedisLockLapsesWhenItsHolderDies(t *testing.T) {
-	srv := redistest.Start(t)
-	opt, err := ratelimit.ParseURL(srv.URL(), false, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opt)
-	defer client.Close()
+	client := redisClient(t)
 	st := NewRedis(client, "test:", 300*time.Millisecond)
 	ctx := context.Background()
 	// A holder that died: its key, without the renewal, lapsing in a millisecond.
